@@ -1,0 +1,30 @@
+# Knitfab in Python. `make` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help test lint fix clean
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: setup.cfg pyproject.toml scripts/install-system-deps.sh
+	PYTHON=$(PYTHON) sh scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv with Knitfab and its test tools
+
+test: $(VENV)/.installed ## run the whole test suite (what CI runs)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected"; rc=0; fi; exit $$rc
+
+lint: $(VENV)/.installed ## ruff check and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+fix: $(VENV)/.installed ## ruff fix and format
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean: ## remove .venv and caches
+	rm -rf $(VENV) .pytest_cache build *.egg-info

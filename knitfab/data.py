@@ -1,0 +1,224 @@
+"""Data in the store: find, show, tag changes and uploads (spec §3 D1–D4, §6.6, §4.1).
+
+Public functions open their own transaction and return Knitfab's ``DataDetail`` (§2.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import nominate, runs
+from .errors import NotFound
+from .planstore import UPLOADED, input_points, output_points, plan_summaries
+from .status import PROCESSING, RunStatus
+from .store import Store, json_list
+from .tags import (
+    KEY_ID,
+    KEY_TIMESTAMP,
+    KEY_TRANSIENT,
+    TRANSIENT_FAILED,
+    TRANSIENT_PROCESSING,
+    Tag,
+    as_strings,
+    system_tags,
+    user_tag,
+)
+from .times import parse_rfc3339
+
+_PROCESSING_SQL = ",".join(f"'{s.value}'" for s in PROCESSING)
+
+
+def show_data(store: Store, knit_id: str) -> dict:
+    with store.read():
+        details = data_details(store, [knit_id])
+    if not details:
+        raise NotFound(f"data {knit_id} is not found")
+    return details[0]
+
+
+def find_data(store: Store, tags: Iterable[Tag] = (), since: int | None = None, until: int | None = None) -> list[dict]:
+    """``GET /api/data``: Data carrying every tag (system tags too), whose time (its
+    ``knit#timestamp``, else its run's ``updatedAt``) is in [since, until). Ordered by
+    timestamp, untimestamped Data last, then knitId."""
+    query = _DataQuery(store)
+    for tag in tags:
+        query.require(tag)
+    if since is not None:
+        query.where("COALESCE(d.timestamp, r.updated_at) >= ?", since)
+    if until is not None:
+        query.where("COALESCE(d.timestamp, r.updated_at) < ?", until)
+    with store.read():
+        return data_details(store, query.knit_ids())
+
+
+class _DataQuery:
+    """Builds the D1 query: user tags through the tag index, system tags as columns."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.tags: list[Tag] = []
+        self.conditions: list[str] = []
+        self.params: list = []
+        self.empty = False
+
+    def where(self, condition: str, *params) -> None:
+        self.conditions.append(condition)
+        self.params.extend(params)
+
+    def require(self, tag: Tag) -> None:
+        if not tag.is_system:
+            self.tags.append(tag)
+        elif tag.key == KEY_ID:
+            self.where("d.knit_id = ?", tag.value)
+        elif tag.key == KEY_TIMESTAMP:
+            self.where("d.timestamp = ?", parse_rfc3339(tag.value))
+        elif tag.key == KEY_TRANSIENT and tag.value == TRANSIENT_PROCESSING:
+            self.where(f"r.status IN ({_PROCESSING_SQL})")
+        elif tag.key == KEY_TRANSIENT and tag.value == TRANSIENT_FAILED:
+            self.where("r.status IN ('failed', 'invalidated')")
+        else:
+            self.empty = True  # an unknown system tag: nothing carries it, as in Knitfab
+
+    def knit_ids(self) -> list[str]:
+        tag_ids = self.store.tag_ids(self.tags)
+        if self.empty or tag_ids is None:
+            return []
+        # Start from the rarest tag, then check the others through the (tag, data) index.
+        tag_ids.sort(key=self._rarity)
+        if tag_ids:
+            sql = "SELECT d.knit_id FROM data_tag t0 JOIN data d ON d.knit_id = t0.knit_id"
+            conditions, params = ["t0.tag_id = ?"], [tag_ids[0]]
+        else:
+            sql, conditions, params = "SELECT d.knit_id FROM data d", [], []
+        for tag_id in tag_ids[1:]:
+            conditions.append("EXISTS (SELECT 1 FROM data_tag x WHERE x.tag_id = ? AND x.knit_id = d.knit_id)")
+            params.append(tag_id)
+        conditions, params = conditions + self.conditions, params + self.params
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        order = " ORDER BY d.timestamp IS NULL, d.timestamp, d.knit_id"
+        return self.store.column(f"{sql} JOIN run r ON r.run_id = d.run_id{where}{order}", *params)
+
+    def _rarity(self, tag_id: int) -> int:
+        # Counting is capped so that a tag on every Data costs no more than a rare one.
+        return self.store.one("SELECT COUNT(*) FROM (SELECT 1 FROM data_tag WHERE tag_id = ? LIMIT 1000)", tag_id)[0]
+
+
+def change_tags(
+    store: Store, knit_id: str, add: list[Tag] = (), remove: list[Tag] = (), remove_key: list[str] = ()
+) -> dict:
+    """Remove exact tags, then remove by key, then add (so ``remove k:v, add k:v`` keeps it),
+    then re-nominate the Data (§6.6)."""
+    for tag in [*add, *remove]:
+        user_tag(tag)
+    for key in remove_key:
+        user_tag(Tag(key, ""))
+    with store.write():
+        if not store.one("SELECT 1 FROM data WHERE knit_id = ?", knit_id):
+            raise NotFound(f"data {knit_id} is not found", reason="correspontind data is missing")
+        _remove_tags(store, knit_id, remove, remove_key)
+        for tag_id in store.tag_ids(add, create=True):
+            store.execute("INSERT OR IGNORE INTO data_tag (tag_id, knit_id) VALUES (?, ?)", tag_id, knit_id)
+        nominate.nominate_data(store, knit_id)
+    return show_data(store, knit_id)
+
+
+def _remove_tags(store: Store, knit_id: str, remove: list[Tag], remove_key: list[str]) -> None:
+    for tag in remove:
+        store.execute(
+            "DELETE FROM data_tag WHERE knit_id = ? AND tag_id = (SELECT id FROM tag WHERE key = ? AND value = ?)",
+            knit_id, tag.key, tag.value,
+        )  # fmt: skip
+    for key in remove_key:
+        store.execute(
+            "DELETE FROM data_tag WHERE knit_id = ? AND tag_id IN (SELECT id FROM tag WHERE key = ?)",
+            knit_id, key.strip(),
+        )  # fmt: skip
+
+
+# -- uploads (spec §4.1) ------------------------------------------------------------------------
+
+
+def begin_upload(store: Store) -> tuple[str, str]:
+    """A running run of the pseudo plan ``knit#uploaded`` and its one output Data:
+    (runId, knitId). The caller fills ``layout.staging(knitId)`` then calls ``end_upload``."""
+    with store.write():
+        (plan_id,) = store.one("SELECT plan_id FROM plan WHERE name = ?", UPLOADED)
+        run_id = runs.create_run(store, plan_id, {}, RunStatus.RUNNING)
+        return run_id, runs.outputs_of(store, run_id)[0]
+
+
+def end_upload(store: Store, run_id: str, ok: bool, message: str = "") -> None:
+    """Finish an upload: done (timestamped and nominated) when its contents are in place;
+    otherwise failed, and its half-received Data is dropped, so nothing partial is ever seen."""
+    with store.write():
+        if ok:
+            runs.set_status(store, run_id, RunStatus.COMPLETING, exit=(0, ""))
+        else:
+            runs.set_status(store, run_id, RunStatus.ABORTING, exit=(1, message or "upload failed"))
+            runs.drop_outputs(store, run_id)
+        runs.finish(store, run_id)
+
+
+# -- JSON shape (spec §2.3) -----------------------------------------------------------------------
+
+
+def data_details(store: Store, knit_ids: list[str]) -> list[dict]:
+    """``DataDetail`` of many Data with a fixed number of queries, in the order given."""
+    ids = json_list(knit_ids)
+    rows = store.all(
+        "SELECT d.knit_id, d.run_id, d.output_id, d.timestamp, r.status FROM data d"
+        " JOIN run r ON r.run_id = d.run_id WHERE d.knit_id IN (SELECT value FROM json_each(?))",
+        ids,
+    )
+    downs = store.all(
+        "SELECT a.knit_id, a.input_id, a.run_id FROM assign a JOIN run r ON r.run_id = a.run_id"
+        " WHERE a.knit_id IN (SELECT value FROM json_each(?)) AND r.status != 'invalidated'"
+        " ORDER BY r.updated_at, r.run_id",
+        ids,
+    )
+    noms = store.all(
+        "SELECT n.knit_id, n.input_id, i.plan_id FROM nomination n JOIN input i ON i.id = n.input_id"
+        " WHERE n.knit_id IN (SELECT value FROM json_each(?)) ORDER BY i.plan_id, i.path",
+        ids,
+    )
+    parts = _Parts(store, rows, downs, noms)
+    by_id = {row[0]: parts.detail(row) for row in rows}
+    return [by_id[k] for k in knit_ids if k in by_id]
+
+
+class _Parts:
+    """The shared pieces of many DataDetails, each fetched once."""
+
+    def __init__(self, store: Store, rows: list, downs: list, noms: list):
+        self.tags = store.tags_of("data_tag", "knit_id", [r[0] for r in rows])
+        self.runs = runs.run_summaries(store, [r[1] for r in rows] + [d[2] for d in downs])
+        self.outputs = output_points(store, [r[2] for r in rows])
+        self.inputs = input_points(store, [d[1] for d in downs] + [n[1] for n in noms])
+        self.plans = plan_summaries(store, [n[2] for n in noms])
+        self.downs: dict[str, list] = {}
+        for knit_id, input_id, run_id in downs:
+            self.downs.setdefault(knit_id, []).append({"mountpoint": self.inputs[input_id], "run": self.runs[run_id]})
+        self.noms: dict[str, list] = {}
+        for knit_id, input_id, plan_id in noms:
+            # Knitfab returns one nomination at most, a map-overwrite bug (§14.8): all are given.
+            self.noms.setdefault(knit_id, []).append({**self.inputs[input_id], "plan": self.plans[plan_id]})
+
+    def detail(self, row: tuple) -> dict:
+        knit_id, run_id, output_id, stamp, status = row
+        _, is_log, point = self.outputs[output_id]
+        transient = _transient(RunStatus(status))
+        return {
+            "knitId": knit_id,
+            "tags": as_strings(self.tags[knit_id] + system_tags(knit_id, stamp, transient)),
+            "upstream": {"log" if is_log else "mountpoint": point, "run": self.runs[run_id]},
+            "downstreams": self.downs.get(knit_id, []),
+            "nomination": self.noms.get(knit_id, []),
+        }
+
+
+def _transient(status: RunStatus) -> str | None:
+    if status.processing:
+        return TRANSIENT_PROCESSING
+    if status in (RunStatus.FAILED, RunStatus.INVALIDATED):
+        return TRANSIENT_FAILED
+    return None

@@ -1,0 +1,258 @@
+"""The local runner: Job semantics on this host, each run in a bubblewrap sandbox.
+
+A run executes the plan's ``entrypoint`` + ``args`` with every input Data bind-mounted
+read-only at its path, every output (staging) directory read-write at its path, a private
+``/tmp``, the host's system and Python read-only, and no network unless the operator allows it.
+A plan ``image`` the operator maps to a directory (``--local-image NAME:TAG=DIR``) has that
+directory at ``/work`` as the working directory, as ``WORKDIR /work`` + ``COPY`` would.
+
+The worker is ``sh -c '<sandbox>; echo $? > exit'`` in its own session, with stdout and stderr
+going straight into the log Data's file ``log``. It does not depend on the server: after a
+``kill -9`` of the server it keeps running, and the restarted server finds it again by its
+process group and start time (the *handle*), and reads its exit code from the ``exit`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+from . import quantity
+from .runner import Job, RunnerError, WorkerState, WorkerStatus
+from .store import Layout
+
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
+WRAPPER = '"$@"; code=$?; echo "$code" > exit.tmp && mv exit.tmp exit'
+
+
+def machine_capacity() -> dict[str, Decimal]:
+    """All of this machine's cores and memory."""
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {"cpu": Decimal(os.cpu_count() or 1), "memory": Decimal(pages)}
+
+
+def parse_capacity(text: str) -> dict[str, Decimal]:
+    """``cpu=2,memory=8Gi``: what the local runner may use at once."""
+    capacity = machine_capacity()
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"capacity must be TYPE=QUANTITY[,...]: {item!r}")
+        capacity[key.strip()] = quantity.value(value)
+    return capacity
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        layout: Layout,
+        capacity: dict[str, Decimal] | None = None,
+        network: bool = False,
+        images: dict[str, Path] | None = None,
+        grace: float = 10.0,
+        on_exit: Callable[[], None] | None = None,
+    ):
+        self.layout = layout
+        self.capacity = capacity if capacity is not None else machine_capacity()
+        self.network = network
+        self.images = {name: Path(d).resolve() for name, d in (images or {}).items()}
+        self.grace = grace
+        self.on_exit = on_exit
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._stopping: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def prepare(self, job: Job) -> None:
+        for knit_id in job.writable:
+            staging = self.layout.staging(knit_id)
+            if staging.exists():
+                shutil.rmtree(staging)  # a previous attempt's leftovers: outputs start empty
+            staging.mkdir(parents=True)
+        if job.log:
+            (self.layout.staging(job.log) / "log").touch()
+
+    def start(self, job: Job) -> str:
+        if not job.entrypoint:
+            raise RunnerError(
+                f"plan {job.plan_id} has no entrypoint: the local runner runs the plan's "
+                'entrypoint + args, so add e.g. `entrypoint: ["python", "-u", "main.py"]` to the plan'
+            )
+        workdir = self.layout.worker(job.run_id)
+        if (workdir / "handle").exists():
+            return (workdir / "handle").read_text()  # started before a crash: it is that worker
+        workdir.mkdir(parents=True, exist_ok=True)
+        command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.sandbox(job)]
+        with open(self._log_path(job), "ab") as log:
+            proc = subprocess.Popen(
+                command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env={"PATH": PATH},
+            )  # fmt: skip
+        with self._lock:
+            self._procs[job.run_id] = proc
+        threading.Thread(target=self._wait, args=(proc,), daemon=True).start()
+        handle = json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)})
+        (workdir / "handle.tmp").write_text(handle)
+        os.rename(workdir / "handle.tmp", workdir / "handle")
+        return handle
+
+    def status(self, job: Job) -> WorkerStatus:
+        code = self._exit_code(job)
+        if code is None and self._alive(job):
+            return WorkerStatus(WorkerState.RUNNING)
+        code = self._exit_code(job) if code is None else code  # it may have just ended
+        if code is None:
+            return WorkerStatus(WorkerState.MISSING, 254, "worker for the run is not found")
+        if code == 0:
+            return WorkerStatus(WorkerState.SUCCEEDED, 0, "")
+        return WorkerStatus(WorkerState.FAILED, code, _exit_message(code))
+
+    def logs(self, job: Job, follow: bool = False) -> Iterator[bytes]:
+        with open(self._log_path(job), "rb") as f:
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    yield chunk
+                elif follow and self._alive(job):
+                    time.sleep(0.1)
+                else:
+                    rest = f.read()  # what the worker wrote just before it ended
+                    if rest:
+                        yield rest
+                    return
+
+    def stop(self, job: Job) -> bool:
+        if not self._alive(job):
+            return True
+        pgid = _pid(job)
+        deadline = self._stopping.setdefault(job.run_id, time.monotonic() + self.grace)
+        sig = signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM
+        _killpg(pgid, sig)
+        time.sleep(0.05)
+        return not self._alive(job)
+
+    def cleanup(self, job: Job) -> None:
+        if self._alive(job):
+            _killpg(_pid(job), signal.SIGKILL)  # stragglers the program left behind
+            deadline = time.monotonic() + 5
+            while self._alive(job) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        with self._lock:
+            self._procs.pop(job.run_id, None)
+        self._stopping.pop(job.run_id, None)
+        shutil.rmtree(self.layout.worker(job.run_id), ignore_errors=True)
+
+    # -- the sandbox ------------------------------------------------------------------------------
+
+    def sandbox(self, job: Job) -> list[str]:
+        """The bubblewrap command line of a run."""
+        cmd = ["bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--tmpfs", "/"]
+        if self.network:
+            cmd += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+        cmd += _system_binds() + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for m in job.inputs:
+            cmd += ["--ro-bind", str(self.layout.data(m.knit_id)), m.path]
+        for m in job.outputs:
+            cmd += ["--bind", str(self.layout.staging(m.knit_id)), m.path]
+        image_dir = self.images.get(job.image)
+        if image_dir is not None:
+            cmd += ["--ro-bind", str(image_dir), "/work"]
+        cmd += ["--chdir", "/work" if image_dir else "/", "--clearenv"]
+        env = {"PATH": f"{Path(sys.executable).parent}:{PATH}", "HOME": "/tmp", "TMPDIR": "/tmp",
+               "LANG": "C.UTF-8", "KNIT_RUN_ID": job.run_id}  # fmt: skip
+        for key, value in env.items():
+            cmd += ["--setenv", key, value]
+        return cmd + ["--", *job.entrypoint, *job.args]
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _log_path(self, job: Job) -> Path:
+        if job.log:
+            return self.layout.staging(job.log) / "log"
+        return self.layout.worker(job.run_id) / "log"  # a plan without log: discarded at cleanup
+
+    def _exit_code(self, job: Job) -> int | None:
+        try:
+            return int((self.layout.worker(job.run_id) / "exit").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _alive(self, job: Job) -> bool:
+        if not job.worker:
+            return False
+        with self._lock:
+            proc = self._procs.get(job.run_id)
+        if proc is not None:
+            proc.poll()  # reap our own child, so its pid does not linger as a zombie
+        handle = json.loads(job.worker)
+        if _start_time(handle["pid"]) not in (None, handle["start"]):
+            return False  # the pid was reused by another process
+        return _group_exists(handle["pid"])
+
+    def _wait(self, proc: subprocess.Popen) -> None:
+        proc.wait()
+        if self.on_exit:
+            self.on_exit()
+
+
+def _system_binds() -> list[str]:
+    binds = []
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            binds += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            binds += ["--ro-bind", d, d]
+    for prefix in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}):
+        if not prefix.startswith(("/usr/", "/opt/")) and prefix != "/usr":
+            binds += ["--ro-bind", prefix, prefix]
+    return binds
+
+
+def _pid(job: Job) -> int:
+    return json.loads(job.worker)["pid"]
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _exit_message(code: int) -> str:
+    if code > 128:
+        try:
+            return f"(container main) killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return "(container main) Error"

@@ -1,0 +1,97 @@
+"""The runner protocol: how the engine has a Run executed somewhere, with Job semantics.
+
+A runner executes one *attempt* of a run: no restarts, an exit code at the end. The engine
+calls it from one thread, so every method must return promptly (seconds at most) and be
+idempotent: after a crash the engine may call any of them again for the same job.
+
+* ``prepare(job)``: make each output directory (and the log's) exist, writable and empty.
+  Called before ``start``; raising leaves the run waiting to be prepared again.
+* ``start(job) -> str``: launch the worker and return a *handle* that identifies it across a
+  server restart (the engine stores it and passes it back as ``job.worker``). Raise
+  ``RunnerError`` for a run that can never start on this runner: the run fails with its message.
+* ``status(job) -> WorkerStatus``: starting, running, succeeded, failed (with exit code and
+  message) or missing (the worker is gone without a result).
+* ``logs(job, follow) -> Iterator[bytes]``: the worker's stdout+stderr so far; with ``follow``,
+  keep yielding until the worker ends.
+* ``stop(job) -> bool``: ask the worker to end (gracefully first); True once it has ended or
+  never existed. The engine calls it again until it says True.
+* ``cleanup(job)``: release what the worker held once it has ended; outputs stay where they
+  are. After it, the log of the run is complete in its log Data.
+* ``capacity``: what the runner may run at once (``{"cpu": cores, "memory": bytes, ...}``), or
+  None when something else (a Kubernetes scheduler) decides.
+
+Host paths follow ``knitfab.store.Layout``: inputs are ``layout.data(knitId)``, outputs and the
+log are written to ``layout.staging(knitId)`` and moved into place when the run finishes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+
+class RunnerError(Exception):
+    """A run that cannot be started on this runner; the message says what to change."""
+
+
+class WorkerState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    state: WorkerState
+    code: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Mount:
+    path: str
+    knit_id: str
+
+
+@dataclass
+class Job:
+    """Everything a runner needs to know about one run."""
+
+    run_id: str
+    plan_id: str
+    image: str
+    entrypoint: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    inputs: list[Mount] = field(default_factory=list)
+    outputs: list[Mount] = field(default_factory=list)
+    log: str | None = None  # knitId of the log Data, when the plan keeps a log
+    resources: dict[str, str] = field(default_factory=dict)
+    on_node: list[tuple[str, str, str]] = field(default_factory=list)
+    service_account: str | None = None
+    worker: str | None = None  # the handle start() returned
+
+    @property
+    def writable(self) -> list[str]:
+        """knitIds of the Data this run writes: its outputs and its log."""
+        return [m.knit_id for m in self.outputs] + ([self.log] if self.log else [])
+
+
+class Runner(Protocol):
+    capacity: dict[str, Decimal] | None
+
+    def prepare(self, job: Job) -> None: ...
+
+    def start(self, job: Job) -> str: ...
+
+    def status(self, job: Job) -> WorkerStatus: ...
+
+    def logs(self, job: Job, follow: bool = False) -> Iterator[bytes]: ...
+
+    def stop(self, job: Job) -> bool: ...
+
+    def cleanup(self, job: Job) -> None: ...

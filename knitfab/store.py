@@ -1,0 +1,141 @@
+"""The metadata store: one SQLite file through peewee, and the data directory layout.
+
+Contract:
+
+* ``Store.write()`` opens the **outermost** ``BEGIN IMMEDIATE`` transaction. Every
+  read-then-write runs inside one, so concurrent writers queue on SQLite's write lock instead of
+  failing with "database is locked" halfway through. Nesting ``write()`` is a bug and raises.
+* ``Store.read()`` gives a consistent snapshot for multi-query reads (WAL readers never block).
+* ``all``/``one``/``execute`` run SQL on the calling thread's connection (peewee keeps one per
+  thread). Domain modules (``data``, ``planstore``, ``runs``, ``nominate``) hold the queries.
+* Data contents live in ``<data-dir>/data/<knitId>/``; a run writes its outputs under
+  ``<data-dir>/staging/<knitId>/`` and they are moved into place when the run finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from peewee import SqliteDatabase
+
+from .migrations import migrate
+from .tags import Tag
+
+
+class Layout:
+    """Where things live under the data directory; nothing is written outside it."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).resolve()
+        self.db = self.root / "knitfab.db"
+        self.handout = self.root / "handout"
+
+    def data(self, knit_id: str) -> Path:
+        return self.root / "data" / knit_id
+
+    def staging(self, knit_id: str) -> Path:
+        return self.root / "staging" / knit_id
+
+    def worker(self, run_id: str) -> Path:
+        return self.root / "workers" / run_id
+
+    def publish(self, knit_id: str) -> None:
+        """Move a Data's contents from staging into ``data/``: a rename, so a Data directory is
+        never seen half-written. Safe to repeat after a crash; a Data that wrote nothing gets an
+        empty directory."""
+        staging, final = self.staging(knit_id), self.data(knit_id)
+        if staging.exists():
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(staging, final)
+        final.mkdir(parents=True, exist_ok=True)
+
+    def create(self) -> None:
+        for sub in ("data", "staging", "workers", "handout"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+class Store:
+    def __init__(self, data_dir: Path | str, busy_timeout: float = 60.0):
+        self.layout = Layout(data_dir)
+        self.layout.create()
+        self.db = SqliteDatabase(
+            str(self.layout.db),
+            timeout=busy_timeout,
+            pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
+            check_same_thread=False,
+        )
+        self.db.connect(reuse_if_open=True)
+        migrate(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def write(self):
+        """The one outermost ``BEGIN IMMEDIATE`` transaction of a read-then-write."""
+        if self.db.in_transaction():
+            raise RuntimeError("Store.write() must be the outermost transaction")
+        with self.db.atomic("IMMEDIATE"):
+            yield self
+
+    @contextmanager
+    def read(self):
+        """A consistent snapshot; inside a write it is simply part of that write."""
+        if self.db.in_transaction():
+            yield self
+            return
+        with self.db.atomic("DEFERRED"):
+            yield self
+
+    def execute(self, sql: str, *params) -> sqlite3.Cursor:
+        return self.db.execute_sql(sql, params)
+
+    def all(self, sql: str, *params) -> list[tuple]:
+        return self.db.execute_sql(sql, params).fetchall()
+
+    def one(self, sql: str, *params) -> tuple | None:
+        return self.db.execute_sql(sql, params).fetchone()
+
+    def column(self, sql: str, *params) -> list:
+        return [row[0] for row in self.db.execute_sql(sql, params)]
+
+    # -- tags ---------------------------------------------------------------------------------
+
+    def tag_ids(self, tags: Iterable[Tag], create: bool = False) -> list[int] | None:
+        """Ids of user tags; with ``create`` missing ones are added (inside ``write()``),
+        without it ``None`` says some tag is unknown, so nothing can carry them all."""
+        ids = []
+        for tag in tags:
+            row = self.one("SELECT id FROM tag WHERE key = ? AND value = ?", tag.key, tag.value)
+            if row is None and not create:
+                return None
+            if row is None:
+                cur = self.execute("INSERT INTO tag (key, value) VALUES (?, ?)", tag.key, tag.value)
+                row = (cur.lastrowid,)
+            ids.append(row[0])
+        return ids
+
+    def tags_of(self, table: str, column: str, ids: Sequence) -> dict[object, list[Tag]]:
+        """User tags of many rows of ``data_tag``/``input_tag``/``output_tag`` in one query."""
+        result: dict[object, list[Tag]] = {i: [] for i in ids}
+        rows = self.all(
+            f"SELECT x.{column}, t.key, t.value FROM {table} x JOIN tag t ON t.id = x.tag_id "
+            f"WHERE x.{column} IN (SELECT value FROM json_each(?))",
+            json.dumps(list(ids)),
+        )
+        for owner, key, value in rows:
+            result[owner].append(Tag(key, value))
+        return result
+
+
+def json_list(items: Iterable) -> str:
+    """A JSON array parameter for ``IN (SELECT value FROM json_each(?))``: one bound
+    parameter however many ids, so no query hits SQLite's variable limit."""
+    return json.dumps(list(items))

@@ -1,0 +1,99 @@
+"""Tags: ``key:value`` pairs, the system tags, and normalized tag sets (spec §1.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import BadRequest
+from .times import format_ts, parse_rfc3339
+
+SYSTEM_PREFIX = "knit#"
+KEY_ID = "knit#id"
+KEY_TIMESTAMP = "knit#timestamp"
+KEY_TRANSIENT = "knit#transient"
+TRANSIENT_PROCESSING = "processing"
+TRANSIENT_FAILED = "failed"
+
+MAX_KEY = 1024
+MAX_VALUE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Tag:
+    key: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.key}:{self.value}"
+
+    @property
+    def is_system(self) -> bool:
+        return self.key.startswith(SYSTEM_PREFIX)
+
+    def sort_key(self) -> tuple[bytes, bytes]:
+        # Knitfab sorts by byte order, which differs from str order beyond ASCII.
+        return self.key.encode(), self.value.encode()
+
+
+def parse_tag(text: str) -> Tag:
+    """``KEY:VALUE``, split at the first colon, both sides trimmed."""
+    if not isinstance(text, str) or ":" not in text:
+        raise BadRequest("each tag should be formatted as KEY:VALUE", reason=f"tag parse error: {text} :no key")
+    key, value = text.split(":", 1)
+    return checked(Tag(key.strip(), value.strip()))
+
+
+def tag_from_json(obj: object) -> Tag:
+    """A tag in a request body: ``"k:v"`` or ``{"key": "k", "value": "v"}``."""
+    if isinstance(obj, str):
+        return parse_tag(obj)
+    if isinstance(obj, dict) and set(obj) == {"key", "value"}:
+        key, value = obj["key"], obj["value"]
+        if isinstance(key, str) and isinstance(value, str):
+            return checked(Tag(key.strip(), value.strip()))
+    raise BadRequest(f'a tag must be "key:value" or {{"key": ..., "value": ...}}: {obj!r}')
+
+
+def checked(tag: Tag) -> Tag:
+    """Reject tags no store could hold; system tags get their values validated."""
+    if not tag.key:
+        raise BadRequest(f"tag key is empty: {tag}")
+    if len(tag.key) > MAX_KEY or len(tag.value) > MAX_VALUE:
+        raise BadRequest(f"tag is too long (key ≤ {MAX_KEY} chars, value ≤ 1 MiB): {tag.key}")
+    if tag.key == KEY_TIMESTAMP:
+        parse_rfc3339(tag.value)
+    if tag.key == KEY_TRANSIENT and tag.value not in (TRANSIENT_PROCESSING, TRANSIENT_FAILED):
+        raise BadRequest(f"knit#transient must be processing or failed: {tag}")
+    return tag
+
+
+def user_tag(tag: Tag) -> Tag:
+    """A tag a user may add or remove: anything but the reserved ``knit#`` keys."""
+    if tag.is_system:
+        raise BadRequest(f"system tag cannot be changed: {tag}", reason="format error")
+    return tag
+
+
+def normalize(tags: Iterable[Tag]) -> list[Tag]:
+    """De-duplicated (timestamps by instant) and sorted by key then value, as Knitfab emits."""
+    unique = {}
+    for tag in tags:
+        if tag.key == KEY_TIMESTAMP:
+            tag = Tag(tag.key, format_ts(parse_rfc3339(tag.value)))
+        unique[tag] = tag
+    return sorted(unique.values(), key=Tag.sort_key)
+
+
+def as_strings(tags: Iterable[Tag]) -> list[str]:
+    return [str(t) for t in normalize(tags)]
+
+
+def system_tags(knit_id: str, timestamp_us: int | None, transient: str | None) -> list[Tag]:
+    """The system tags of a Data, given its id, timestamp and producing run's state."""
+    tags = [Tag(KEY_ID, knit_id)]
+    if timestamp_us is not None:
+        tags.append(Tag(KEY_TIMESTAMP, format_ts(timestamp_us)))
+    if transient:
+        tags.append(Tag(KEY_TRANSIENT, transient))
+    return tags

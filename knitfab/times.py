@@ -1,0 +1,65 @@
+"""Timestamps and durations in Knitfab's formats.
+
+Instants are kept as integer microseconds since the epoch (UTC) everywhere inside the server;
+the clock is read at millisecond precision so that a printed timestamp, fed back as a
+``knit#timestamp`` tag or a ``since`` query, denotes exactly the stored instant.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta, timezone
+
+from .errors import BadRequest
+
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+\- ]\d{2}:\d{2})$")
+_DURATION_PART = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_US = {"ns": 0.001, "us": 1, "µs": 1, "μs": 1, "ms": 1000, "s": 1e6, "m": 6e7, "h": 3.6e9}
+
+
+def now_us() -> int:
+    """The current instant, truncated to milliseconds (see the module docstring)."""
+    return int(time.time() * 1000) * 1000
+
+
+def format_ts(us: int, tz: timezone | None = UTC) -> str:
+    """Go's ``2006-01-02T15:04:05.999-07:00``: trimmed milliseconds, numeric offset."""
+    dt = datetime.fromtimestamp(us // 1_000_000, tz).replace(microsecond=us % 1_000_000)
+    millis = f"{dt.microsecond // 1000:03d}".rstrip("0")
+    offset = dt.strftime("%z")
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{millis}" if millis else "") + (f"{offset[:3]}:{offset[3:]}")
+
+
+def parse_rfc3339(text: str) -> int:
+    """Strict RFC 3339 (fraction optional, ``Z`` allowed) to microseconds since the epoch."""
+    # An unescaped "+" in a query string arrives as a space: read it as the "+" it was.
+    m = _RFC3339.match(text.strip(" \t\n"))
+    if not m:
+        raise BadRequest(f"not a RFC3339 timestamp: {text!r}")
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    tz = UTC if zone in ("Z", "z") else _offset(zone)
+    try:
+        dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz)
+    except ValueError as e:
+        raise BadRequest(f"not a RFC3339 timestamp: {text!r} ({e})") from None
+    micros = int((frac or "0").ljust(6, "0")[:6])
+    return int(dt.timestamp()) * 1_000_000 + micros
+
+
+def _offset(zone: str) -> timezone:
+    sign = -1 if zone[0] == "-" else 1
+    return timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+
+
+def parse_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` syntax (``300ms``, ``1.5h``, ``2h45m``) to microseconds."""
+    s = text.strip()
+    sign = -1 if s.startswith("-") else 1
+    body = s.lstrip("+-")
+    if body == "0":
+        return 0
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(n + u for n, u in parts) != body or any(n in ("", ".") for n, _ in parts):
+        raise BadRequest(f"not a duration: {text!r} (use Go syntax such as 300ms, 1.5h, 2h45m)")
+    return sign * int(sum(float(n) * _UNIT_US[u] for n, u in parts))

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Debian packages Knitfab needs: bubblewrap (the local runner's sandbox), graphviz (lineage
+# pictures) and python3-venv (to create .venv). Installs what is missing when run as root;
+# otherwise says what to install.
+set -eu
+PYTHON=${PYTHON:-python3}
+missing=""
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
+"$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
+command -v make >/dev/null 2>&1 || missing="$missing make"
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "Knitfab needs these Debian packages: sudo apt-get install$missing" >&2
+    exit 1
+fi
+echo "installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends $missing >/dev/null
+}

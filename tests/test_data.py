@@ -1,0 +1,123 @@
+"""Data: finding, tagging and uploading (§3 D1–D4, §6.6)."""
+
+import pytest
+from fake_runner import FakeRunner
+from helpers import apply, push, tags
+
+from knitfab import data, runs
+from knitfab.engine import Engine
+from knitfab.errors import BadRequest, NotFound
+from knitfab.tags import Tag
+from knitfab.times import parse_rfc3339
+
+
+def ids(found):
+    return [d["knitId"] for d in found]
+
+
+def stamp_of(detail):
+    return next(t.split(":", 1)[1] for t in detail["tags"] if t.startswith("knit#timestamp:"))
+
+
+def test_a_pushed_data_in_knitfabs_shape(store):
+    knit_id = push(store, "type:dataset", "format:mnist")
+    detail = data.show_data(store, knit_id)
+    assert list(detail) == ["knitId", "tags", "upstream", "downstreams", "nomination"]
+    stamp = stamp_of(detail)
+    assert detail["tags"] == ["format:mnist", f"knit#id:{knit_id}", f"knit#timestamp:{stamp}", "type:dataset"]
+    upstream = detail["upstream"]
+    assert upstream["mountpoint"] == {"path": "/upload", "tags": []}
+    assert upstream["run"]["status"] == "done" and upstream["run"]["plan"]["name"] == "knit#uploaded"
+    assert detail["downstreams"] == [] and detail["nomination"] == []
+
+
+def test_find_by_tags_means_all_of_them(store):
+    a = push(store, "type:dataset", "mode:training")
+    b = push(store, "type:dataset", "mode:test")
+    assert ids(data.find_data(store, tags("type:dataset"))) == [a, b]
+    assert ids(data.find_data(store, tags("type:dataset", "mode:test"))) == [b]
+    assert data.find_data(store, tags("type:dataset", "mode:none")) == []
+    assert ids(data.find_data(store)) == [a, b]
+
+
+def test_find_by_system_tags(store):
+    a = push(store, "type:dataset")
+    b = push(store, "type:dataset")
+    assert ids(data.find_data(store, tags(f"knit#id:{b}"))) == [b]
+    assert data.find_data(store, tags(f"knit#id:{a}", f"knit#id:{b}")) == []
+    stamp = stamp_of(data.show_data(store, a))
+    assert ids(data.find_data(store, [Tag("knit#timestamp", stamp)])) == [a]
+    assert data.find_data(store, tags("knit#transient:processing")) == []
+    assert data.find_data(store, tags("knit#other:x")) == []
+    assert data.find_data(store, tags("knit#transient:processing", "knit#transient:failed")) == []
+
+
+def test_processing_data_come_last_and_can_be_found_as_such(store):
+    apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]})
+    first = push(store, "type:dataset")
+    Engine(store, FakeRunner(store.layout)).project()
+    later = push(store, "type:other")
+    found = ids(data.find_data(store))
+    assert found[:2] == [first, later]
+    (model,) = ids(data.find_data(store, tags("knit#transient:processing")))
+    assert found[2] == model
+
+
+def test_find_by_time_window(store):
+    a = push(store, "n:a")
+    t = parse_rfc3339(stamp_of(data.show_data(store, a)))
+    assert a in ids(data.find_data(store, since=t))
+    assert a not in ids(data.find_data(store, since=t + 1000))
+    assert ids(data.find_data(store, since=t, until=t + 1000)) == [a]
+    assert data.find_data(store, since=t - 10_000_000, until=t) == []
+
+
+def test_tag_changes_remove_then_remove_key_then_add(store):
+    knit_id = push(store, "a:1", "b:1", "b:2")
+    detail = data.change_tags(store, knit_id, add=tags("a:1", "b:3"), remove=tags("a:1"), remove_key=["b"])
+    assert [t for t in detail["tags"] if not t.startswith("knit#")] == ["a:1", "b:3"]
+    detail = data.change_tags(store, knit_id, remove=tags("zzz:none"))  # removing a missing tag: no-op
+    assert [t for t in detail["tags"] if not t.startswith("knit#")] == ["a:1", "b:3"]
+
+
+def test_tag_changes_refuse_system_tags_and_unknown_data(store):
+    knit_id = push(store)
+    for kwargs in (
+        {"add": tags("knit#id:x")},
+        {"remove": tags("knit#transient:failed")},
+        {"remove_key": ["knit#timestamp"]},
+    ):
+        with pytest.raises(BadRequest) as e:
+            data.change_tags(store, knit_id, **kwargs)
+        assert e.value.status == 400
+    with pytest.raises(NotFound) as e:
+        data.change_tags(store, "no-such-data", add=tags("a:b"))
+    assert e.value.reason == "correspontind data is missing"
+
+
+def test_a_failed_upload_leaves_a_failed_run_and_no_data(store):
+    run_id, knit_id = data.begin_upload(store)
+    staging = store.layout.staging(knit_id)
+    staging.mkdir(parents=True)
+    (staging / "half").write_text("written")
+    assert data.find_data(store, tags(f"knit#id:{knit_id}"))[0]["tags"][-1] == "knit#transient:processing"
+    data.end_upload(store, run_id, ok=False, message="client went away")
+    run = runs.show_run(store, run_id)
+    assert run["status"] == "failed" and run["exit"] == {"code": 1, "message": "client went away"}
+    assert run["outputs"] == []
+    with pytest.raises(NotFound):
+        data.show_data(store, knit_id)
+    Engine(store, FakeRunner(store.layout)).collect_garbage()
+    assert not staging.exists() and not store.layout.data(knit_id).exists()
+
+
+def test_downstreams_and_nominations_of_a_data(store):
+    plan = apply(store, {"/in": ["type:dataset"]}, args=["hang"])
+    other = apply(store, {"/in/x": ["type:dataset"]}, active=False, image="other:v1")
+    knit_id = push(store, "type:dataset")
+    Engine(store, FakeRunner(store.layout)).run_until_idle()
+    detail = data.show_data(store, knit_id)
+    assert {n["plan"]["planId"] for n in detail["nomination"]} == {plan["planId"], other["planId"]}
+    assert {n["path"] for n in detail["nomination"]} == {"/in", "/in/x"}
+    assert {d["run"]["plan"]["planId"] for d in detail["downstreams"]} == {plan["planId"], other["planId"]}
+    assert {d["mountpoint"]["path"] for d in detail["downstreams"]} == {"/in", "/in/x"}

@@ -1,0 +1,170 @@
+"""The engine's stages, driven tick by tick with a fake runner (no threads, no sleeps)."""
+
+import logging
+import threading
+from decimal import Decimal
+
+from fake_runner import FakeRunner
+from helpers import apply, push, runs_of, wait_for
+
+from knitfab import data, runs
+from knitfab.engine import Engine, load_job
+from knitfab.times import format_ts, parse_rfc3339
+
+
+def statuses(store, plan):
+    return [s for _, s in runs_of(store, plan["planId"])]
+
+
+def test_each_stage_moves_a_run_one_step(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]})
+    push(store, "type:dataset")
+    assert engine.project() and statuses(store, plan) == ["waiting"]
+    assert engine.initialize() and statuses(store, plan) == ["ready"]
+    assert engine.start() and statuses(store, plan) == ["starting"]
+    assert engine.watch() and statuses(store, plan) == ["running"]
+    assert not engine.watch()  # nothing new
+    ((run_id, _),) = runs_of(store, plan["planId"])
+    engine.runner.finish(load_job(store, run_id), 0)
+    assert engine.watch() and statuses(store, plan) == ["completing"]
+    assert engine.finish() and statuses(store, plan) == ["done"]
+    assert not engine.tick()
+
+
+def test_tick_stamps_changes_with_the_time_it_is_given(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["succeed"])
+    push(store, "type:dataset")
+    now = parse_rfc3339("2030-01-02T03:04:05.678Z")
+    while engine.tick(now):
+        pass
+    run = runs.find_runs(store, plan_ids=[plan["planId"]])[0]
+    assert run["status"] == "done" and run["updatedAt"] == format_ts(now)
+    model = data.show_data(store, run["outputs"][0]["knitId"])
+    assert "knit#timestamp:2030-01-02T03:04:05.678+00:00" in model["tags"]
+
+
+def test_done_outputs_trigger_the_next_plan(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    train = apply(store, {"/in/dataset": ["type:dataset", "mode:training"]}, {"/out/model": ["type:model"]},
+                  log={"tags": ["type:log"]}, args=["succeed"])  # fmt: skip
+    validate = apply(store, {"/in/dataset": ["type:dataset", "mode:test"], "/in/model": ["type:model"]},
+                     log={"tags": ["type:log", "stage:validation"]}, args=["succeed"])  # fmt: skip
+    push(store, "type:dataset", "mode:training")
+    test_set = push(store, "type:dataset", "mode:test")
+    engine.run_until_idle()
+    assert statuses(store, train) == ["done"] and statuses(store, validate) == ["done"]
+    (v,) = runs.find_runs(store, plan_ids=[validate["planId"]])
+    model = runs.find_runs(store, plan_ids=[train["planId"]])[0]["outputs"][0]["knitId"]
+    assert {i["knitId"] for i in v["inputs"]} == {model, test_set}
+    log_file = store.layout.data(v["log"]["knitId"]) / "log"
+    assert log_file.read_text() == f"run {v['runId']} exits 0\n"
+    assert (store.layout.data(model) / "result").read_text().startswith("made by")
+
+
+def test_a_failed_run_does_not_trigger_the_next_plan(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    train = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["fail", "2"])
+    validate = apply(store, {"/in": ["type:model"]}, args=["succeed"])
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    (run,) = runs.find_runs(store, plan_ids=[train["planId"]])
+    assert run["status"] == "failed" and run["exit"] == {"code": 2, "message": "(container main) Error"}
+    assert statuses(store, validate) == []
+
+
+def test_a_vanished_worker_fails_the_run_with_254(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]})
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    ((run_id, _),) = runs_of(store, plan["planId"])
+    engine.runner.vanish(run_id)
+    engine.run_until_idle()
+    run = runs.show_run(store, run_id)
+    assert run["status"] == "failed" and run["exit"] == {"code": 254, "message": "worker for the run is not found"}
+
+
+def test_a_run_that_cannot_start_fails_with_the_runners_message(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, args=["unstartable"])
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
+    assert run["status"] == "failed" and run["exit"] == {"code": 255, "message": "this job cannot start here"}
+
+
+def test_runs_start_in_order_while_they_fit_the_capacity(store):
+    runner = FakeRunner(store.layout, capacity={"cpu": Decimal(2), "memory": Decimal(8 << 30)})
+    engine = Engine(store, runner)
+    big = apply(store, {"/in": ["type:dataset"]}, resources={"cpu": "1500m"})
+    small = apply(store, {"/in": ["type:dataset"]}, resources={"cpu": "500m"}, image="small:v1")
+    later = apply(store, {"/in": ["type:dataset"]}, resources={"cpu": "1"}, image="later:v1")
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    assert statuses(store, big) == ["running"] and statuses(store, small) == ["running"]
+    assert statuses(store, later) == ["ready"]  # 1.5 + 0.5 cores are taken
+    ((big_run, _),) = runs_of(store, big["planId"])
+    runner.finish(load_job(store, big_run), 0)
+    engine.run_until_idle()
+    assert statuses(store, later) == ["running"]
+
+
+def test_a_run_bigger_than_the_machine_fails_instead_of_waiting_forever(store):
+    engine = Engine(store, FakeRunner(store.layout, capacity={"cpu": Decimal(2), "memory": Decimal(1 << 30)}))
+    plan = apply(store, {"/in": ["type:dataset"]}, resources={"nvidia.com/gpu": "1"})
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
+    assert run["status"] == "failed" and run["exit"]["code"] == 255
+    assert "nvidia.com/gpu=1 (capacity 0)" in run["exit"]["message"]
+
+
+def test_a_failing_stage_is_logged_and_the_others_go_on(store, caplog):
+    class BrokenPrepare(FakeRunner):
+        def prepare(self, job):
+            raise OSError("disk on fire")
+
+    engine = Engine(store, BrokenPrepare(store.layout))
+    apply(store, {"/in": ["type:dataset"]})
+    push(store, "type:dataset")
+    with caplog.at_level(logging.ERROR, logger="knitfab.engine"):
+        assert engine.tick()  # projection still did its work
+    assert "disk on fire" in caplog.text and "Traceback" in caplog.text
+
+
+def test_stages_take_runs_round_robin(store):
+    engine = Engine(store, FakeRunner(store.layout), batch=2)
+    plan = apply(store, {"/in": ["type:dataset"]}, active=False)
+    for i in range(5):
+        push(store, "type:dataset", f"n:{i}")
+    engine.project()
+    store.execute("UPDATE run SET status = 'waiting'")
+    seen = [engine._pick("initialize", [runs.S.WAITING]) for _ in range(3)]
+    ordered = [r for r, _ in runs_of(store, plan["planId"])]
+    assert seen == [ordered[0:2], ordered[2:4], [ordered[4], ordered[0]]]
+
+
+def test_recover_fails_uploads_interrupted_by_a_restart(store):
+    run_id, knit_id = data.begin_upload(store)
+    Engine(store, FakeRunner(store.layout)).recover()
+    run = runs.show_run(store, run_id)
+    assert run["status"] == "failed" and run["outputs"] == []
+
+
+def test_a_run_starts_within_milliseconds_of_its_data(store):
+    engine = Engine(store, FakeRunner(store.layout), poll=30)  # a long poll: only wake() can be fast
+    plan = apply(store, {"/in": ["type:dataset"]})
+    stop = threading.Event()
+    thread = threading.Thread(target=engine.run_forever, args=(stop,))
+    thread.start()
+    try:
+        push(store, "type:dataset")
+        engine.wake()
+        wait_for(lambda: statuses(store, plan) == ["running"], timeout=2)
+    finally:
+        stop.set()
+        engine.wake()
+        thread.join(5)
+    assert not thread.is_alive()

@@ -1,0 +1,195 @@
+"""The local runner's sandbox and its Job semantics on this host (real bubblewrap)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from helpers import apply, drive, push, runs_of, wait_for
+
+from knitfab import data, runs
+from knitfab.engine import Engine, load_job
+from knitfab.local import LocalRunner, parse_capacity
+from knitfab.runner import RunnerError
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="bubblewrap is not installed (make install)"),
+]
+
+
+def run_plan(store, script, runner=None, inputs=None, **extra):
+    """Apply a plan running ``sh -c script``, push its dataset, and run the engine until it ends."""
+    engine = Engine(store, runner or LocalRunner(store.layout, grace=1))
+    plan = apply(store, inputs or {"/in/dataset": ["type:dataset"]}, {"/out/model": ["type:model"]},
+                 log={"tags": ["type:log"]}, entrypoint=["sh", "-c", script], args=[], **extra)  # fmt: skip
+    push(store, "type:dataset", files={"train.csv": "1,2,3\n"})
+    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"))
+    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
+    log = (store.layout.data(run["log"]["knitId"]) / "log").read_text()
+    return run, log
+
+
+def output(store, run, name):
+    return (store.layout.data(run["outputs"][0]["knitId"]) / name).read_text()
+
+
+def test_a_run_reads_its_input_and_writes_its_output(store):
+    run, log = run_plan(store, "wc -l < /in/dataset/train.csv > /out/model/lines; echo trained")
+    assert run["status"] == "done", log
+    assert output(store, run, "lines").strip() == "1"
+    assert log == "trained\n"
+
+
+def test_inputs_are_read_only(store):
+    run, log = run_plan(store, "echo x > /in/dataset/train.csv")
+    assert run["status"] == "failed"
+    assert run["exit"]["code"] == 2 and "Read-only file system" in log
+    (dataset,) = run["inputs"]
+    assert (store.layout.data(dataset["knitId"]) / "train.csv").read_text() == "1,2,3\n"
+
+
+def test_stdout_and_stderr_stream_into_the_log_as_they_are_made(store):
+    runner = LocalRunner(store.layout, grace=1)
+    engine = Engine(store, runner)
+    plan = apply(store, {"/in": ["type:dataset"]}, log={"tags": ["type:log"]},
+                 entrypoint=["sh", "-c", "echo first; echo second >&2; sleep 30"], args=[])  # fmt: skip
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    ((run_id, _),) = runs_of(store, plan["planId"])
+    job = load_job(store, run_id)
+    wait_for(lambda: b"second" in b"".join(runner.logs(job)))
+    assert b"".join(runner.logs(job)) == b"first\nsecond\n"
+    runs.abort(store, run_id)
+    drive(engine, lambda: runs.show_run(store, run_id)["status"] == "failed")
+
+
+def test_the_sandbox_hides_the_host(store):
+    probe = (
+        f"test ! -e {store.layout.root}; test ! -e /root/.ssh; touch /tmp/inside; "
+        "test -w /out/model; echo $HOME $KNIT_RUN_ID > /out/model/env"
+    )
+    run, log = run_plan(store, probe)
+    assert run["status"] == "done", log
+    assert output(store, run, "env").split() == ["/tmp", run["runId"]]
+    assert not os.path.exists("/tmp/inside")
+
+
+def listening_socket():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+
+    def accept_one():
+        try:
+            server.accept()[0].close()
+        except OSError:
+            pass  # closed by the test: nobody came
+
+    threading.Thread(target=accept_one, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("network, expected", [(False, "failed"), (True, "done")])
+def test_network_only_when_the_operator_allows_it(store, network, expected):
+    server = listening_socket()
+    port = server.getsockname()[1]
+    connect = f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\""
+    run, log = run_plan(store, connect, runner=LocalRunner(store.layout, network=network))
+    server.close()
+    assert run["status"] == expected, log
+
+
+def test_a_mapped_image_is_the_working_directory(store, tmp_path):
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "train.py").write_text("import sys; open('/out/model/m', 'w').write('model'); print(sys.argv[1:])\n")
+    runner = LocalRunner(store.layout, images={"example.com/train:v1": image})
+    run, log = run_plan(store, "python3 train.py --epochs 1 && test ! -w /work/train.py", runner=runner)
+    assert run["status"] == "done", log
+    assert output(store, run, "m") == "model"
+    assert log == "['--epochs', '1']\n"
+
+
+def test_a_plan_without_entrypoint_says_what_to_add(store):
+    engine = Engine(store, LocalRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=None, args=None)
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
+    assert run["status"] == "failed"
+    assert "has no entrypoint" in run["exit"]["message"] and "entrypoint: [" in run["exit"]["message"]
+    with pytest.raises(RunnerError):
+        LocalRunner(store.layout).start(load_job(store, run["runId"]))
+
+
+def test_capacity_is_the_machine_unless_told():
+    capacity = parse_capacity("cpu=500m, nvidia.com/gpu=1")
+    assert capacity["cpu"] == 0.5 and capacity["nvidia.com/gpu"] == 1 and capacity["memory"] > 0
+
+
+ENGINE_PROCESS = textwrap.dedent(
+    """
+    import sys, threading
+    from knitfab.engine import Engine
+    from knitfab.local import LocalRunner
+    from knitfab.store import Store
+    store = Store(sys.argv[1])
+    Engine(store, LocalRunner(store.layout), poll=0.05).run_forever(threading.Event())
+    """
+)
+
+
+def start_engine_process(store):
+    return subprocess.Popen([sys.executable, "-c", ENGINE_PROCESS, str(store.layout.root)])
+
+
+def slow_plan(store):
+    script = "echo partial > /out/model/part; sleep 2; echo full > /out/model/final"
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out/model": ["type:model"]}, log={"tags": ["type:log"]},
+                 entrypoint=["sh", "-c", script], args=[])  # fmt: skip
+    push(store, "type:dataset")
+    return plan
+
+
+def running_run(store, plan):
+    def started():
+        rows = runs_of(store, plan["planId"])
+        return rows and rows[0][1] == "running" and rows[0][0]
+
+    return wait_for(started)
+
+
+def test_after_kill_9_of_the_server_a_live_run_is_found_again(store):
+    plan = slow_plan(store)
+    server = start_engine_process(store)
+    run_id = running_run(store, plan)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    engine = Engine(store, LocalRunner(store.layout))
+    engine.recover()
+    drive(engine, lambda: runs.show_run(store, run_id)["status"] == "done", timeout=30)
+    run = runs.show_run(store, run_id)
+    assert output(store, run, "final") == "full\n"
+
+
+def test_after_kill_9_of_server_and_worker_the_run_fails_and_its_output_is_not_done(store):
+    plan = slow_plan(store)
+    server = start_engine_process(store)
+    run_id = running_run(store, plan)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    (worker,) = store.one("SELECT worker FROM run WHERE run_id = ?", run_id)
+    os.killpg(json.loads(worker)["pid"], signal.SIGKILL)
+    engine = Engine(store, LocalRunner(store.layout))
+    drive(engine, lambda: runs.show_run(store, run_id)["status"] == "failed", timeout=30)
+    run = runs.show_run(store, run_id)
+    assert run["exit"] == {"code": 254, "message": "worker for the run is not found"}
+    model = data.show_data(store, run["outputs"][0]["knitId"])
+    assert "knit#transient:failed" in model["tags"]
+    assert not (store.layout.data(model["knitId"]) / "final").exists()
