@@ -40,6 +40,14 @@ def find_data(store: Store, tags: Iterable[Tag] = (), since: int | None = None, 
     """``GET /api/data``: Data carrying every tag (system tags too), whose time (its
     ``knit#timestamp``, else its run's ``updatedAt``) is in [since, until). Ordered by
     timestamp, untimestamped Data last, then knitId."""
+    with store.read():
+        return data_details(store, find_knit_ids(store, tags, since, until))
+
+
+def find_knit_ids(
+    store: Store, tags: Iterable[Tag] = (), since: int | None = None, until: int | None = None
+) -> list[str]:
+    """The knitIds ``find_data`` describes, in its order."""
     query = _DataQuery(store)
     for tag in tags:
         query.require(tag)
@@ -47,8 +55,7 @@ def find_data(store: Store, tags: Iterable[Tag] = (), since: int | None = None, 
         query.where("COALESCE(d.timestamp, r.updated_at) >= ?", since)
     if until is not None:
         query.where("COALESCE(d.timestamp, r.updated_at) < ?", until)
-    with store.read():
-        return data_details(store, query.knit_ids())
+    return query.knit_ids()
 
 
 class _DataQuery:
@@ -83,24 +90,13 @@ class _DataQuery:
         tag_ids = self.store.tag_ids(self.tags)
         if self.empty or tag_ids is None:
             return []
-        # Start from the rarest tag, then check the others through the (tag, data) index.
-        tag_ids.sort(key=self._rarity)
         if tag_ids:
-            sql = "SELECT d.knit_id FROM data_tag t0 JOIN data d ON d.knit_id = t0.knit_id"
-            conditions, params = ["t0.tag_id = ?"], [tag_ids[0]]
-        else:
-            sql, conditions, params = "SELECT d.knit_id FROM data d", [], []
-        for tag_id in tag_ids[1:]:
-            conditions.append("EXISTS (SELECT 1 FROM data_tag x WHERE x.tag_id = ? AND x.knit_id = d.knit_id)")
-            params.append(tag_id)
-        conditions, params = conditions + self.conditions, params + self.params
-        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+            subquery, params = self.store.with_all_tags(tag_ids)
+            self.where(f"d.knit_id IN ({subquery})", *params)
+        where = " WHERE " + " AND ".join(self.conditions) if self.conditions else ""
         order = " ORDER BY d.timestamp IS NULL, d.timestamp, d.knit_id"
-        return self.store.column(f"{sql} JOIN run r ON r.run_id = d.run_id{where}{order}", *params)
-
-    def _rarity(self, tag_id: int) -> int:
-        # Counting is capped so that a tag on every Data costs no more than a rare one.
-        return self.store.one("SELECT COUNT(*) FROM (SELECT 1 FROM data_tag WHERE tag_id = ? LIMIT 1000)", tag_id)[0]
+        sql = f"SELECT d.knit_id FROM data d JOIN run r ON r.run_id = d.run_id{where}{order}"
+        return self.store.column(sql, *self.params)
 
 
 def change_tags(
@@ -148,13 +144,14 @@ def begin_upload(store: Store) -> tuple[str, str]:
 
 
 def end_upload(store: Store, run_id: str, ok: bool, message: str = "") -> None:
-    """Finish an upload: done (timestamped and nominated) when its contents are in place;
-    otherwise failed, and its half-received Data is dropped, so nothing partial is ever seen."""
+    """Finish a running upload: done (timestamped and nominated) when its contents are in
+    place; otherwise failed, and its half-received Data is dropped, so nothing partial is ever
+    seen. An upload that is not running any more is left as it is."""
+    new, exit = (RunStatus.COMPLETING, (0, "")) if ok else (RunStatus.ABORTING, (1, message or "upload failed"))
     with store.write():
-        if ok:
-            runs.set_status(store, run_id, RunStatus.COMPLETING, exit=(0, ""))
-        else:
-            runs.set_status(store, run_id, RunStatus.ABORTING, exit=(1, message or "upload failed"))
+        if not runs.set_status(store, run_id, new, exit, only_from=frozenset({RunStatus.RUNNING})):
+            return
+        if not ok:
             runs.drop_outputs(store, run_id)
         runs.finish(store, run_id)
 

@@ -74,15 +74,16 @@ class Engine:
         self._wake.set()
 
     def run_forever(self, stop: threading.Event) -> None:
-        """The engine thread: tick while there is work, else sleep until woken or ``poll``."""
-        self.recover()
+        """The engine thread: tick while there is work, else sleep until woken or ``poll``.
+        Call ``recover()`` first, before the API accepts uploads."""
         while not stop.is_set():
             self._wake.clear()
             if not self.tick():
                 self._wake.wait(self.poll)
 
     def recover(self) -> None:
-        """At start-up: uploads that were in flight when the server died can never complete.
+        """At start-up, before serving: uploads that were in flight when the server died can
+        never complete, so they fail.
         Image runs need nothing here: ``watch`` finds their workers again, or reports 254."""
         orphans = self.store.column(
             "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"

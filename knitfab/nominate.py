@@ -65,15 +65,13 @@ def _inputs_for(store: Store, knit_id: str) -> set[int]:
 
 def nominate_input(store: Store, input_id: int) -> None:
     """Nominate every done Data that satisfies a newly registered input."""
-    n_tags, pin_id, pin_ts = store.one("SELECT n_tags, knit_id, timestamp FROM input WHERE id = ?", input_id)
+    pin_id, pin_ts = store.one("SELECT knit_id, timestamp FROM input WHERE id = ?", input_id)
     sql = "SELECT d.knit_id FROM data d JOIN run r ON r.run_id = d.run_id WHERE r.status = 'done'"
     params: list = []
-    if n_tags:
-        sql += (
-            " AND d.knit_id IN (SELECT dt.knit_id FROM data_tag dt JOIN input_tag it ON it.tag_id = dt.tag_id"
-            " WHERE it.input_id = ? GROUP BY dt.knit_id HAVING COUNT(*) = ?)"
-        )
-        params += [input_id, n_tags]
+    tag_ids = store.column("SELECT tag_id FROM input_tag WHERE input_id = ?", input_id)
+    if tag_ids:
+        subquery, params = store.with_all_tags(tag_ids)
+        sql += f" AND d.knit_id IN ({subquery})"
     if pin_id is not None:
         sql, params = sql + " AND d.knit_id = ?", params + [pin_id]
     if pin_ts is not None:

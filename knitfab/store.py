@@ -122,6 +122,18 @@ class Store:
             ids.append(row[0])
         return ids
 
+    def with_all_tags(self, tag_ids: list[int]) -> tuple[str, list[int]]:
+        """A subquery (and its parameters) of the knitIds carrying every one of ``tag_ids``
+        (at least one). It starts from the rarest tag and checks the others through the
+        (tag, knitId) key, so its cost follows the rarest tag, not the number of Data."""
+        ordered = sorted(tag_ids, key=self._rarity)
+        exists = " AND EXISTS (SELECT 1 FROM data_tag x WHERE x.tag_id = ? AND x.knit_id = t0.knit_id)"
+        return "SELECT t0.knit_id FROM data_tag t0 WHERE t0.tag_id = ?" + exists * (len(ordered) - 1), ordered
+
+    def _rarity(self, tag_id: int) -> int:
+        # Counting is capped so that a tag on every Data costs no more than a rare one.
+        return self.one("SELECT COUNT(*) FROM (SELECT 1 FROM data_tag WHERE tag_id = ? LIMIT 1000)", tag_id)[0]
+
     def tags_of(self, table: str, column: str, ids: Sequence) -> dict[object, list[Tag]]:
         """User tags of many rows of ``data_tag``/``input_tag``/``output_tag`` in one query."""
         result: dict[object, list[Tag]] = {i: [] for i in ids}
