@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import KnitfabError
@@ -14,10 +15,54 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knitfab", description="Knitfab in Python: server and admin commands.")
     parser.add_argument("--version", action="version", version=f"knitfab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the REST API and the engine", description=_SERVE)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one")
+    serve.add_argument("--data-dir", type=Path, default=Path("./knitfab-data"), help="where Knitfab keeps its data")
+    serve.add_argument("--runner", choices=["local", "kubernetes"], default="local", help="where runs execute")
+    serve.add_argument("--token-file", type=Path, help="require this bearer token on every request")
+    serve.add_argument("--cert", type=Path, help="TLS certificate (PEM); needs --key")
+    serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
+    serve.add_argument("--public-url", help="the API URL users reach, for the handout (e.g. http://node:30803/api)")
+    serve.add_argument("--threads", type=int, default=16, help="HTTP worker threads")
+    serve.add_argument("--capacity", help="local runner: cpu and memory runs may use at once, e.g. cpu=2,memory=8Gi")
+    serve.add_argument("--allow-network", action="store_true", help="local runner: give runs the network")
+    serve.add_argument(
+        "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
+        help="local runner: run plans of this image with DIR as /work (repeatable)",
+    )  # fmt: skip
+    serve.set_defaults(func=_cmd_serve)
     migrate = commands.add_parser("migrate", help="create or upgrade the database of a data directory")
     migrate.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
     migrate.set_defaults(func=_cmd_migrate)
     return parser
+
+
+_SERVE = """Serve Knitfab's REST API under /api and run the engine in the same process. Runs execute
+in a bubblewrap sandbox on this host (--runner local) or as Kubernetes Jobs (--runner kubernetes).
+The handout for `knit init` is written to <data-dir>/handout/knitprofile."""
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .local import parse_capacity
+    from .plans import parse_image
+    from .server import Config, KnitfabServer
+
+    if bool(args.cert) != bool(args.key):
+        raise SystemExit("knitfab serve: --cert and --key go together")
+    images = {}
+    for item in args.local_image:
+        image, sep, folder = item.rpartition("=")
+        if not sep or not Path(folder).is_dir():
+            raise SystemExit(f"knitfab serve: --local-image wants IMAGE:TAG=DIR with an existing DIR: {item!r}")
+        images[":".join(parse_image(image))] = Path(folder)
+    config = Config(
+        host=args.host, port=args.port, data_dir=args.data_dir, runner=args.runner, token_file=args.token_file,
+        cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
+        capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
+        local_images=images,
+    )  # fmt: skip
+    return KnitfabServer(config).serve_forever()
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ class Engine:
         self.batch = batch
         self.poll = poll
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._cursors: dict[str, int] = {}
 
     # -- driving --------------------------------------------------------------------------------
@@ -56,6 +57,8 @@ class Engine:
         the epoch) stamps the changes made in this pass; tests pass it, the server does not."""
         did = False
         for stage in (self.project, self.initialize, self.start, self.watch, self.finish, self.collect_garbage):
+            if self._stop.is_set():
+                break  # stopping: leave between two stages, never in the middle of one
             try:
                 did = bool(stage(now)) or did
             except Exception:
@@ -76,6 +79,7 @@ class Engine:
     def run_forever(self, stop: threading.Event) -> None:
         """The engine thread: tick while there is work, else sleep until woken or ``poll``.
         Call ``recover()`` first, before the API accepts uploads."""
+        self._stop = stop
         while not stop.is_set():
             self._wake.clear()
             if not self.tick():

@@ -196,9 +196,12 @@ class LocalRunner:
         if proc is not None:
             proc.poll()  # reap our own child, so its pid does not linger as a zombie
         handle = json.loads(job.worker)
-        if _start_time(handle["pid"]) not in (None, handle["start"]):
+        leader = _proc_stat(handle["pid"])
+        if leader is not None and leader[2] != handle["start"]:
             return False  # the pid was reused by another process
-        return _group_exists(handle["pid"])
+        if leader is not None and leader[0] != "Z":
+            return True
+        return _group_alive(handle["pid"])
 
     def _wait(self, proc: subprocess.Popen) -> None:
         proc.wait()
@@ -223,23 +226,35 @@ def _pid(job: Job) -> int:
     return json.loads(job.worker)["pid"]
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None when it does not exist."""
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time in clock ticks since boot), or None when it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return fields[0], int(fields[2]), int(fields[19])
 
 
-def _group_exists(pgid: int) -> bool:
+def _start_time(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return stat[2] if stat else None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs. Zombies do not count: the sandbox's init
+    is re-parented to PID 1 when it ends, and some PID 1s (container inits) reap late or never."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] != "Z":
+                return True
+    return False
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

@@ -193,3 +193,18 @@ def test_after_kill_9_of_server_and_worker_the_run_fails_and_its_output_is_not_d
     model = data.show_data(store, run["outputs"][0]["knitId"])
     assert "knit#transient:failed" in model["tags"]
     assert not (store.layout.data(model["knitId"]) / "final").exists()
+
+
+def test_an_ended_worker_is_not_alive_even_while_its_sandbox_init_awaits_reaping(store):
+    # The sandbox's init is re-parented to PID 1 when the worker ends; a container's PID 1 may
+    # reap it late (seconds here) or never. The worker must count as ended all the same, or its
+    # capacity is never given back.
+    runner = LocalRunner(store.layout)
+    engine = Engine(store, runner)
+    plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["true"], args=[])
+    push(store, "type:dataset")
+    engine.project(), engine.initialize(), engine.start()
+    ((run_id, _),) = runs_of(store, plan["planId"])
+    job = load_job(store, run_id)
+    wait_for(lambda: runner.status(job).state.value == "succeeded")
+    assert runner.stop(job) is True

@@ -1,0 +1,58 @@
+"""HTTP bodies with trailers, which ``requests`` cannot send nor read.
+
+Knitfab moves Data as a chunked tar.gz stream followed by an ``x-checksum-md5`` trailer (the
+MD5 of the bytes sent), both ways. ``send_chunked`` writes such a request with
+``http.client``; ``TrailerResponse`` reads a response and keeps its trailer fields, which
+``http.client`` would otherwise read and throw away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import ssl
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+
+class TrailerResponse(http.client.HTTPResponse):
+    """An ``HTTPResponse`` whose ``trailers`` hold the trailer fields once the body is read."""
+
+    trailers: dict[str, str]
+
+    def _read_and_discard_trailer(self) -> None:
+        # http.client's hook for the end of a chunked body: keep the fields instead of dropping them.
+        self.trailers = {}
+        while True:
+            line = self.fp.readline(65537)
+            if line in (b"\r\n", b"\n", b""):
+                return
+            name, _, value = line.decode("latin-1").partition(":")
+            self.trailers[name.strip().lower()] = value.strip()
+
+
+def connect(url: str, ssl_context: ssl.SSLContext | None = None, timeout: float = 60) -> http.client.HTTPConnection:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=ssl_context)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn.response_class = TrailerResponse
+    return conn
+
+
+def send_chunked(
+    conn: http.client.HTTPConnection, method: str, path: str, chunks: Iterable[bytes], headers: dict[str, str]
+) -> TrailerResponse:
+    """Send ``chunks`` as a chunked body with the ``x-checksum-md5`` trailer; the response."""
+    conn.putrequest(method, path, skip_accept_encoding=True)
+    for name, value in {**headers, "Transfer-Encoding": "chunked", "Trailer": "x-checksum-md5"}.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    md5 = hashlib.md5()
+    for chunk in chunks:
+        if chunk:
+            md5.update(chunk)
+            conn.send(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\nx-checksum-md5: %s\r\n\r\n" % md5.hexdigest().encode())
+    return conn.getresponse()

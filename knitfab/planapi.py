@@ -1,0 +1,91 @@
+"""``/api/plans``: register, find, show and change plans (spec §3 P1–P9)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from . import planstore
+from .errors import BadRequest
+from .http import body, reply, services, store, string_list
+from .plans import SPEC_FIELDS, parse_plan_spec
+from .tags import parse_tag
+
+bp = Blueprint("plans", __name__, url_prefix="/api/plans")
+
+
+@bp.get("/")
+def find():
+    active = request.args.get("active")
+    if active not in (None, "true", "false"):
+        raise BadRequest("active must be true or false", reason="query specification is incorrect")
+    try:
+        in_tags = [parse_tag(t) for t in request.args.getlist("in_tag")]
+        out_tags = [parse_tag(t) for t in request.args.getlist("out_tag")]
+    except BadRequest as e:
+        raise BadRequest(e.message, reason="query specification is incorrect") from None
+    found = planstore.find_plans(
+        store(),
+        active=None if active is None else active == "true",
+        image=request.args.get("image") or None,
+        in_tags=in_tags,
+        out_tags=out_tags,
+    )
+    return reply(found)
+
+
+@bp.post("/")
+def apply():
+    # Knitfab wants exactly "application/json"; a charset parameter is accepted here too.
+    spec = parse_plan_spec(body(SPEC_FIELDS))
+    plan = planstore.apply_plan(store(), spec)
+    services().wake()
+    return reply(plan)
+
+
+@bp.get("/<plan_id>/")
+def show(plan_id: str):
+    return reply(planstore.show_plan(store(), plan_id))
+
+
+@bp.put("/<plan_id>/active")
+def activate(plan_id: str):
+    plan = planstore.set_active(store(), plan_id, True)
+    services().wake()
+    return reply(plan)
+
+
+@bp.delete("/<plan_id>/active")
+def deactivate(plan_id: str):
+    return reply(planstore.set_active(store(), plan_id, False))
+
+
+@bp.put("/<plan_id>/resources")
+def resources(plan_id: str):
+    doc = body({"set", "unset"})
+    set_ = doc.get("set") or {}
+    if not isinstance(set_, dict):
+        raise BadRequest("set must be a mapping of resource type to quantity")
+    unset = string_list(doc, "unset")
+    plan = planstore.change_resources(store(), plan_id, set_, [str(u) for u in unset])
+    services().wake()
+    return reply(plan)
+
+
+@bp.put("/<plan_id>/annotations")
+def annotations(plan_id: str):
+    doc = body({"add", "remove", "remove_key"})
+    lists = [string_list(doc, key) for key in ("add", "remove", "remove_key")]
+    if not all(isinstance(item, str) for items in lists for item in items):
+        raise BadRequest("add, remove and remove_key must be lists of strings")
+    return reply(planstore.change_annotations(store(), plan_id, *lists))
+
+
+@bp.put("/<plan_id>/serviceaccount")
+def set_service_account(plan_id: str):
+    doc = body({"service_account"})
+    return reply(planstore.set_service_account(store(), plan_id, doc.get("service_account") or ""))
+
+
+@bp.delete("/<plan_id>/serviceaccount")
+def unset_service_account(plan_id: str):
+    return reply(planstore.set_service_account(store(), plan_id, None))

@@ -1,0 +1,89 @@
+"""``/api/runs``: find, show, stop, retry, delete runs and read their logs (spec §3 R1–R7, §4.3)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from . import runs
+from .engine import load_job
+from .errors import NotFound, ServiceUnavailable
+from .http import comma_list, reply, services, store, time_window
+from .status import RunStatus, parse_status_list
+
+bp = Blueprint("runs", __name__, url_prefix="/api/runs")
+S = RunStatus
+NOT_STARTED = (S.DEACTIVATED, S.WAITING, S.READY)
+
+
+@bp.get("/")
+def find():
+    statuses = parse_status_list(",".join(comma_list("status")))
+    since, until = time_window()
+    found = runs.find_runs(
+        store(),
+        plan_ids=comma_list("plan"),
+        knit_ids_in=comma_list("knitIdInput"),
+        knit_ids_out=comma_list("knitIdOutput"),
+        statuses=statuses,
+        since=since,
+        until=until,
+    )
+    return reply(found)
+
+
+@bp.get("/<run_id>/")
+def show(run_id: str):
+    return reply(runs.show_run(store(), run_id))
+
+
+@bp.put("/<run_id>/abort")
+def abort(run_id: str):
+    run = runs.abort(store(), run_id)
+    services().wake()
+    return reply(run)
+
+
+@bp.put("/<run_id>/tearoff")
+def tearoff(run_id: str):
+    run = runs.tearoff(store(), run_id)
+    services().wake()
+    return reply(run)
+
+
+@bp.put("/<run_id>/retry")
+def retry(run_id: str):
+    runs.retry(store(), run_id)
+    services().wake()
+    return Response(status=200)
+
+
+@bp.delete("/<run_id>/")
+def delete(run_id: str):
+    runs.delete(store(), run_id)
+    services().wake()
+    return Response(status=204)
+
+
+@bp.get("/<run_id>/log")
+def log(run_id: str):
+    run = runs.show_run(store(), run_id)
+    if run["status"] == S.INVALIDATED or run["log"] is None:
+        raise NotFound(f"run {run_id} has no log")
+    if run["status"] in NOT_STARTED:
+        raise ServiceUnavailable("please retry later.")
+    if run["status"] in (S.STARTING, S.RUNNING) and services().runner is not None:
+        job = load_job(store(), run_id)
+        chunks = services().runner.logs(job, follow="follow" in request.args)
+    else:
+        layout, knit_id = store().layout, run["log"]["knitId"]
+        folder = layout.data(knit_id) if layout.data(knit_id).exists() else layout.staging(knit_id)
+        chunks = _read(folder / "log")
+    return Response(chunks, content_type="application/octet-stream")
+
+
+def _read(path):
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        while chunk := f.read(65536):
+            yield chunk

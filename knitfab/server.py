@@ -1,0 +1,234 @@
+"""``knitfab serve``: the REST API and the engine in one process.
+
+The API runs on cheroot, a production threaded WSGI server that streams request bodies (an
+upload never sits in memory or in a temporary file). WSGI has no HTTP trailers, so two small
+extensions carry them: request trailers (the upload's ``x-checksum-md5``) are parsed by
+``_ChunkedBody`` into ``environ["knitfab.request_trailers"]``, and a handler may put response
+trailers into ``environ["knitfab.trailers"]`` while it streams (the download's checksum).
+
+Signals only set a flag. On SIGTERM or SIGINT the server stops accepting, lets requests in
+flight finish, stops the engine between two stages and exits 0. Runs keep running: the next
+start finds them again.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+from cheroot import wsgi
+from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
+
+from .engine import Engine
+from .http import Services, create_app
+from .local import LocalRunner
+from .store import Store
+
+log = logging.getLogger("knitfab.server")
+PIECE = 1 << 16
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./knitfab-data")
+    runner: str = "local"
+    token_file: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    public_url: str | None = None
+    threads: int = 16
+    poll: float = 1.0
+    capacity: dict[str, Decimal] | None = None
+    network: bool = False
+    local_images: dict[str, Path] = field(default_factory=dict)
+
+
+class KnitfabServer:
+    """The whole server; ``start()`` returns once it accepts requests, ``stop()`` undoes it."""
+
+    def __init__(self, config: Config, runner=None):
+        self.config = config
+        self.runner = runner
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        config = self.config
+        self.store = Store(config.data_dir)
+        self.runner = self.runner or self._runner()
+        self.engine = Engine(self.store, self.runner, poll=config.poll)
+        self.engine.recover()  # before the API takes new uploads
+        token = config.token_file.read_text().strip() if config.token_file else None
+        services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
+        self.http = self._http(create_app(services))
+        self._spawn("engine", self.engine.run_forever, self.stopping)
+        self._spawn("http", self.http.serve)
+        self.write_handout(token)
+        log.info("knitfab %s is serving on %s (data in %s)", "API", self.url, self.store.layout.root)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.http.stop()  # stops accepting; requests in flight finish (up to shutdown_timeout)
+        self.engine.wake()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        self.store.close()
+
+    def serve_forever(self) -> int:
+        """Run until SIGTERM or SIGINT; the handlers only set a flag."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        log.info("stopping: finishing requests in flight and the engine's current stage")
+        self.stop()
+        return 0
+
+    @property
+    def url(self) -> str:
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        scheme = "https" if self.config.cert else "http"
+        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
+        return f"{scheme}://{host}:{self.port}/api"
+
+    @property
+    def port(self) -> int:
+        return self.http.bind_addr[1]
+
+    def write_handout(self, token: str | None) -> Path:
+        """``<data-dir>/handout/knitprofile``: what ``knit init`` takes (spec §7.2)."""
+        profile: dict = {"apiRoot": self.url, "cert": {}}
+        if self.config.cert:
+            profile["cert"] = {"ca": base64.b64encode(self.config.cert.read_bytes()).decode()}
+        if token:
+            profile["token"] = token
+        path = self.store.layout.handout / "knitprofile"
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(yaml.safe_dump(profile, sort_keys=False))
+        tmp.replace(path)
+        return path
+
+    # -- parts ------------------------------------------------------------------------------------
+
+    def _runner(self):
+        config = self.config
+        if config.runner == "kubernetes":
+            from .k8s import KubernetesRunner  # only this path imports the kubernetes client
+
+            return KubernetesRunner.from_environment(self.store.layout)
+        runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images)
+        runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
+        return runner
+
+    def _http(self, app) -> wsgi.Server:
+        server = wsgi.Server(
+            (self.config.host, self.config.port), app, numthreads=self.config.threads, request_queue_size=128
+        )
+        server.ConnectionClass = _Connection
+        server.gateway = _Gateway
+        server.shutdown_timeout = 30
+        if self.config.cert:
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+            server.ssl_adapter = BuiltinSSLAdapter(str(self.config.cert), str(self.config.key))
+        server.prepare()  # binds now, so the port is known before start() returns
+        return server
+
+    def _spawn(self, name: str, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"knitfab-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _ready(self) -> bool:
+        return not self.stopping.is_set() and all(t.is_alive() for t in self._threads)
+
+
+# -- cheroot extensions: constant-memory chunked bodies and HTTP trailers ------------------------------
+
+
+class _ChunkedBody(ChunkedRFile):
+    """cheroot's reader of chunked bodies, reading a large chunk piece by piece (constant memory,
+    whatever chunk sizes a client picks) and keeping the trailer fields."""
+
+    def __init__(self, rfile, maxlen):
+        super().__init__(rfile, maxlen)
+        self.left = 0
+        self.trailers: dict[str, str] = {}
+
+    def _fetch(self) -> None:
+        if self.closed:
+            return
+        if self.left == 0:
+            self.left = self._chunk_size()
+            if self.left == 0:
+                self.closed = True
+                for line in self.read_trailer_lines():
+                    name, _, value = line.decode("latin-1").partition(":")
+                    self.trailers[name.strip().lower()] = value.strip()
+                return
+        piece = self.rfile.read(min(self.left, PIECE))
+        if not piece:
+            raise ValueError("the request body ended in the middle of a chunk")
+        self.bytes_read += len(piece)
+        self.left -= len(piece)
+        self.buffer += piece
+        if self.left == 0 and self.rfile.read(2) != CRLF:
+            raise ValueError("bad chunked transfer coding")
+
+    def _chunk_size(self) -> int:
+        line = self.rfile.readline()
+        self.bytes_read += len(line)
+        size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+        if self.maxlen and self.bytes_read + size > self.maxlen:
+            raise OSError("Request Entity Too Large")
+        return size
+
+    def read(self, size=None) -> bytes:
+        """Up to ``size`` bytes (fewer when fewer have arrived), without re-copying a buffer."""
+        if size is None or size < 0:
+            return super().read(size)
+        while not self.buffer and not self.closed:
+            self._fetch()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+class _Request(HTTPRequest):
+    def respond(self) -> None:
+        if self.chunked_read:
+            self.rfile = _ChunkedBody(self.conn.rfile, self.server.max_request_body_size)
+        else:
+            self.rfile = KnownLengthRFile(self.conn.rfile, int(self.inheaders.get(b"Content-Length", 0)))
+        gateway = self.server.gateway(self)
+        gateway.respond()
+        if self.ready:
+            self.ensure_headers_sent()
+        if self.chunked_read and not self.rfile.closed:
+            self.close_connection = True  # the handler left part of the body: the connection is spent
+        if self.chunked_write:
+            trailers = gateway.env.get("knitfab.trailers") or {}
+            fields = b"".join(f"{k}: {v}".encode("latin-1") + CRLF for k, v in trailers.items())
+            self.conn.wfile.write(b"0" + CRLF + fields + CRLF)
+
+
+class _Connection(HTTPConnection):
+    RequestHandlerClass = _Request
+
+
+class _Gateway(wsgi.Gateway_10):
+    def get_environ(self) -> dict:
+        env = super().get_environ()
+        env["knitfab.trailers"] = {}
+        env["knitfab.request_trailers"] = getattr(self.req.rfile, "trailers", {})
+        return env

@@ -1,0 +1,156 @@
+"""Data in transit: tar (and tar.gz) streams to and from a directory, at constant memory.
+
+``receive`` extracts an upload safely: every entry must stay inside the Data. Absolute names,
+``..`` components, links pointing outside, device and fifo entries, and truncated or corrupt
+archives are refused with ``BadRequest``; the caller then throws the staging directory away.
+
+``send`` produces the archive of a directory as it is read: entry names relative to the Data
+(no ``./``), regular files, symlinks, and directory entries for empty directories (so they
+survive a round trip; Knitfab's archives have no directory entries at all), modes kept. The
+MD5 of the bytes sent is available when the stream ends, for the ``x-checksum-md5`` trailer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import BadRequest
+
+CHUNK = 1 << 20
+GZIP_LEVEL = 1  # fast: data is often already compressed, and the network is rarely the limit
+
+
+class HashingReader:
+    """Reads through to ``raw`` while hashing every byte; ``drain`` reads what is left."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.md5 = hashlib.md5()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size if size is not None and size >= 0 else CHUNK)
+        self.md5.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def receive(stream: BinaryIO, dest: Path, compressed: bool = True) -> str:
+    """Extract a tar (gzip-compressed when ``compressed``) from ``stream`` into ``dest``;
+    returns the MD5 hex digest of the bytes read."""
+    reader = HashingReader(stream)
+    try:
+        with tarfile.open(fileobj=reader, mode="r|gz" if compressed else "r|", bufsize=CHUNK) as tar:
+            for member in tar:
+                _check(member)
+                tar.extract(member, dest, filter="data")
+        reader.drain()  # what follows the end-of-archive blocks still counts for the checksum
+    except tarfile.FilterError as e:
+        raise BadRequest(f"unsafe entry in the archive: {e}") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # the disk, not the archive
+        raise BadRequest(f"the archive is truncated or corrupt: {e}") from None
+    return reader.md5.hexdigest()
+
+
+def _check(member: tarfile.TarInfo) -> None:
+    name = member.name
+    if name.startswith("/") or ".." in name.split("/"):
+        raise BadRequest(f"unsafe entry in the archive: {name!r} is not inside the Data")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise BadRequest(f"unsafe entry in the archive: {name!r} is a device or fifo")
+    if member.issym() and (member.linkname.startswith("/") or _escapes(name, member.linkname)):
+        raise BadRequest(f"unsafe entry in the archive: symlink {name!r} points outside the Data")
+
+
+def _escapes(name: str, target: str) -> bool:
+    depth = len([p for p in name.split("/")[:-1] if p not in ("", ".")])
+    for part in target.split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            return True
+    return False
+
+
+class Archive:
+    """An iterable of the archive's bytes; ``md5`` is complete once it is exhausted."""
+
+    def __init__(self, root: Path | None, compressed: bool = True):
+        self.root = root
+        self.compressed = compressed
+        self.md5 = hashlib.md5()
+
+    def __iter__(self) -> Iterator[bytes]:
+        squeeze = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if self.compressed else None
+        for block in self._tar():
+            out = squeeze.compress(block) if squeeze else block
+            if out:
+                self.md5.update(out)
+                yield out
+        if squeeze:
+            tail = squeeze.flush()
+            self.md5.update(tail)
+            yield tail
+
+    def _tar(self) -> Iterator[bytes]:
+        for path in _walk(self.root) if self.root and self.root.is_dir() else []:
+            info = _info(self.root, path)
+            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            if info.isreg():
+                yield from _content(path, info.size)
+        yield b"\0" * (tarfile.BLOCKSIZE * 2)
+
+
+def send(root: Path | None, compressed: bool = True) -> Archive:
+    """The archive of ``root``'s contents (an empty archive when it does not exist)."""
+    return Archive(root, compressed)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = Path(dirpath)
+        if here != root and not dirnames and not filenames:
+            yield here  # an empty directory: keep it
+        for name in sorted(filenames) + sorted(d for d in dirnames if (here / d).is_symlink()):
+            yield here / name
+
+
+def _info(root: Path, path: Path) -> tarfile.TarInfo:
+    st = path.lstat()
+    info = tarfile.TarInfo(path.relative_to(root).as_posix())
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    else:
+        info.size = st.st_size
+    return info
+
+
+def _content(path: Path, size: int) -> Iterator[bytes]:
+    sent = 0
+    with open(path, "rb") as f:
+        while sent < size:
+            chunk = f.read(min(CHUNK, size - sent))
+            if not chunk:  # the file shrank while it was sent: pad, the header is out already
+                chunk = b"\0" * min(CHUNK, size - sent)
+            sent += len(chunk)
+            yield chunk
+    remainder = size % tarfile.BLOCKSIZE
+    if remainder:
+        yield b"\0" * (tarfile.BLOCKSIZE - remainder)

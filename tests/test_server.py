@@ -1,0 +1,158 @@
+"""The ``knitfab serve`` process: start-up, handout, auth, TLS, concurrency and shutdown."""
+
+import base64
+import concurrent.futures
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from apiclient import Api, make_tar, upload
+from fake_runner import FakeRunner
+from helpers import wait_for
+
+from knit.transport import connect
+from knitfab.server import Config, KnitfabServer
+from knitfab.store import Layout
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_process(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "knitfab.py"), "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stderr:
+        if "is serving on" in line:
+            return proc, line.split("is serving on ")[1].split()[0]
+    raise AssertionError(f"the server did not start: {proc.wait()}")
+
+
+def test_serve_logs_its_url_writes_a_handout_and_stops_cleanly_on_sigterm(tmp_path):
+    proc, url = start_process(tmp_path / "kf")
+    try:
+        handout = yaml.safe_load((tmp_path / "kf" / "handout" / "knitprofile").read_text())
+        assert handout == {"apiRoot": url, "cert": {}}
+        assert requests.get(f"{url}/readyz", timeout=5).json() == {"status": "ready"}
+        # an upload in flight when SIGTERM comes still completes
+        conn = connect(url)
+        conn.putrequest("POST", "/api/data/")
+        for k, v in {"Content-Type": "application/tar+gzip", "Transfer-Encoding": "chunked"}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        body = make_tar({"x": "slow"})
+        conn.send(b"%x\r\n%b\r\n" % (10, body[:10]))
+        wait_for(lambda: requests.get(f"{url}/runs/?status=running", timeout=5).json())
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        conn.send(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body) - 10, body[10:]))
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        conn.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.stderr.close()
+    # a new server on the same data directory sees the Data
+    proc, url = start_process(tmp_path / "kf")
+    try:
+        (found,) = requests.get(f"{url}/data/", timeout=5).json()
+        assert found["upstream"]["run"]["status"] == "done"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        proc.stderr.close()
+
+
+def serve(tmp_path, **config):
+    data_dir = tmp_path / "kf"
+    srv = KnitfabServer(Config(port=0, data_dir=data_dir, **config), runner=FakeRunner(Layout(data_dir)))
+    srv.start()
+    return srv
+
+
+def test_a_token_guards_every_endpoint_but_health(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    srv = serve(tmp_path, token_file=token_file)
+    try:
+        resp = requests.get(f"{srv.url}/data/", timeout=5)
+        assert resp.status_code == 401 and resp.json()["message"].startswith("invalid token")
+        resp = requests.get(f"{srv.url}/data/", headers={"Authorization": "Bearer wrong"}, timeout=5)
+        assert resp.status_code == 401
+        assert requests.get(f"{srv.url}/data/", headers={"Authorization": "Bearer s3cret"}, timeout=5).json() == []
+        assert requests.get(f"{srv.url}/healthz", timeout=5).status_code == 200
+        handout = yaml.safe_load((tmp_path / "kf" / "handout" / "knitprofile").read_text())
+        assert handout["token"] == "s3cret"
+        assert os.stat(tmp_path / "kf" / "handout" / "knitprofile").st_mode & 0o777 == 0o600
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    srv = serve(tmp_path, cert=cert, key=key)
+    try:
+        assert srv.url.startswith("https://")
+        assert requests.get(f"{srv.url}/data/", verify=str(cert), timeout=5).json() == []
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{srv.url}/data/", timeout=5)
+        handout = yaml.safe_load((tmp_path / "kf" / "handout" / "knitprofile").read_text())
+        assert base64.b64decode(handout["cert"]["ca"]) == cert.read_bytes()
+    finally:
+        srv.stop()
+
+
+def test_routes_ignore_a_trailing_slash(api):
+    for path in ("/api/data", "/api/data/", "/api/plans", "/api/plans/", "/api/runs", "/api/runs/"):
+        resp = api.call("GET", path, allow_redirects=False)
+        assert resp.status_code == 200, path
+
+
+def test_pretty_output(api):
+    assert api.call("GET", "/api/healthz?pretty").text == '{\n    "status": "ok"\n}\n'
+
+
+def test_eight_concurrent_pushes_and_tag_changes(server, api):
+    api.json(
+        "POST",
+        "/api/plans/",
+        json={"image": "x:1", "entrypoint": ["fake"], "args": ["succeed"],
+              "inputs": [{"path": "/in/a", "tags": ["side:a"]}, {"path": "/in/b", "tags": ["side:b"]}]},
+    )  # fmt: skip
+
+    def worker(n):
+        client = Api(api.url)
+        content = {f"file{n}.txt": f"content of writer {n}\n" * (n + 1) * 1000}
+        status, detail = upload(api.url, make_tar(content))
+        assert status == 200
+        side = "ab"[n % 2]
+        client.json("PUT", f"/api/data/{detail['knitId']}", json={"add": [f"side:{side}", f"n:{n}"]})
+        client.json("PUT", f"/api/data/{detail['knitId']}", json={"remove": [f"side:{side}"], "add": [f"side:{side}"]})
+        client.http.close()
+        return detail["knitId"], content
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        pushed = list(pool.map(worker, range(8)))
+    for knit_id, content in pushed:
+        ((name, text),) = content.items()
+        assert (server.store.layout.data(knit_id) / name).read_text() == text
+    wait_for(lambda: len([r for r in api.json("GET", "/api/runs/") if r["plan"].get("image")]) == 16)
+    runs = [r for r in api.json("GET", "/api/runs/") if r["plan"].get("image")]
+    combos = [tuple(sorted(i["knitId"] for i in r["inputs"])) for r in runs]
+    assert len(combos) == len(set(combos)) == 16
