@@ -40,15 +40,16 @@ def tags(*texts):
 
 
 def data_tags(i: int) -> list[str]:
-    return ["type:dataset", f"project:p{i % 100}", f"batch:b{i % 1000}", f"mode:{('train', 'test')[i // 100 % 2]}"]
+    mode = ("train", "test")[i // 100 % 2]
+    return ["type:dataset", f"project:p{i % 100}", f"batch:b{i % 1000}", f"shard:s{i % 10000}", f"mode:{mode}"]
 
 
 def fill_data(store: Store, n: int) -> None:
-    """N done uploads with their tags, written in bulk (the same rows push would write)."""
+    """N done uploads with five tags each, written in bulk (the same rows push would write)."""
     (plan_id,) = store.one("SELECT plan_id FROM plan WHERE name = 'knit#uploaded'")
     (output_id,) = store.one("SELECT id FROM output WHERE plan_id = ?", plan_id)
     with store.write():
-        tag_id = {t: store.tag_ids(tags(t), create=True)[0] for i in range(1000) for t in data_tags(i)}
+        tag_id = {t: store.tag_ids(tags(t), create=True)[0] for i in range(10000) for t in data_tags(i)}
     for start in range(0, n, 10_000):
         runs, items, taggings = [], [], []
         stamp = now_us()

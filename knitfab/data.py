@@ -41,13 +41,18 @@ def find_data(store: Store, tags: Iterable[Tag] = (), since: int | None = None, 
     ``knit#timestamp``, else its run's ``updatedAt``) is in [since, until). Ordered by
     timestamp, untimestamped Data last, then knitId."""
     with store.read():
-        return data_details(store, find_knit_ids(store, tags, since, until))
+        return _details(store, _find(store, tags, since, until))
 
 
 def find_knit_ids(
     store: Store, tags: Iterable[Tag] = (), since: int | None = None, until: int | None = None
 ) -> list[str]:
     """The knitIds ``find_data`` describes, in its order."""
+    with store.read():
+        return [row[0] for row in _find(store, tags, since, until)]
+
+
+def _find(store: Store, tags: Iterable[Tag], since: int | None, until: int | None) -> list[tuple]:
     query = _DataQuery(store)
     for tag in tags:
         query.require(tag)
@@ -55,7 +60,7 @@ def find_knit_ids(
         query.where("COALESCE(d.timestamp, r.updated_at) >= ?", since)
     if until is not None:
         query.where("COALESCE(d.timestamp, r.updated_at) < ?", until)
-    return query.knit_ids()
+    return query.rows()
 
 
 class _DataQuery:
@@ -86,7 +91,8 @@ class _DataQuery:
         else:
             self.empty = True  # an unknown system tag: nothing carries it, as in Knitfab
 
-    def knit_ids(self) -> list[str]:
+    def rows(self) -> list[tuple]:
+        """Rows of ``_COLUMNS`` of the Data found, in Knitfab's order."""
         tag_ids = self.store.tag_ids(self.tags)
         if self.empty or tag_ids is None:
             return []
@@ -95,8 +101,8 @@ class _DataQuery:
             self.where(f"d.knit_id IN ({subquery})", *params)
         where = " WHERE " + " AND ".join(self.conditions) if self.conditions else ""
         order = " ORDER BY d.timestamp IS NULL, d.timestamp, d.knit_id"
-        sql = f"SELECT d.knit_id FROM data d JOIN run r ON r.run_id = d.run_id{where}{order}"
-        return self.store.column(sql, *self.params)
+        sql = f"SELECT {_COLUMNS} FROM data d JOIN run r ON r.run_id = d.run_id{where}{order}"
+        return self.store.all(sql, *self.params)
 
 
 def change_tags(
@@ -159,14 +165,24 @@ def end_upload(store: Store, run_id: str, ok: bool, message: str = "") -> None:
 # -- JSON shape (spec §2.3) -----------------------------------------------------------------------
 
 
+# A Data and its producing run, which is all an upstream run summary needs.
+_COLUMNS = f"d.knit_id, d.output_id, d.timestamp, {runs.RUN_COLUMNS}"
+
+
 def data_details(store: Store, knit_ids: list[str]) -> list[dict]:
-    """``DataDetail`` of many Data with a fixed number of queries, in the order given."""
-    ids = json_list(knit_ids)
+    """``DataDetail`` of many Data, in the order given."""
     rows = store.all(
-        "SELECT d.knit_id, d.run_id, d.output_id, d.timestamp, r.status FROM data d"
-        " JOIN run r ON r.run_id = d.run_id WHERE d.knit_id IN (SELECT value FROM json_each(?))",
-        ids,
+        f"SELECT {_COLUMNS} FROM data d JOIN run r ON r.run_id = d.run_id"
+        " WHERE d.knit_id IN (SELECT value FROM json_each(?))",
+        json_list(knit_ids),
     )
+    order = {knit_id: n for n, knit_id in enumerate(knit_ids)}
+    return _details(store, sorted(rows, key=lambda row: order[row[0]]))
+
+
+def _details(store: Store, rows: list[tuple]) -> list[dict]:
+    """DataDetails of rows of ``_COLUMNS`` with a fixed number of queries, however many."""
+    ids = json_list(row[0] for row in rows)
     downs = store.all(
         "SELECT a.knit_id, a.input_id, a.run_id FROM assign a JOIN run r ON r.run_id = a.run_id"
         " WHERE a.knit_id IN (SELECT value FROM json_each(?)) AND r.status != 'invalidated'"
@@ -179,8 +195,7 @@ def data_details(store: Store, knit_ids: list[str]) -> list[dict]:
         ids,
     )
     parts = _Parts(store, rows, downs, noms)
-    by_id = {row[0]: parts.detail(row) for row in rows}
-    return [by_id[k] for k in knit_ids if k in by_id]
+    return [parts.detail(row) for row in rows]
 
 
 class _Parts:
@@ -188,8 +203,8 @@ class _Parts:
 
     def __init__(self, store: Store, rows: list, downs: list, noms: list):
         self.tags = store.tags_of("data_tag", "knit_id", [r[0] for r in rows])
-        self.runs = runs.run_summaries(store, [r[1] for r in rows] + [d[2] for d in downs])
-        self.outputs = output_points(store, [r[2] for r in rows])
+        self.runs = runs.run_summaries(store, [d[2] for d in downs], known=[r[3:] for r in rows])
+        self.outputs = output_points(store, [r[1] for r in rows])
         self.inputs = input_points(store, [d[1] for d in downs] + [n[1] for n in noms])
         self.plans = plan_summaries(store, [n[2] for n in noms])
         self.downs: dict[str, list] = {}
@@ -201,7 +216,7 @@ class _Parts:
             self.noms.setdefault(knit_id, []).append({**self.inputs[input_id], "plan": self.plans[plan_id]})
 
     def detail(self, row: tuple) -> dict:
-        knit_id, run_id, output_id, stamp, status = row
+        knit_id, output_id, stamp, run_id, status = row[:5]
         _, is_log, point = self.outputs[output_id]
         transient = _transient(RunStatus(status))
         return {

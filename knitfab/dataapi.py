@@ -7,7 +7,9 @@ import shutil
 
 from flask import Blueprint, Response, request
 
-from . import data, transfer
+from knit import archive
+
+from . import data
 from .errors import BadRequest, KnitfabError
 from .http import body, reply, services, store, string_list, time_window
 from .tags import parse_tag, tag_from_json
@@ -31,13 +33,13 @@ def download(knit_id: str):
     layout = store().layout
     root = layout.data(knit_id) if layout.data(knit_id).exists() else layout.staging(knit_id)
     plain = request.args.get("format") == "tar" or request.accept_mimetypes.best == "application/x-tar"
-    archive = transfer.send(root, compressed=not plain)
+    tarball = archive.pack(root, compressed=not plain)
     trailers = request.environ.get("knitfab.trailers")
 
     def stream():
-        yield from archive
+        yield from tarball
         if trailers is not None:
-            trailers["x-checksum-md5"] = archive.md5.hexdigest()
+            trailers["x-checksum-md5"] = tarball.md5.hexdigest()
 
     content_type = "application/x-tar" if plain else "application/tar+gzip"
     return Response(stream(), content_type=content_type, headers={"Trailer": "x-checksum-md5"})
@@ -68,17 +70,19 @@ def upload():
     staging = store().layout.staging(knit_id)
     try:
         staging.mkdir(parents=True)
-        digest = transfer.receive(request.stream, staging, compressed)
+        digest = archive.unpack(request.stream, staging, compressed)
         _verify(digest)
         store().layout.publish(knit_id)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, archive.ArchiveError):
+            e = BadRequest(str(e))
         message = e.message if isinstance(e, KnitfabError) else f"upload failed: {type(e).__name__}: {e}"
         log.warning("upload %s failed: %s", knit_id, message)
         data.end_upload(store(), run_id, ok=False, message=message.replace("\n", ": "))
         if isinstance(e, OSError) and e.errno is not None:
             raise KnitfabError(f"cannot store the Data: {e.strerror}", reason="unexpected error") from None
-        raise
+        raise e from None
     data.end_upload(store(), run_id, ok=True)
     services().wake()
     return reply(data.show_data(store(), knit_id))

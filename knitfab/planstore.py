@@ -274,6 +274,8 @@ def _require_image_plan(store: Store, plan_id: str) -> None:
 
 def plan_summaries(store: Store, plan_ids) -> dict[str, dict]:
     ids = list(dict.fromkeys(plan_ids))
+    if not ids:
+        return {}
     rows = store.all(
         "SELECT plan_id, image, version, name, entrypoint, args FROM plan"
         " WHERE plan_id IN (SELECT value FROM json_each(?))",
@@ -308,6 +310,8 @@ def _summary(row: tuple, annotations: list[tuple[str, str]]) -> dict:
 def input_points(store: Store, input_ids) -> dict[int, dict]:
     """``{"path", "tags"}`` of plan inputs, system tags included."""
     ids = list(dict.fromkeys(input_ids))
+    if not ids:
+        return {}
     user = store.tags_of("input_tag", "input_id", ids)
     out = {}
     for input_id, path, knit_id, stamp in store.all(
@@ -326,6 +330,8 @@ def input_points(store: Store, input_ids) -> dict[int, dict]:
 def output_points(store: Store, output_ids) -> dict[int, tuple[str, bool, dict]]:
     """(plan_id, is_log, ``{"path", "tags"}`` or ``{"tags"}`` for a log) of plan outputs."""
     ids = list(dict.fromkeys(output_ids))
+    if not ids:
+        return {}
     tags = store.tags_of("output_tag", "output_id", ids)
     out = {}
     for output_id, plan_id, path, is_log in store.all(

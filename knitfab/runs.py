@@ -254,12 +254,18 @@ def find_runs(
         return run_details(store, store.column(sql + " ORDER BY updated_at, run_id", *params))
 
 
-def run_summaries(store: Store, run_ids) -> dict[str, dict]:
-    rows = store.all(
-        "SELECT run_id, status, updated_at, exit_code, exit_message, plan_id FROM run"
-        " WHERE run_id IN (SELECT value FROM json_each(?))",
-        json_list(dict.fromkeys(run_ids)),
-    )
+RUN_COLUMNS = "r.run_id, r.status, r.updated_at, r.exit_code, r.exit_message, r.plan_id"
+
+
+def run_summaries(store: Store, run_ids, known: list[tuple] = ()) -> dict[str, dict]:
+    """``RunSummary`` of runs; ``known`` rows of ``RUN_COLUMNS`` save fetching them again."""
+    have = {row[0] for row in known}
+    missing = [r for r in dict.fromkeys(run_ids) if r not in have]
+    rows = list(known)
+    if missing:
+        rows += store.all(
+            f"SELECT {RUN_COLUMNS} FROM run r WHERE r.run_id IN (SELECT value FROM json_each(?))", json_list(missing)
+        )
     plans = plan_summaries(store, [row[5] for row in rows])
     out = {}
     for run_id, status, updated, code, message, plan_id in rows:

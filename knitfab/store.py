@@ -97,14 +97,16 @@ class Store:
     def execute(self, sql: str, *params) -> sqlite3.Cursor:
         return self.db.execute_sql(sql, params)
 
+    # Reads go straight to the thread's sqlite3 connection: the API's hot path runs many small
+    # queries, and peewee's cursor wrapping adds little but cost there.
     def all(self, sql: str, *params) -> list[tuple]:
-        return self.db.execute_sql(sql, params).fetchall()
+        return self.db.connection().execute(sql, params).fetchall()
 
     def one(self, sql: str, *params) -> tuple | None:
-        return self.db.execute_sql(sql, params).fetchone()
+        return self.db.connection().execute(sql, params).fetchone()
 
     def column(self, sql: str, *params) -> list:
-        return [row[0] for row in self.db.execute_sql(sql, params)]
+        return [row[0] for row in self.db.connection().execute(sql, params).fetchall()]
 
     # -- tags ---------------------------------------------------------------------------------
 
@@ -137,6 +139,8 @@ class Store:
     def tags_of(self, table: str, column: str, ids: Sequence) -> dict[object, list[Tag]]:
         """User tags of many rows of ``data_tag``/``input_tag``/``output_tag`` in one query."""
         result: dict[object, list[Tag]] = {i: [] for i in ids}
+        if not result:
+            return result
         rows = self.all(
             f"SELECT x.{column}, t.key, t.value FROM {table} x JOIN tag t ON t.id = x.tag_id "
             f"WHERE x.{column} IN (SELECT value FROM json_each(?))",

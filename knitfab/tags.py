@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import BadRequest
 from .times import format_ts, parse_rfc3339
@@ -19,8 +19,10 @@ MAX_KEY = 1024
 MAX_VALUE = 1 << 20
 
 
-@dataclass(frozen=True)
-class Tag:
+class Tag(NamedTuple):
+    """A tag. As a tuple it sorts by key then value, in code point order, which is the byte
+    order of UTF-8 that Knitfab sorts by."""
+
     key: str
     value: str
 
@@ -30,10 +32,6 @@ class Tag:
     @property
     def is_system(self) -> bool:
         return self.key.startswith(SYSTEM_PREFIX)
-
-    def sort_key(self) -> tuple[bytes, bytes]:
-        # Knitfab sorts by byte order, which differs from str order beyond ASCII.
-        return self.key.encode(), self.value.encode()
 
 
 def parse_tag(text: str) -> Tag:
@@ -82,11 +80,13 @@ def normalize(tags: Iterable[Tag]) -> list[Tag]:
         if tag.key == KEY_TIMESTAMP:
             tag = Tag(tag.key, format_ts(parse_rfc3339(tag.value)))
         unique[tag] = tag
-    return sorted(unique.values(), key=Tag.sort_key)
+    return sorted(unique.values())
 
 
 def as_strings(tags: Iterable[Tag]) -> list[str]:
-    return [str(t) for t in normalize(tags)]
+    """Tags as Knitfab prints them, sorted. For tags read from the store, which are unique and
+    canonical already (``normalize`` is for what users send)."""
+    return [f"{key}:{value}" for key, value in sorted(set(tags))]
 
 
 def system_tags(knit_id: str, timestamp_us: int | None, transient: str | None) -> list[Tag]:

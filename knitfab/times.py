@@ -25,10 +25,15 @@ def now_us() -> int:
 
 def format_ts(us: int, tz: timezone | None = UTC) -> str:
     """Go's ``2006-01-02T15:04:05.999-07:00``: trimmed milliseconds, numeric offset."""
-    dt = datetime.fromtimestamp(us // 1_000_000, tz).replace(microsecond=us % 1_000_000)
-    millis = f"{dt.microsecond // 1000:03d}".rstrip("0")
+    seconds, micros = divmod(us, 1_000_000)
+    millis = f"{micros // 1000:03d}".rstrip("0")
+    fraction = f".{millis}" if millis else ""
+    if tz is UTC:  # the API's case, on every Data and run: kept cheap
+        y, mo, d, h, mi, s = time.gmtime(seconds)[:6]
+        return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{fraction}+00:00"
+    dt = datetime.fromtimestamp(seconds, tz)
     offset = dt.strftime("%z")
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{millis}" if millis else "") + (f"{offset[:3]}:{offset[3:]}")
+    return f"{dt.strftime('%Y-%m-%dT%H:%M:%S')}{fraction}{offset[:3]}:{offset[3:]}"
 
 
 def parse_rfc3339(text: str) -> int:

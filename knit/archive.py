@@ -1,10 +1,13 @@
 """Data in transit: tar (and tar.gz) streams to and from a directory, at constant memory.
 
-``receive`` extracts an upload safely: every entry must stay inside the Data. Absolute names,
-``..`` components, links pointing outside, device and fifo entries, and truncated or corrupt
-archives are refused with ``BadRequest``; the caller then throws the staging directory away.
+Both ends use this module: the server to receive uploads and send downloads, ``knit`` to push
+and pull. (It imports nothing from the server.)
 
-``send`` produces the archive of a directory as it is read: entry names relative to the Data
+``unpack`` extracts an archive safely: every entry must stay inside the Data. Absolute names,
+``..`` components, links pointing outside, device and fifo entries, and truncated or corrupt
+archives are refused with ``ArchiveError``; the caller then throws the directory away.
+
+``pack`` produces the archive of a directory as it is read: entry names relative to the Data
 (no ``./``), regular files, symlinks, and directory entries for empty directories (so they
 survive a round trip; Knitfab's archives have no directory entries at all), modes kept. The
 MD5 of the bytes sent is available when the stream ends, for the ``x-checksum-md5`` trailer.
@@ -21,7 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import BadRequest
+
+class ArchiveError(ValueError):
+    """An archive that is unsafe, truncated or corrupt."""
+
 
 CHUNK = 1 << 20
 GZIP_LEVEL = 1  # fast: data is often already compressed, and the network is rarely the limit
@@ -46,7 +52,7 @@ class HashingReader:
             pass
 
 
-def receive(stream: BinaryIO, dest: Path, compressed: bool = True) -> str:
+def unpack(stream: BinaryIO, dest: Path, compressed: bool = True) -> str:
     """Extract a tar (gzip-compressed when ``compressed``) from ``stream`` into ``dest``;
     returns the MD5 hex digest of the bytes read."""
     reader = HashingReader(stream)
@@ -56,23 +62,27 @@ def receive(stream: BinaryIO, dest: Path, compressed: bool = True) -> str:
                 _check(member)
                 tar.extract(member, dest, filter="data")
         reader.drain()  # what follows the end-of-archive blocks still counts for the checksum
+    except ArchiveError:
+        raise
     except tarfile.FilterError as e:
-        raise BadRequest(f"unsafe entry in the archive: {e}") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise  # the disk, not the archive
-        raise BadRequest(f"the archive is truncated or corrupt: {e}") from None
+        raise ArchiveError(f"unsafe entry in the archive: {e}") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise  # the disk or the connection, not the archive
+        raise ArchiveError(f"the archive is truncated or corrupt: {e}") from None
+    except (tarfile.TarError, EOFError, zlib.error, ValueError) as e:
+        raise ArchiveError(f"the archive is truncated or corrupt: {e}") from None
     return reader.md5.hexdigest()
 
 
 def _check(member: tarfile.TarInfo) -> None:
     name = member.name
     if name.startswith("/") or ".." in name.split("/"):
-        raise BadRequest(f"unsafe entry in the archive: {name!r} is not inside the Data")
+        raise ArchiveError(f"unsafe entry in the archive: {name!r} is not inside the Data")
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise BadRequest(f"unsafe entry in the archive: {name!r} is a device or fifo")
+        raise ArchiveError(f"unsafe entry in the archive: {name!r} is a device or fifo")
     if member.issym() and (member.linkname.startswith("/") or _escapes(name, member.linkname)):
-        raise BadRequest(f"unsafe entry in the archive: symlink {name!r} points outside the Data")
+        raise ArchiveError(f"unsafe entry in the archive: symlink {name!r} points outside the Data")
 
 
 def _escapes(name: str, target: str) -> bool:
@@ -94,15 +104,20 @@ class Archive:
 
     def __iter__(self) -> Iterator[bytes]:
         squeeze = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if self.compressed else None
+        pending = bytearray()
         for block in self._tar():
-            out = squeeze.compress(block) if squeeze else block
-            if out:
-                self.md5.update(out)
-                yield out
+            pending += squeeze.compress(block) if squeeze else block
+            if len(pending) >= CHUNK:  # few large writes, not one per tar header
+                yield self._sent(pending)
+                pending = bytearray()
         if squeeze:
-            tail = squeeze.flush()
-            self.md5.update(tail)
-            yield tail
+            pending += squeeze.flush()
+        if pending:
+            yield self._sent(pending)
+
+    def _sent(self, data: bytearray) -> bytes:
+        self.md5.update(data)
+        return bytes(data)
 
     def _tar(self) -> Iterator[bytes]:
         for path in _walk(self.root) if self.root and self.root.is_dir() else []:
@@ -113,7 +128,7 @@ class Archive:
         yield b"\0" * (tarfile.BLOCKSIZE * 2)
 
 
-def send(root: Path | None, compressed: bool = True) -> Archive:
+def pack(root: Path | None, compressed: bool = True) -> Archive:
     """The archive of ``root``'s contents (an empty archive when it does not exist)."""
     return Archive(root, compressed)
 
