@@ -69,6 +69,7 @@ class _DataQuery:
     def __init__(self, store: Store):
         self.store = store
         self.tags: list[Tag] = []
+        self.statuses: list[str] = []
         self.conditions: list[str] = []
         self.params: list = []
         self.empty = False
@@ -85,9 +86,9 @@ class _DataQuery:
         elif tag.key == KEY_TIMESTAMP:
             self.where("d.timestamp = ?", parse_rfc3339(tag.value))
         elif tag.key == KEY_TRANSIENT and tag.value == TRANSIENT_PROCESSING:
-            self.where(f"r.status IN ({_PROCESSING_SQL})")
+            self.statuses.append(_PROCESSING_SQL)
         elif tag.key == KEY_TRANSIENT and tag.value == TRANSIENT_FAILED:
-            self.where("r.status IN ('failed', 'invalidated')")
+            self.statuses.append("'failed', 'invalidated'")
         else:
             self.empty = True  # an unknown system tag: nothing carries it, as in Knitfab
 
@@ -96,6 +97,11 @@ class _DataQuery:
         tag_ids = self.store.tag_ids(self.tags)
         if self.empty or tag_ids is None:
             return []
+        # With user tags the query starts from the rarest tag, so the status column is hidden
+        # from the planner ("+"); without them, the status index is the way in.
+        status = "+r.status" if tag_ids else "r.status"
+        for statuses in self.statuses:
+            self.where(f"{status} IN ({statuses})")
         if tag_ids:
             subquery, params = self.store.with_all_tags(tag_ids)
             self.where(f"d.knit_id IN ({subquery})", *params)

@@ -34,6 +34,8 @@ from .store import Store, json_list
 
 log = logging.getLogger("knitfab.engine")
 S = RunStatus
+# Queries below write "+p.name": SQLite would otherwise start from the plan-name index and walk
+# every run of every plan; the run status index finds the few runs a stage wants.
 _WATCHED = {
     WorkerState.RUNNING: (S.RUNNING, None),
     WorkerState.SUCCEEDED: (S.COMPLETING, (0, "")),
@@ -91,7 +93,7 @@ class Engine:
         Image runs need nothing here: ``watch`` finds their workers again, or reports 254."""
         orphans = self.store.column(
             "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE p.name IS NOT NULL AND r.status = 'running'"
+            " WHERE +p.name IS NOT NULL AND r.status = 'running'"
         )
         for run_id in orphans:
             log.warning("upload run %s was interrupted by a restart: failing it", run_id)
@@ -112,7 +114,7 @@ class Engine:
     def start(self, now: int | None = None) -> bool:
         ready = self.store.column(
             "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE r.status = 'ready' AND p.name IS NULL ORDER BY r.updated_at, r.seq"
+            " WHERE r.status = 'ready' AND +p.name IS NULL ORDER BY r.updated_at, r.seq"
         )
         used, did = self._in_use(), False
         for run_id in ready:
@@ -190,7 +192,7 @@ class Engine:
         cursor = self._cursors.get(stage, 0)
         sql = (
             "SELECT r.seq, r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE r.status IN (SELECT value FROM json_each(?)) AND p.name IS NULL AND r.seq {} ?"
+            " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL AND r.seq {} ?"
             " ORDER BY r.seq LIMIT ?"
         )
         names = json_list(s.value for s in statuses)

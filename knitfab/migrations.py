@@ -86,6 +86,7 @@ CREATE TABLE run (
 );
 CREATE INDEX run_by_status ON run (status, seq);
 CREATE INDEX run_by_update ON run (updated_at, run_id);
+CREATE INDEX run_with_worker ON run (worker) WHERE worker IS NOT NULL;
 CREATE TABLE assign (
     run_id TEXT NOT NULL REFERENCES run (run_id),
     input_id INTEGER NOT NULL REFERENCES input (id),

@@ -66,7 +66,9 @@ def _inputs_for(store: Store, knit_id: str) -> set[int]:
 def nominate_input(store: Store, input_id: int) -> None:
     """Nominate every done Data that satisfies a newly registered input."""
     pin_id, pin_ts = store.one("SELECT knit_id, timestamp FROM input WHERE id = ?", input_id)
-    sql = "SELECT d.knit_id FROM data d JOIN run r ON r.run_id = d.run_id WHERE r.status = 'done'"
+    # "+r.status": not through the status index, which would scan every done run; the tags are
+    # far more selective.
+    sql = "SELECT d.knit_id FROM data d JOIN run r ON r.run_id = d.run_id WHERE +r.status = 'done'"
     params: list = []
     tag_ids = store.column("SELECT tag_id FROM input_tag WHERE input_id = ?", input_id)
     if tag_ids:

@@ -80,19 +80,24 @@ class Store:
     @contextmanager
     def write(self):
         """The one outermost ``BEGIN IMMEDIATE`` transaction of a read-then-write."""
-        if self.db.in_transaction():
+        if self.db.in_transaction() or self.db.connection().in_transaction:
             raise RuntimeError("Store.write() must be the outermost transaction")
         with self.db.atomic("IMMEDIATE"):
             yield self
 
     @contextmanager
     def read(self):
-        """A consistent snapshot; inside a write it is simply part of that write."""
-        if self.db.in_transaction():
+        """A consistent snapshot; inside a write it is simply part of that write. (Plain
+        BEGIN/COMMIT on the connection: it is on the API's hot path, and has nothing to undo.)"""
+        conn = self.db.connection()
+        if conn.in_transaction:
             yield self
             return
-        with self.db.atomic("DEFERRED"):
+        conn.execute("BEGIN DEFERRED")
+        try:
             yield self
+        finally:
+            conn.execute("COMMIT")
 
     def execute(self, sql: str, *params) -> sqlite3.Cursor:
         return self.db.execute_sql(sql, params)
@@ -113,28 +118,37 @@ class Store:
     def tag_ids(self, tags: Iterable[Tag], create: bool = False) -> list[int] | None:
         """Ids of user tags; with ``create`` missing ones are added (inside ``write()``),
         without it ``None`` says some tag is unknown, so nothing can carry them all."""
-        ids = []
-        for tag in tags:
-            row = self.one("SELECT id FROM tag WHERE key = ? AND value = ?", tag.key, tag.value)
-            if row is None and not create:
+        wanted = list(dict.fromkeys(tags))
+        found = {
+            Tag(key, value): tag_id
+            for key, value, tag_id in self.all(
+                "SELECT key, value, id FROM tag WHERE (key, value) IN"
+                " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+                json.dumps(wanted),
+            )
+        }
+        for tag in wanted:
+            if tag not in found and not create:
                 return None
-            if row is None:
-                cur = self.execute("INSERT INTO tag (key, value) VALUES (?, ?)", tag.key, tag.value)
-                row = (cur.lastrowid,)
-            ids.append(row[0])
-        return ids
+            if tag not in found:
+                found[tag] = self.execute("INSERT INTO tag (key, value) VALUES (?, ?)", *tag).lastrowid
+        return [found[tag] for tag in wanted]
 
     def with_all_tags(self, tag_ids: list[int]) -> tuple[str, list[int]]:
         """A subquery (and its parameters) of the knitIds carrying every one of ``tag_ids``
         (at least one). It starts from the rarest tag and checks the others through the
         (tag, knitId) key, so its cost follows the rarest tag, not the number of Data."""
-        ordered = sorted(tag_ids, key=self._rarity)
+        # Counting is capped so that a tag on every Data costs no more than a rare one.
+        rarity = dict(
+            self.all(
+                "SELECT value, (SELECT COUNT(*) FROM (SELECT 1 FROM data_tag WHERE tag_id = value LIMIT 1000))"
+                " FROM json_each(?)",
+                json.dumps(tag_ids),
+            )
+        )
+        ordered = sorted(tag_ids, key=rarity.__getitem__)
         exists = " AND EXISTS (SELECT 1 FROM data_tag x WHERE x.tag_id = ? AND x.knit_id = t0.knit_id)"
         return "SELECT t0.knit_id FROM data_tag t0 WHERE t0.tag_id = ?" + exists * (len(ordered) - 1), ordered
-
-    def _rarity(self, tag_id: int) -> int:
-        # Counting is capped so that a tag on every Data costs no more than a rare one.
-        return self.one("SELECT COUNT(*) FROM (SELECT 1 FROM data_tag WHERE tag_id = ? LIMIT 1000)", tag_id)[0]
 
     def tags_of(self, table: str, column: str, ids: Sequence) -> dict[object, list[Tag]]:
         """User tags of many rows of ``data_tag``/``input_tag``/``output_tag`` in one query."""
