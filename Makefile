@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help test lint fix clean
+.PHONY: help install test lint fix man clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -25,6 +25,13 @@ lint: $(VENV)/.installed ## ruff check and format check
 
 fix: $(VENV)/.installed ## ruff fix and format
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+man: $(VENV)/.installed ## the knit(1) and knitfab(1) man pages, in man/
+	mkdir -p man
+	$(BIN)/argparse-manpage --module knit.cli --function build_parser --prog knit --project-name Knitfab \
+		--description "the command line of Knitfab" --output man/knit.1
+	$(BIN)/argparse-manpage --module knitfab.__main__ --function _parser --prog knitfab --project-name Knitfab \
+		--description "Knitfab server and admin commands" --output man/knitfab.1
 
 clean: ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache build *.egg-info

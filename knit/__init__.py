@@ -1,0 +1,17 @@
+"""knit: the command line and Python client of Knitfab in Python.
+
+``knit`` (see ``knit -h``) does what Knitfab's ``knit`` does. Scripts can use the same client:
+
+    from knit import KnitClient
+    client = KnitClient.from_profile()          # the profile `knit init` stored for this directory
+    data = client.push_dir("./dataset", ["type:dataset", "project:demo"])
+    runs = client.find_runs(knit_ids_in=[data["knitId"]])
+
+This package imports nothing of the server (no flask, peewee or kubernetes).
+"""
+
+__version__ = "0.1.0"
+
+from .client import KnitClient, KnitError  # noqa: E402
+
+__all__ = ["KnitClient", "KnitError", "__version__"]

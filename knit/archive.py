@@ -132,11 +132,14 @@ def _escapes(name: str, target: str) -> bool:
 
 
 class Archive:
-    """An iterable of the archive's bytes; ``md5`` is complete once it is exhausted."""
+    """An iterable of the archive's bytes; ``md5`` is complete once it is exhausted.
+    ``on_read(n)`` is told of every ``n`` bytes of file content read (for progress bars)."""
 
-    def __init__(self, root: Path | None, compressed: bool = True):
+    def __init__(self, root: Path | None, compressed: bool = True, dereference: bool = False, on_read=None):
         self.root = root
         self.compressed = compressed
+        self.dereference = dereference
+        self.on_read = on_read
         self.md5 = hashlib.md5()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -157,31 +160,57 @@ class Archive:
         return bytes(data)
 
     def _tar(self) -> Iterator[bytes]:
-        for path in _walk(self.root) if self.root and self.root.is_dir() else []:
-            info = _info(self.root, path)
+        for path in _walk(self.root, self.dereference) if self.root and self.root.is_dir() else []:
+            info = _info(self.root, path, self.dereference)
             yield info.tobuf(format=tarfile.PAX_FORMAT)
             if info.isreg():
-                yield from _content(path, info.size)
+                yield from self._content(path, info.size)
         yield b"\0" * (tarfile.BLOCKSIZE * 2)
 
+    def _content(self, path: Path, size: int) -> Iterator[bytes]:
+        sent = 0
+        with open(path, "rb") as f:
+            while sent < size:
+                chunk = f.read(min(CHUNK, size - sent))
+                if not chunk:  # the file shrank while it was sent: pad, the header is out already
+                    chunk = b"\0" * min(CHUNK, size - sent)
+                sent += len(chunk)
+                if self.on_read:
+                    self.on_read(len(chunk))
+                yield chunk
+        remainder = size % tarfile.BLOCKSIZE
+        if remainder:
+            yield b"\0" * (tarfile.BLOCKSIZE - remainder)
 
-def pack(root: Path | None, compressed: bool = True) -> Archive:
-    """The archive of ``root``'s contents (an empty archive when it does not exist)."""
-    return Archive(root, compressed)
+
+def pack(root: Path | None, compressed: bool = True, dereference: bool = False, on_read=None) -> Archive:
+    """The archive of ``root``'s contents (an empty archive when it does not exist). With
+    ``dereference``, symlinks are replaced by what they point to; a loop is an ``ArchiveError``."""
+    return Archive(root, compressed, dereference, on_read)
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+def _walk(root: Path, dereference: bool) -> Iterator[Path]:
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=dereference):
         here = Path(dirpath)
+        if dereference:
+            st = here.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                raise ArchiveError(f"symlink loop at {here}")
+            seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
         if here != root and not dirnames and not filenames:
             yield here  # an empty directory: keep it
-        for name in sorted(filenames) + sorted(d for d in dirnames if (here / d).is_symlink()):
+        links = [] if dereference else sorted(d for d in dirnames if (here / d).is_symlink())
+        for name in sorted(filenames) + links:
             yield here / name
 
 
-def _info(root: Path, path: Path) -> tarfile.TarInfo:
-    st = path.lstat()
+def _info(root: Path, path: Path, dereference: bool) -> tarfile.TarInfo:
+    try:
+        st = path.stat() if dereference else path.lstat()
+    except FileNotFoundError:
+        raise ArchiveError(f"{path} is a dangling symlink") from None
     info = tarfile.TarInfo(path.relative_to(root).as_posix())
     info.mode = stat.S_IMODE(st.st_mode)
     info.mtime = int(st.st_mtime)
@@ -194,15 +223,15 @@ def _info(root: Path, path: Path) -> tarfile.TarInfo:
     return info
 
 
-def _content(path: Path, size: int) -> Iterator[bytes]:
-    sent = 0
-    with open(path, "rb") as f:
-        while sent < size:
-            chunk = f.read(min(CHUNK, size - sent))
-            if not chunk:  # the file shrank while it was sent: pad, the header is out already
-                chunk = b"\0" * min(CHUNK, size - sent)
-            sent += len(chunk)
-            yield chunk
-    remainder = size % tarfile.BLOCKSIZE
-    if remainder:
-        yield b"\0" * (tarfile.BLOCKSIZE - remainder)
+class CountingReader:
+    """Reads through to ``raw``, telling ``on_read(n)`` how much arrived (for progress bars)."""
+
+    def __init__(self, raw: BinaryIO, on_read=None):
+        self.raw = raw
+        self.on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if self.on_read and data:
+            self.on_read(len(data))
+        return data

@@ -20,4 +20,4 @@ start, watch, finish and collect garbage. Runs execute on a runner: the local bu
 sandbox (``knitfab.local``) or Kubernetes Jobs (``knitfab.k8s``).
 """
 
-from ._version import __version__  # noqa: F401  (one place: setup.cfg reads it too)
+from knit import __version__  # noqa: F401  (one version for the server and the client)

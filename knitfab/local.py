@@ -157,10 +157,11 @@ class LocalRunner:
 
     def sandbox(self, job: Job) -> list[str]:
         """The bubblewrap command line of a run."""
-        cmd = ["bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--tmpfs", "/"]
+        # The private /tmp comes first: a bind below /tmp (a venv, a data dir) must not be hidden.
+        cmd = ["bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--tmpfs", "/", "--tmpfs", "/tmp"]
         if self.network:
             cmd += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        cmd += _system_binds() + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        cmd += _system_binds() + ["--proc", "/proc", "--dev", "/dev"]
         for m in job.inputs:
             cmd += ["--ro-bind", str(self.layout.data(m.knit_id)), m.path]
         for m in job.outputs:

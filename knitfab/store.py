@@ -18,11 +18,12 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from peewee import SqliteDatabase
+from peewee import OperationalError, SqliteDatabase
 
 from .migrations import migrate
 from .tags import Tag
@@ -71,8 +72,22 @@ class Store:
             pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
             check_same_thread=False,
         )
-        self.db.connect(reuse_if_open=True)
-        migrate(self.db)
+        self._open(busy_timeout)
+
+    def _open(self, patience: float) -> None:
+        """Connect and migrate. Turning a new file to WAL needs it to itself, which SQLite does
+        not wait for: two servers starting on one new data directory retry here."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.db.connect(reuse_if_open=True)
+                migrate(self.db)
+                return
+            except OperationalError as e:
+                self.db.close()
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.db.close()

@@ -46,6 +46,12 @@ def test_a_run_reads_its_input_and_writes_its_output(store):
     assert log == "trained\n"
 
 
+def test_mountpoints_under_tmp_are_not_hidden_by_the_private_tmp(store):
+    run, log = run_plan(store, "cat /tmp/in/train.csv > /out/model/copy", inputs={"/tmp/in": ["type:dataset"]})
+    assert run["status"] == "done", log
+    assert output(store, run, "copy") == "1,2,3\n"
+
+
 def test_inputs_are_read_only(store):
     run, log = run_plan(store, "echo x > /in/dataset/train.csv")
     assert run["status"] == "failed"

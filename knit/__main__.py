@@ -1,0 +1,8 @@
+"""``knit`` and ``python -m knit``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The ``knit`` command line: parsing, the shared context, and the one place errors become exit codes.
+
+Exit codes are Knitfab's: 0 success, 1 an error (a one-line summary on stderr, the server's
+message underneath), 2 a usage error (the message and the command's help on stderr). Results go
+to stdout, logs and progress to stderr, ``-h`` prints help to stderr. Commands live in
+``datacmds``, ``plancmds`` and ``runcmds``; each handler is ``cmd(ctx, args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import shtab
+
+from . import __version__
+from .archive import ArchiveError
+from .client import KnitClient, KnitError
+from .profiles import KnitEnv, ProfileError, env_path, load_env, load_profile
+
+GLOBAL_FLAGS = ("--profile", "--profile-store", "--env")
+
+
+class UsageError(Exception):
+    """A command called the wrong way: exit 2 with the help of ``parser`` (the command's)."""
+
+    def __init__(self, message: str, parser: argparse.ArgumentParser | None = None):
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse as Knitfab's CLI behaves: help on stderr, usage errors exit 2 with the help."""
+
+    def print_help(self, file: TextIO | None = None) -> None:
+        super().print_help(file or sys.stderr)
+
+    def error(self, message: str) -> None:
+        raise UsageError(message, self)
+
+
+@dataclass
+class Context:
+    """What a command handler needs: its arguments, output streams, and a lazy client and env."""
+
+    args: argparse.Namespace
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    _client: KnitClient | None = None
+
+    @property
+    def command(self) -> str:
+        return self.args.command_name
+
+    @property
+    def client(self) -> KnitClient:
+        if self._client is None:
+            _, profile = load_profile(self.args.profile, self.args.profile_store)
+            self._client = KnitClient.from_profile_object(profile)
+        return self._client
+
+    @property
+    def env(self) -> KnitEnv:
+        return load_env(env_path(self.args.env))
+
+    def log(self, message: str) -> None:
+        """Knitfab's log lines: ``[knit data push] 2024/03/06 09:25:16 message`` on stderr."""
+        print(f"[{self.command}] {time.strftime('%Y/%m/%d %H:%M:%S')} {message}", file=self.stderr, flush=True)
+
+    def out(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.stderr.isatty()
+
+
+def go_json(value: object, indent: int = 4) -> str:
+    """JSON as Go's encoder writes it: UTF-8, and ``<``, ``>``, ``&`` escaped (only strings can
+    hold them, so replacing them everywhere is safe)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    for char in "&<>\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def build_parser() -> Parser:
+    from . import datacmds, plancmds, runcmds
+
+    common = Parser(add_help=False)
+    common.add_argument("--profile", default=argparse.SUPPRESS, help="the knitprofile to use")
+    common.add_argument("--profile-store", default=argparse.SUPPRESS, help="profile store (default ~/.knit/profile)")
+    common.add_argument("--env", default=argparse.SUPPRESS, help="knitenv file (default: nearest knitenv upward)")
+    root = Parser(prog="knit", parents=[common], description="knit: the command line of Knitfab.")
+    shtab.add_argument_to(root, "--print-completion", help="print a shell completion script (bash, zsh, tcsh)")
+    groups = root.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
+    init = command(groups, common, "init", "store a knitprofile (handout) as the profile of this directory")
+    init.add_argument("knitprofile", metavar="KNIT_PROFILE_FILE", help="the knitprofile your admin handed out")
+    init.set_defaults(func=cmd_init)
+    command(groups, common, "version", "print the version").set_defaults(func=cmd_version)
+    command(groups, common, "license", "print the licenses of knit and what it uses").set_defaults(func=cmd_license)
+    datacmds.register(groups, common)
+    plancmds.register(groups, common)
+    runcmds.register(groups, common)
+    return root
+
+
+def command(parent, common: Parser, words: str, summary: str, **kwargs) -> Parser:
+    """The sub-command ``knit <words>``, taking the global flags anywhere on its command line."""
+    name = words.rsplit(" ", 1)[-1]
+    parser = parent.add_parser(name, parents=[common], help=summary, description=summary, **kwargs)
+    parser.set_defaults(parser=parser, command_name=f"knit {words}")
+    return parser
+
+
+def group(parent, common: Parser, name: str, summary: str):
+    parser = command(parent, common, name, summary)
+    return parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
+
+
+def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    extension = _extension(argv)
+    if extension:
+        return run_extension(extension, argv)
+    parser = build_parser()
+    try:
+        with contextlib.redirect_stderr(stderr):  # argparse's -h writes to sys.stderr
+            args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            (getattr(args, "parser", None) or parser).print_help(stderr)
+            return 2
+        _defaults(args)
+        return args.func(Context(args, stdout, stderr), args)
+    except SystemExit as e:  # -h/--help
+        return int(e.code or 0)
+    except UsageError as e:
+        print(f"error: {e}\n", file=stderr)
+        (e.parser or parser).print_help(stderr)
+        return 2
+    except (KnitError, ProfileError, ArchiveError, LookupError, OSError) as e:
+        print(f"error: {e}", file=stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=stderr)
+        return 130
+
+
+def _defaults(args: argparse.Namespace) -> None:
+    for flag in GLOBAL_FLAGS:
+        name = flag[2:].replace("-", "_")
+        if not hasattr(args, name):
+            setattr(args, name, None)
+
+
+# -- top-level commands -----------------------------------------------------------------------------
+
+
+def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
+    from .profiles import default_name, read_knitprofile, save_profile, store_path, write_marker
+
+    profile = read_knitprofile(Path(args.knitprofile))
+    name = args.profile or default_name()
+    store = store_path(args.profile_store)
+    save_profile(store, name, profile)
+    write_marker(Path.cwd(), name)
+    ctx.log(f"profile {name} is saved to {store}")
+    return 0
+
+
+def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.out(f"{__version__} (commit: {_commit()})")
+    return 0
+
+
+def _commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def cmd_license(ctx: Context, args: argparse.Namespace) -> int:
+    from importlib import metadata
+
+    ctx.out("knit is part of Knitfab in Python (Apache-2.0). It uses:\n")
+    for dist in ("requests", "PyYAML", "tqdm", "certifi", "urllib3", "idna", "charset-normalizer"):
+        try:
+            meta = metadata.metadata(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        licence = meta.get("License-Expression") or meta.get("License") or "see its distribution"
+        ctx.out(f"  {meta['Name']} {meta['Version']}: {licence.splitlines()[0] if licence else ''}\n")
+    return 0
+
+
+# -- extension commands (spec §7.8) -------------------------------------------------------------------
+
+
+def extensions() -> dict[str, str]:
+    """``knit-*`` executables on PATH by sub-command name; the first one in PATH wins."""
+    found: dict[str, str] = {}
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        folder = folder or "."
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.startswith("knit-") and os.access(path, os.X_OK) and os.path.isfile(path):
+                sub = name[5:]
+                for suffix in (".exe", ".bat", ".cmd", ".com"):
+                    sub = sub.removesuffix(suffix)
+                found.setdefault(sub, path)
+    return found
+
+
+BUILTIN = {"init", "version", "license", "data", "plan", "run"}
+
+
+def _extension(argv: list[str]) -> str | None:
+    words = _without_globals(argv)
+    if not words or words[0] in BUILTIN or words[0].startswith("-"):
+        return None
+    return extensions().get(words[0])
+
+
+def _without_globals(argv: list[str]) -> list[str]:
+    words, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in GLOBAL_FLAGS:
+            skip = True
+        elif not word.startswith(GLOBAL_FLAGS):
+            words.append(word)
+    return words
+
+
+def run_extension(path: str, argv: list[str]) -> int:
+    """Run ``knit-<name>`` with the remaining arguments and ``KNIT_PROFILE``,
+    ``KNIT_PROFILE_STORE`` and ``KNIT_ENV`` set; 0 when it succeeds, else 1."""
+    from .profiles import default_name, store_path
+
+    values: dict[str, str] = {}
+    words, pending = [], None
+    for word in argv:
+        if pending:
+            values[pending], pending = word, None
+        elif word in GLOBAL_FLAGS:
+            pending = word
+        elif word.startswith(tuple(f + "=" for f in GLOBAL_FLAGS)):
+            flag, _, value = word.partition("=")
+            values[flag] = value
+        else:
+            words.append(word)
+    env = dict(os.environ)
+    env["KNIT_PROFILE"] = values.get("--profile") or default_name()
+    env["KNIT_PROFILE_STORE"] = str(store_path(values.get("--profile-store")))
+    env["KNIT_ENV"] = str(env_path(values.get("--env")))
+    if shutil.which(path) is None:
+        return 1
+    return 0 if subprocess.run([path, *words[1:]], env=env).returncode == 0 else 1

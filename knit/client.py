@@ -1,0 +1,351 @@
+"""``KnitClient``: every call of Knitfab's REST API as a method, for ``knit`` and for scripts.
+
+Methods return the API's JSON as plain dicts (Knitfab's shapes, spec §2). Every failure is a
+``KnitError``: a one-line summary of what could not be done (Knitfab's words, §7.4) and,
+underneath, the server's own message. Data moves as streams: a push never holds a Data in memory,
+and checksums travel in HTTP trailers both ways.
+
+    client = KnitClient.from_profile()
+    dataset = client.push_dir("./data/qmnist-train", ["type:dataset", "mode:training"])
+    plan = client.apply_plan(yaml.safe_load(open("train.plan.yaml")))
+    run = client.wait_run(client.find_runs(plan_ids=[plan["planId"]])[0]["runId"])
+    client.pull(run["outputs"][0]["knitId"], "./out", extract=True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import ssl
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import certifi
+import requests
+
+from . import archive
+from .profiles import Profile, load_profile
+from .transport import TrailerResponse, connect, send_chunked
+
+FINISHED = ("done", "failed", "invalidated")
+
+
+class KnitError(Exception):
+    """A call that failed: ``summary`` says what could not be done, ``detail`` is the server's
+    message (when it sent one), ``status`` the HTTP status (None when it could not be reached)."""
+
+    def __init__(self, summary: str, status: int | None = None, detail: str = ""):
+        self.summary, self.status, self.detail = summary, status, detail
+        super().__init__(f"{summary}\n{detail}" if detail else summary)
+
+
+class KnitClient:
+    def __init__(self, api_root: str, ca: bytes | None = None, token: str | None = None, timeout: float = 60):
+        self.api_root = api_root.rstrip("/")
+        self.base_path = urlsplit(self.api_root).path
+        self.token = token
+        self.timeout = timeout
+        self.ssl_context = ssl.create_default_context()
+        self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+        self._bundle = None
+        if ca:
+            self.ssl_context.load_verify_locations(cadata=ca.decode())
+            self._bundle = _bundle_with(ca)
+            self.http.verify = self._bundle
+
+    @classmethod
+    def from_profile(cls, name: str | None = None, store: str | None = None) -> KnitClient:
+        """The client of a profile of ``~/.knit/profile`` (``knit init`` makes them); by default
+        the one named in the nearest ``.knitprofile``, as ``knit`` itself does."""
+        return cls.from_profile_object(load_profile(name, store)[1])
+
+    @classmethod
+    def from_profile_object(cls, profile: Profile) -> KnitClient:
+        return cls(profile.api_root, profile.ca, profile.token)
+
+    def close(self) -> None:
+        self.http.close()
+        if self._bundle:
+            os.unlink(self._bundle)
+            self._bundle = None
+
+    # -- Data ---------------------------------------------------------------------------------------
+
+    def find_data(self, tags=(), since: str | None = None, duration: str | None = None) -> list[dict]:
+        params = {"tag": list(tags), "since": since, "duration": duration}
+        return self._json("GET", "/data", _find_failed, params=params)
+
+    def get_data(self, knit_id: str) -> dict:
+        found = self.find_data([f"knit#id:{knit_id}"])
+        if not found:
+            raise KnitError(f"data not found: {knit_id}", 404)
+        return found[0]
+
+    def tag_data(self, knit_id: str, add=(), remove=(), remove_key=()) -> dict:
+        change = {"add": _tag_objects(add), "remove": _tag_objects(remove), "remove_key": list(remove_key)}
+        return self._json("PUT", f"/data/{_id(knit_id)}", _summary(f"knitId:{knit_id} cannot be updated"), json=change)
+
+    def push_dir(
+        self, path: str | os.PathLike, tags=(), dereference: bool = False, progress: Callable[[int], None] | None = None
+    ) -> dict:
+        """Upload a directory as a new Data and give it ``tags``; its DataDetail."""
+        detail = self.upload(path, dereference, progress)
+        return self.tag_data(detail["knitId"], add=tags) if tags else detail
+
+    def upload(self, path, dereference: bool = False, progress: Callable[[int], None] | None = None) -> dict:
+        root = Path(path)
+        if not root.is_dir():
+            raise KnitError(f"{root} is not a directory")
+        body = archive.pack(root, compressed=True, dereference=dereference, on_read=progress)
+        with self._connection(timeout=None) as conn:
+            resp = send_chunked(conn, "POST", f"{self.base_path}/data", body, self._headers("application/tar+gzip"))
+            payload = resp.read()
+        return self._decode(resp.status, payload, _summary_by_status("sending data is rejected by server"))
+
+    @contextlib.contextmanager
+    def download(self, knit_id: str, compressed: bool = True) -> Iterator[TrailerResponse]:
+        """The Data as a stream of tar.gz (or tar) bytes; ``trailers`` has its checksum once read."""
+        query = "" if compressed else "?format=tar"
+        with self._connection(timeout=None) as conn:
+            conn.request("GET", f"{self.base_path}/data/{_id(knit_id)}{query}", headers=self._headers())
+            resp = conn.getresponse()
+            if resp.status != 200:
+                self._decode(resp.status, resp.read(), _summary(f"knitId:{knit_id} is not found"))
+            yield resp
+
+    def pull(self, knit_id: str, dest, extract: bool = False, progress: Callable[[int], None] | None = None) -> Path:
+        """Save a Data as ``dest/<knitId>.tar.gz``, or extracted into ``dest/<knitId>/``.
+        Raises ``ChecksumMismatch`` (after saving) when the checksum trailer disagrees."""
+        dest = Path(os.path.expanduser(str(dest)))
+        dest.mkdir(parents=True, exist_ok=True)
+        with self.download(knit_id) as resp:
+            stream = archive.CountingReader(resp, progress)
+            if extract:
+                target = dest / knit_id
+                target.mkdir(exist_ok=True)
+                digest = archive.unpack(stream, target)
+            else:
+                target = dest / f"{knit_id}.tar.gz"
+                digest = _save(stream, target)
+        _check_trailer(resp, digest)
+        return target
+
+    def lineage(self, knit_id: str, upstream: bool = True, downstream: bool = True, depth: int | None = 3) -> str:
+        """Knitfab's lineage graph of a Data, as DOT text."""
+        from .graphs import data_lineage
+
+        return data_lineage(self, knit_id, upstream, downstream, depth)
+
+    # -- plans --------------------------------------------------------------------------------------
+
+    def apply_plan(self, spec: dict) -> dict:
+        spec = {**spec, "active": spec.get("active")}  # Knitfab's CLI always sends it; null means true
+        return self._json("POST", "/plans", _summary_by_status("invalid request"), json=spec)
+
+    def get_plan(self, plan_id: str) -> dict:
+        return self._json("GET", f"/plans/{_id(plan_id)}", _summary(f"planId:{plan_id} is not found"))
+
+    def find_plans(self, active: bool | None = None, image: str | None = None, in_tags=(), out_tags=()) -> list[dict]:
+        params = {"active": None if active is None else str(active).lower(), "image": image}
+        params |= {"in_tag": list(in_tags), "out_tag": list(out_tags)}
+        return self._json("GET", "/plans", _find_failed, params=params)
+
+    def set_plan_active(self, plan_id: str, active: bool) -> dict:
+        return self._plan_change("PUT" if active else "DELETE", plan_id, "active")
+
+    def change_plan_resources(self, plan_id: str, set: dict | None = None, unset=()) -> dict:  # noqa: A002
+        return self._plan_change("PUT", plan_id, "resources", {"set": set or {}, "unset": list(unset)})
+
+    def annotate_plan(self, plan_id: str, add=(), remove=(), remove_key=()) -> dict:
+        change = {"add": list(add), "remove": list(remove), "remove_key": list(remove_key)}
+        return self._plan_change("PUT", plan_id, "annotations", change)
+
+    def set_service_account(self, plan_id: str, name: str | None) -> dict:
+        if name is None:
+            return self._plan_change("DELETE", plan_id, "serviceaccount")
+        return self._plan_change("PUT", plan_id, "serviceaccount", {"service_account": name})
+
+    def plan_graph(self, plan_id: str, upstream: bool = True, downstream: bool = True, depth: int | None = 3) -> str:
+        from .graphs import plan_graph
+
+        return plan_graph(self, plan_id, upstream, downstream, depth)
+
+    def _plan_change(self, method: str, plan_id: str, what: str, body: dict | None = None) -> dict:
+        summary = _summary(f"planId:{plan_id} is not found", other=f"planId:{plan_id} cannot be updated")
+        return self._json(method, f"/plans/{_id(plan_id)}/{what}", summary, json=body)
+
+    # -- runs ---------------------------------------------------------------------------------------
+
+    def find_runs(
+        self, plan_ids=(), knit_ids_in=(), knit_ids_out=(), statuses=(), since: str | None = None, duration=None
+    ) -> list[dict]:
+        params = {
+            "plan": ",".join(plan_ids) or None,
+            "knitIdInput": ",".join(knit_ids_in) or None,
+            "knitIdOutput": ",".join(knit_ids_out) or None,
+            "status": ",".join(statuses) or None,
+            "since": since,
+            "duration": duration,
+        }
+        return self._json("GET", "/runs", _find_failed, params=params)
+
+    def get_run(self, run_id: str) -> dict:
+        return self._json("GET", f"/runs/{_id(run_id)}", _summary(f"runId:{run_id} is not found"))
+
+    def abort_run(self, run_id: str) -> dict:
+        return self._run_change("PUT", run_id, "abort", f"runId:{run_id} cannot be aborted")
+
+    def tearoff_run(self, run_id: str) -> dict:
+        return self._run_change("PUT", run_id, "tearoff", f"runId:{run_id} cannot be teared off")
+
+    def retry_run(self, run_id: str) -> None:
+        self._run_change("PUT", run_id, "retry", f"cannot retry runId:{run_id}")
+
+    def delete_run(self, run_id: str) -> None:
+        summary = _summary(f"runId:{run_id} is not found", other=f"runId:{run_id} cannot be deleted")
+        self._json("DELETE", f"/runs/{_id(run_id)}", summary)
+
+    def run_log(self, run_id: str, follow: bool = False) -> Iterator[bytes]:
+        """The run's stdout+stderr; with ``follow``, as it is written, until the run ends."""
+        url = f"{self.api_root}/runs/{_id(run_id)}/log" + ("?follow" if follow else "")
+        with self._call("GET", url, stream=True, timeout=(self.timeout, None)) as resp:
+            if resp.status_code != 200:
+                self._decode(resp.status_code, resp.content, _summary(f"cannot get log of runId:{run_id}"))
+            yield from resp.iter_content(chunk_size=None)
+
+    def wait_run(self, run_id: str, timeout: float | None = None, poll: float = 1.0) -> dict:
+        """Poll until the run is done, failed or invalidated; its RunDetail."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (run := self.get_run(run_id))["status"] not in FINISHED:
+            if deadline is not None and time.monotonic() > deadline:
+                raise KnitError(f"runId:{run_id} is still {run['status']} after {timeout} s")
+            time.sleep(poll)
+        return run
+
+    def _run_change(self, method: str, run_id: str, action: str, cannot: str) -> dict:
+        summary = _summary(f"runId:{run_id} is not found", other=cannot)
+        return self._json(method, f"/runs/{_id(run_id)}/{action}", summary)
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, summary: Callable[[int], str], **kwargs) -> object:
+        resp = self._call(method, self.api_root + path, timeout=self.timeout, **kwargs)
+        return self._decode(resp.status_code, resp.content, summary)
+
+    def _call(self, method: str, url: str, **kwargs) -> requests.Response:
+        try:
+            return self.http.request(method, url, **kwargs)
+        except requests.ConnectionError as e:
+            raise self._unreachable(e) from None
+        except requests.Timeout:
+            raise KnitError(f"{self.api_root} did not answer in time") from None
+
+    def _decode(self, status: int, payload: bytes, summary: Callable[[int], str]) -> object:
+        if 200 <= status < 300:
+            return requests.models.complexjson.loads(payload) if payload else None
+        raise KnitError(summary(status), status, _server_message(payload))
+
+    @contextlib.contextmanager
+    def _connection(self, timeout: float | None):
+        conn = connect(self.api_root, self.ssl_context, timeout=timeout)
+        try:
+            yield conn
+        except (OSError, http.client.HTTPException) as e:
+            raise self._unreachable(e) from None
+        finally:
+            conn.close()
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return headers | ({"Content-Type": content_type} if content_type else {})
+
+    def _unreachable(self, error: Exception) -> KnitError:
+        reason = getattr(error, "reason", None) or error
+        return KnitError(f"cannot connect to {self.api_root}: is the server running? ({reason})")
+
+
+class ChecksumMismatch(KnitError):
+    """The Data was saved, but its checksum trailer disagrees with what arrived."""
+
+
+def _check_trailer(resp: TrailerResponse, digest: str) -> None:
+    sent = getattr(resp, "trailers", {}).get("x-checksum-md5")
+    if sent and sent.lower() != digest:
+        raise ChecksumMismatch("checksum unmatch: Your Data is saved, but it may be corrupted")
+
+
+def _save(stream, target: Path) -> str:
+    import hashlib
+
+    md5 = hashlib.md5()
+    with open(target, "wb") as f:
+        while chunk := stream.read(archive.CHUNK):
+            md5.update(chunk)
+            f.write(chunk)
+    return md5.hexdigest()
+
+
+def _bundle_with(ca: bytes) -> str:
+    """The system's CAs plus the profile's: the client trusts both, as Knitfab's does."""
+    fd, path = tempfile.mkstemp(prefix="knit-ca-", suffix=".pem")
+    with os.fdopen(fd, "wb") as f:
+        f.write(Path(certifi.where()).read_bytes() + b"\n" + ca)
+    return path
+
+
+def _server_message(payload: bytes) -> str:
+    try:
+        doc = requests.models.complexjson.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace").strip()
+    message = doc.get("message") if isinstance(doc, dict) else None
+    if isinstance(message, dict):  # the typed shape Knitfab declares: {"reason", "advice", "see"}
+        message = "\n".join(str(v) for v in message.values())
+    return str(message) if message is not None else payload.decode(errors="replace").strip()
+
+
+def _summary(missing: str, other: str | None = None) -> Callable[[int], str]:
+    def summary(status: int) -> str:
+        if status == 404:
+            return missing
+        if status >= 500:
+            return f"server error (status code = {status})"
+        return other or missing
+
+    return summary
+
+
+def _summary_by_status(rejected: str) -> Callable[[int], str]:
+    def summary(status: int) -> str:
+        if status >= 500:
+            return f"server error (status code = {status})"
+        return rejected if rejected == "invalid request" else f"{rejected} (status code = {status})"
+
+    return summary
+
+
+def _find_failed(status: int) -> str:
+    if status >= 500:
+        return f"server error (status code = {status})"
+    return f"[BUG] client is not compatible with the server (status code = {status})"
+
+
+def _tag_objects(tags) -> list[dict]:
+    """Tags as Knitfab's CLI sends them in a tag change: ``{"key", "value"}`` objects."""
+    out = []
+    for tag in tags:
+        key, sep, value = str(tag).partition(":")
+        if not sep:
+            raise KnitError(f"tag should be KEY:VALUE: {tag!r}")
+        out.append({"key": key.strip(), "value": value.strip()})
+    return out
+
+
+def _id(text: str) -> str:
+    return quote(text, safe="")

@@ -1,0 +1,175 @@
+"""Where ``knit`` finds its server and its project settings (spec §7.1, §7.2).
+
+* The *profile store* (``~/.knit/profile``, mode 0600) maps profile names to
+  ``{apiRoot, cert: {ca}, token}``. ``knit init`` adds the handout (``knitprofile``) to it.
+* The profile in use is ``--profile``, else the first line of the nearest ``.knitprofile``
+  found walking up from the current directory, else the absolute path of that directory.
+* ``knitenv`` (``--env``, else the nearest ``knitenv`` walking up, else ``./knitenv``) gives the
+  tags ``data push`` adds and the resources ``plan template`` proposes. Missing means empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+DEFAULT_STORE = Path("~/.knit/profile")
+
+
+class ProfileError(Exception):
+    """A profile or knitenv that cannot be used; the message says what to do."""
+
+
+@dataclass
+class Profile:
+    api_root: str
+    ca: bytes | None = None  # PEM of the CA to trust besides the system's
+    token: str | None = None
+
+    def to_yaml(self) -> dict:
+        out: dict = {"apiRoot": self.api_root, "cert": {"ca": base64.b64encode(self.ca).decode()} if self.ca else {}}
+        if self.token:
+            out["token"] = self.token
+        return out
+
+
+@dataclass
+class KnitEnv:
+    tags: list[str] = field(default_factory=list)
+    resources: dict[str, str] = field(default_factory=dict)
+
+
+def parse_profile(doc: object, where: str) -> Profile:
+    """Validate a profile body: ``apiRoot`` an absolute URL, ``cert.ca`` base64 of a PEM block."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("apiRoot"), str):
+        raise ProfileError(f"{where}: not a knitprofile (it needs apiRoot: https://host:port/api)")
+    url = urlsplit(doc["apiRoot"])
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ProfileError(f"{where}: apiRoot must be an absolute http(s) URL, not {doc['apiRoot']!r}")
+    cert = doc.get("cert") or {}
+    ca = cert.get("ca") if isinstance(cert, dict) else None
+    return Profile(doc["apiRoot"].rstrip("/"), _pem(ca, where) if ca else None, doc.get("token") or None)
+
+
+def _pem(ca: object, where: str) -> bytes:
+    try:
+        pem = base64.b64decode(str(ca), validate=True)
+    except (binascii.Error, ValueError):
+        raise ProfileError(f"{where}: cert.ca is not base64") from None
+    if b"-----BEGIN" not in pem:
+        raise ProfileError(f"{where}: cert.ca is not a PEM certificate")
+    return pem
+
+
+def read_knitprofile(path: Path) -> Profile:
+    try:
+        return parse_profile(yaml.safe_load(path.read_text()), str(path))
+    except OSError as e:
+        raise ProfileError(f"cannot read knitprofile {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: not YAML: {e}") from None
+
+
+def store_path(given: str | None) -> Path:
+    return Path(os.path.expanduser(given or str(DEFAULT_STORE)))
+
+
+def default_name(cwd: Path | None = None) -> str:
+    """First line of the nearest ``.knitprofile`` upward, else the absolute current directory."""
+    here = (cwd or Path.cwd()).resolve()
+    marker = _upward(here, ".knitprofile")
+    if marker is not None:
+        first = marker.read_text().splitlines()[:1]
+        if first and first[0].strip():
+            return first[0].strip()
+    return str(here)
+
+
+def load_store(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ProfileError(f"the knitprofile store ({path}) is broken: {e}") from None
+    if not isinstance(doc, dict):
+        raise ProfileError(f"the knitprofile store ({path}) is broken: not a mapping")
+    return doc
+
+
+def load_profile(name: str | None = None, store: str | None = None, cwd: Path | None = None) -> tuple[str, Profile]:
+    path = store_path(store)
+    name = name or default_name(cwd)
+    if not path.exists():
+        raise ProfileError(
+            f"knitprofile store ({path}) is not found. Please try `knit init` first. Ask your admin to get knitprofile"
+        )
+    profiles = load_store(path)
+    if name not in profiles:
+        raise ProfileError(f"profile '{name}' not found in the profile store ({path})")
+    return name, parse_profile(profiles[name], f"profile '{name}' in {path}")
+
+
+def save_profile(store: Path, name: str, profile: Profile) -> None:
+    """Add or replace a profile; the store stays 0600 in a 0700 directory, and a ``.backup``
+    copy of the previous store exists while the new one is written."""
+    store.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    profiles = load_store(store)
+    profiles[name] = profile.to_yaml()
+    backup = store.with_name(store.name + ".backup")
+    if store.exists():
+        backup.write_bytes(store.read_bytes())
+        backup.chmod(0o600)
+    tmp = store.with_name(store.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(profiles, f, sort_keys=False)
+    os.replace(tmp, store)
+    store.chmod(0o600)
+    backup.unlink(missing_ok=True)
+
+
+def write_marker(directory: Path, name: str) -> Path:
+    """``.knitprofile`` naming the profile of this project directory."""
+    marker = directory / ".knitprofile"
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(name)
+    return marker
+
+
+def env_path(given: str | None, cwd: Path | None = None) -> Path:
+    if given:
+        return Path(os.path.expanduser(given))
+    here = (cwd or Path.cwd()).resolve()
+    return _upward(here, "knitenv") or here / "knitenv"
+
+
+def load_env(path: Path) -> KnitEnv:
+    if not path.exists():
+        return KnitEnv()
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: not YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{path}: knitenv must be a mapping with tag and resource")
+    tags = [str(t) for t in doc.get("tag") or []]
+    bad = [t for t in tags if ":" not in t]
+    if bad:
+        raise ProfileError(f"{path}: tags must be KEY:VALUE: {', '.join(bad)}")
+    resources = {str(k): str(v) for k, v in (doc.get("resource") or {}).items()}
+    return KnitEnv(tags, resources)
+
+
+def _upward(start: Path, name: str) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / name).is_file():
+            return folder / name
+    return None
