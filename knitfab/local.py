@@ -97,7 +97,7 @@ class LocalRunner:
         with open(self._log_path(job), "ab") as log:
             proc = subprocess.Popen(
                 command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={"PATH": PATH},
+                start_new_session=True, env={"PATH": _sandbox_path()},
             )  # fmt: skip
         with self._lock:
             self._procs[job.run_id] = proc
@@ -170,7 +170,7 @@ class LocalRunner:
         if image_dir is not None:
             cmd += ["--ro-bind", str(image_dir), "/work"]
         cmd += ["--chdir", "/work" if image_dir else "/", "--clearenv"]
-        env = {"PATH": f"{Path(sys.executable).parent}:{PATH}", "HOME": "/tmp", "TMPDIR": "/tmp",
+        env = {"PATH": _sandbox_path(), "HOME": "/tmp", "TMPDIR": "/tmp",
                "LANG": "C.UTF-8", "KNIT_RUN_ID": job.run_id}  # fmt: skip
         for key, value in env.items():
             cmd += ["--setenv", key, value]
@@ -210,6 +210,21 @@ class LocalRunner:
             self.on_exit()
 
 
+# A virtualenv is mounted at this fixed place in the sandbox, not at its own path: a plan's image
+# folder is mounted at /work, which would hide a venv living under /work (a checkout's .venv).
+VENV_MOUNT = "/knitfab-python"
+
+
+def _in_venv() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
+def _sandbox_path() -> str:
+    """The server's Python first: plans run ``python`` with what the server has installed."""
+    python_bin = f"{VENV_MOUNT}/bin" if _in_venv() else str(Path(sys.executable).parent)
+    return f"{python_bin}:{PATH}"
+
+
 def _system_binds() -> list[str]:
     binds = []
     for d in SYSTEM_DIRS:
@@ -217,9 +232,11 @@ def _system_binds() -> list[str]:
             binds += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             binds += ["--ro-bind", d, d]
-    for prefix in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}):
+    for prefix in sorted({sys.base_prefix, sys.exec_prefix} - {sys.prefix} if _in_venv() else {sys.prefix}):
         if not prefix.startswith(("/usr/", "/opt/")) and prefix != "/usr":
             binds += ["--ro-bind", prefix, prefix]
+    if _in_venv():
+        binds += ["--ro-bind", sys.prefix, VENV_MOUNT]
     return binds
 
 

@@ -105,7 +105,7 @@ def listening_socket():
 def test_network_only_when_the_operator_allows_it(store, network, expected):
     server = listening_socket()
     port = server.getsockname()[1]
-    connect = f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\""
+    connect = f"python -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\""
     run, log = run_plan(store, connect, runner=LocalRunner(store.layout, network=network))
     server.close()
     assert run["status"] == expected, log
@@ -214,3 +214,15 @@ def test_an_ended_worker_is_not_alive_even_while_its_sandbox_init_awaits_reaping
     job = load_job(store, run_id)
     wait_for(lambda: runner.status(job).state.value == "succeeded")
     assert runner.stop(job) is True
+
+
+def test_a_plan_can_run_python_directly(store):
+    # bwrap looks the entrypoint up itself: "python" must resolve to the server's Python
+    engine = Engine(store, LocalRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:x"]}, entrypoint=["python", "-c"],
+                 args=["import sys; open('/out/v', 'w').write(sys.version)"])  # fmt: skip
+    push(store, "type:dataset")
+    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"))
+    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
+    assert run["status"] == "done"
+    assert output(store, run, "v").startswith("3.")
