@@ -98,6 +98,13 @@ class Engine:
         for run_id in orphans:
             log.warning("upload run %s was interrupted by a restart: failing it", run_id)
             datastore.end_upload(self.store, run_id, ok=False, message="the server stopped during the upload")
+        reconcile = getattr(self.runner, "reconcile", None)  # runners whose workers outlive a run's record
+        if reconcile is not None:
+            live = self.store.column(
+                "SELECT run_id FROM run WHERE status IN ('ready', 'starting', 'running', 'completing', 'aborting')"
+            )
+            for handle in reconcile(live):
+                log.warning("deleted worker %s, which no run of this server owns", handle)
 
     # -- stages ---------------------------------------------------------------------------------
 

@@ -168,3 +168,19 @@ def test_a_run_starts_within_milliseconds_of_its_data(store):
         engine.wake()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_recover_lets_the_runner_delete_workers_no_live_run_owns(store):
+    class Reconciling(FakeRunner):
+        def reconcile(self, live):
+            self.live = set(live)
+            return ["worker-run-stray"]
+
+    runner = Reconciling(store.layout)
+    engine = Engine(store, runner)
+    plan = apply(store, {"/in": ["type:dataset"]})
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    ((run_id, _),) = runs_of(store, plan["planId"])
+    engine.recover()
+    assert runner.live == {run_id}

@@ -1,0 +1,678 @@
+"""The Kubernetes runner (knitfab/k8s.py) with no cluster.
+
+Every Job it makes is validated offline against a pinned Kubernetes API schema (kubernetes-validate,
+strict). The runner itself is driven through the real ``kubernetes`` client against kmock's emulated
+API server, where nothing moves unless the test moves it: the ``Cluster`` helper patches Job and pod
+statuses, adds events and pod logs, and for the runner contract plays a Job controller and a kubelet
+that run the contract's fake programs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import kmock
+import kubernetes
+import kubernetes_validate
+import pytest
+from kubernetes.client import ApiClient, BatchV1Api, Configuration, CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from runner_contract import RunnerContract
+
+import knitfab.k8s
+from knitfab.k8s import KubernetesRunner, job_manifest, job_name
+from knitfab.runner import Job, Mount, RunnerError, WorkerState
+
+K8S_VERSION = "1.30.0"  # the oldest Kubernetes the workers must be valid for
+NS = "knitfab"
+PVC = "knitfab-data"
+PODS, JOBS, EVENTS = kmock.resource("v1/pods"), kmock.resource("batch/v1/jobs"), kmock.resource("v1/events")
+
+
+# -- the Jobs -------------------------------------------------------------------------------------
+
+
+def a_job(**fields) -> Job:
+    return Job(
+        **{
+            "run_id": str(uuid.uuid4()),
+            "plan_id": str(uuid.uuid4()),
+            "image": "registry.example.com:5000/train:v1",
+            "entrypoint": ["python", "-u", "main.py"],
+            "args": ["--epochs", "3"],
+            "inputs": [Mount("/in/dataset", "in-1"), Mount("/in/model", "in-2")],
+            "outputs": [Mount("/out/model", "out-1")],
+            "log": "log-1",
+            "resources": {"cpu": "1", "memory": "1Gi"},
+            **fields,
+        }
+    )
+
+
+def validated(manifest: dict) -> dict:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    return manifest
+
+
+def _as_tuple(status):
+    return status.state, status.code, status.message
+
+
+def pod_of(manifest: dict) -> dict:
+    return manifest["spec"]["template"]["spec"]
+
+
+class TestJobManifest:
+    def test_a_plain_plan(self):
+        job = a_job()
+        manifest = validated(job_manifest(job, NS, PVC))
+        assert manifest["metadata"]["name"] == f"worker-run-{job.run_id}"
+        assert manifest["metadata"]["namespace"] == NS
+        assert manifest["spec"]["backoffLimit"] == 0
+        pod = pod_of(manifest)
+        assert (pod["restartPolicy"], pod["enableServiceLinks"], pod["automountServiceAccountToken"]) == (
+            "Never",
+            False,
+            False,
+        )
+        assert "serviceAccountName" not in pod
+        assert "tolerations" not in pod and "affinity" not in pod
+        (main,) = pod["containers"]
+        assert (main["name"], main["image"]) == ("main", "registry.example.com:5000/train:v1")
+        assert (main["command"], main["args"]) == (["python", "-u", "main.py"], ["--epochs", "3"])
+        assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": PVC}}]
+
+    def test_inputs_are_read_only_and_outputs_writable_sub_paths_of_the_data_pvc(self):
+        mounts = pod_of(validated(job_manifest(a_job(), NS, PVC)))["containers"][0]["volumeMounts"]
+        assert mounts == [
+            {"name": "data", "mountPath": "/in/dataset", "subPath": "data/in-1", "readOnly": True},
+            {"name": "data", "mountPath": "/in/model", "subPath": "data/in-2", "readOnly": True},
+            {"name": "data", "mountPath": "/out/model", "subPath": "staging/out-1", "readOnly": False},
+        ]
+
+    def test_the_data_directory_may_be_below_the_root_of_the_pvc(self):
+        mounts = pod_of(validated(job_manifest(a_job(), NS, PVC, data_root="/srv/knitfab/")))["containers"][0]
+        assert [m["subPath"] for m in mounts["volumeMounts"]] == [
+            "srv/knitfab/data/in-1",
+            "srv/knitfab/data/in-2",
+            "srv/knitfab/staging/out-1",
+        ]
+
+    def test_the_image_entrypoint_and_cmd_stay_when_the_plan_has_none(self):
+        main = pod_of(validated(job_manifest(a_job(entrypoint=[], args=[]), NS, PVC)))["containers"][0]
+        assert "command" not in main and "args" not in main
+
+    def test_resources_are_limits_and_requests(self):
+        resources = {"cpu": "2500m", "memory": "8Gi", "nvidia.com/gpu": "1"}
+        main = pod_of(validated(job_manifest(a_job(resources=resources), NS, PVC)))["containers"][0]
+        assert main["resources"] == {"limits": resources, "requests": resources}
+
+    def test_on_node_gives_tolerations_and_node_affinity(self):
+        on_node = [
+            ("may", "vram", "large"),
+            ("prefer", "accelerator", "gpu"),
+            ("must", "zone", "a"),
+            ("must", "zone", "b"),
+            ("must", "disk", "ssd"),
+        ]
+        pod = pod_of(validated(job_manifest(a_job(on_node=on_node), NS, PVC)))
+
+        def tolerate(key, value, effect):
+            return {"key": key, "operator": "Equal", "value": value, "effect": effect}
+
+        def label_in(key, *values):
+            return {"key": key, "operator": "In", "values": list(values)}
+
+        assert pod["tolerations"] == [
+            tolerate("vram", "large", "NoSchedule"),
+            tolerate("accelerator", "gpu", "NoSchedule"),
+            tolerate("accelerator", "gpu", "PreferNoSchedule"),
+            tolerate("zone", "a", "NoSchedule"),
+            tolerate("zone", "a", "PreferNoSchedule"),
+            tolerate("zone", "b", "NoSchedule"),
+            tolerate("zone", "b", "PreferNoSchedule"),
+            tolerate("disk", "ssd", "NoSchedule"),
+            tolerate("disk", "ssd", "PreferNoSchedule"),
+        ]
+        affinity = pod["affinity"]["nodeAffinity"]
+        assert set(affinity) == {
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+        }
+        assert affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [
+            {"weight": 1, "preference": {"matchExpressions": [label_in("accelerator", "gpu")]}}
+        ]
+        assert affinity["requiredDuringSchedulingIgnoredDuringExecution"] == {
+            "nodeSelectorTerms": [{"matchExpressions": [label_in("zone", "a", "b"), label_in("disk", "ssd")]}]
+        }
+
+    def test_a_service_account_and_its_token_only_when_the_plan_has_one(self):
+        pod = pod_of(validated(job_manifest(a_job(service_account="trainer"), NS, PVC)))
+        assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("trainer", True)
+
+    def test_a_priority_class_when_the_operator_sets_one(self):
+        pod = pod_of(validated(job_manifest(a_job(), NS, PVC, priority_class="knit-worker-priority")))
+        assert pod["priorityClassName"] == "knit-worker-priority"
+
+    def test_labels_name_the_run_and_the_plan(self):
+        job = a_job()
+        manifest = validated(job_manifest(job, NS, PVC))
+        labels = manifest["metadata"]["labels"]
+        assert labels["knit/worker.runid"] == labels["knit/worker.run"] == job.run_id
+        assert labels["knit/worker.plan"] == job.plan_id
+        assert labels["app.kubernetes.io/managed-by"] == "knitfab"
+        assert labels["app.kubernetes.io/component"] == "worker"
+        assert manifest["spec"]["template"]["metadata"]["labels"] == labels
+
+    def test_the_validation_is_strict(self):
+        manifest = job_manifest(a_job(), NS, PVC)
+        pod_of(manifest)["containers"][0]["commands"] = ["typo"]
+        with pytest.raises(kubernetes_validate.ValidationError):
+            validated(manifest)
+
+
+# -- an API server ---------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _selected(obj: dict, params: dict) -> bool:
+    """Whether ``obj`` passes the equality-based label and field selectors of a list request."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    wanted = [s.split("=", 1) for s in params.get("labelSelector", "").split(",") if s]
+    fields = [s.split("=", 1) for s in params.get("fieldSelector", "").split(",") if s]
+    return all(labels.get(k) == v for k, v in wanted) and all(_field(obj, k) == v for k, v in fields)
+
+
+def _field(obj: dict, path: str):
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator with what the runner relies on and it leaves out: uids and creation times,
+    label and field selectors, Foreground deletion (a finalizer, until the test removes it) and
+    pod logs (``pod_logs``, streamed while the pod's ``main`` container has not ended)."""
+
+    def __attrs_post_init__(self):
+        super().__attrs_post_init__()
+        self.pod_logs: dict[str, bytearray] = {}
+        for resource in (PODS, JOBS, EVENTS):
+            self.resources[resource] = {}
+        self[lambda request: request.subresource == "log"] << self._serve_log
+
+    async def _handle(self, request):
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+        key = (request.resource, request.namespace, request.name)
+        if request.action == kmock.action.DELETE and request.params.get("propagationPolicy") == "Foreground":
+            if key in self.objects and not self.objects[key].deleted:
+                self.objects[key].patch({"metadata": {"finalizers": ["foregroundDeletion"]}})
+        return await super()._handle(request)
+
+    async def _serve_list(self, request):
+        listed = await super()._serve_list(request)
+        return listed | {"items": [obj for obj in listed["items"] if _selected(obj, request.params)]}
+
+    async def _serve_log(self, request):
+        key = (PODS, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        if request.name not in self.pod_logs:
+            raise kmock.KubernetesError(400, "BadRequest", f'container "main" in pod "{request.name}" is waiting')
+        if request.params.get("follow", "").lower() not in ("1", "t", "true"):  # as Go parses a bool
+            return bytes(self.pod_logs[request.name])
+        return self._follow(key)
+
+    async def _follow(self, key):
+        yield b""  # the headers, at once
+        sent = 0
+        while True:
+            log = self.pod_logs[key[2]]
+            if len(log) > sent:
+                chunk, sent = bytes(log[sent:]), len(log)
+                yield chunk
+            elif self.objects[key].deleted or _terminated(self.objects[key].raw):
+                return
+            else:
+                await asyncio.sleep(0.01)
+
+
+def _terminated(pod: dict) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    return "terminated" in statuses[0].get("state", {})
+
+
+def _container() -> dict:
+    return {"name": "main", "image": "example.com/image:v1", "imageID": "", "ready": False, "restartCount": 0}
+
+
+class Cluster:
+    """kmock's emulator serving on a local port from a thread of its own, and the hands that move
+    Jobs and pods there (no controller runs unless ``play()`` starts the test's own)."""
+
+    def __init__(self):
+        self.emulator = Emulator()
+        self._ready = threading.Event()
+        self._server = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._server.start()
+        assert self._ready.wait(10), "the emulator did not start"
+        self.api = self.client()
+        self.batch, self.core = BatchV1Api(self.api), CoreV1Api(self.api)
+        self._clients: list[ApiClient] = []
+        self._playing: threading.Thread | None = None
+        self._done = threading.Event()
+
+    async def _serve(self):
+        async with self.emulator, kmock.Server(self.emulator) as server:
+            self.url = str(server.url).rstrip("/")
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            await self._stop.wait()
+
+    def client(self) -> ApiClient:
+        return ApiClient(Configuration(host=self.url))
+
+    def runner(self, layout, **options) -> KubernetesRunner:
+        client = self.client()
+        self._clients.append(client)
+        return KubernetesRunner(layout, client, **{"namespace": NS, "pvc": PVC, "poll": 0.02} | options)
+
+    def close(self):
+        self._done.set()
+        if self._playing:
+            self._playing.join(10)
+        for client in [self.api, *self._clients]:
+            client.close()
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._server.join(10)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def list(self, api, what: str, **selectors) -> list[dict]:
+        response = getattr(api, f"list_namespaced_{what}")(NS, _preload_content=False, **selectors)
+        return json.loads(response.data)["items"]
+
+    def job(self, name: str) -> dict | None:
+        return next((j for j in self.list(self.batch, "job") if j["metadata"]["name"] == name), None)
+
+    def pods(self, job: dict) -> list[dict]:
+        uid = job["metadata"]["uid"]
+        return [p for p in self.list(self.core, "pod") if p["metadata"]["ownerReferences"][0]["uid"] == uid]
+
+    # -- what the Job controller does ---------------------------------------------------------------
+
+    def create_pod(self, name: str) -> str:
+        job = self.job(name)
+        meta, template = job["metadata"], job["spec"]["template"]
+        labels = template["metadata"]["labels"] | {"job-name": name, "controller-uid": meta["uid"]}
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": meta["uid"], "controller": True}
+        pod_name = f"{name}-{uuid.uuid4().hex[:5]}"
+        pod = {"metadata": {"name": pod_name, "labels": labels, "ownerReferences": [owner]}, "spec": template["spec"]}
+        self.core.create_namespaced_pod(NS, pod | {"status": {"phase": "Pending"}})
+        return pod_name
+
+    def end_job(self, name: str, condition: str, reason: str = "", message: str = ""):
+        counts = {"succeeded": 1} if condition == "Complete" else {"failed": 1}
+        cond = {"type": condition, "status": "True", "reason": reason, "message": message}
+        self.batch.patch_namespaced_job_status(name, NS, {"status": counts | {"conditions": [cond]}})
+
+    def collect(self, job: dict):
+        """The garbage collector: a Job deleted in the foreground goes once its pods have gone."""
+        for pod in self.pods(job):
+            self.core.delete_namespaced_pod(pod["metadata"]["name"], NS)
+        self.batch.patch_namespaced_job(job["metadata"]["name"], NS, {"metadata": {"finalizers": []}})
+
+    # -- what the kubelet does ------------------------------------------------------------------------
+
+    def run(self, pod: str, log: str = ""):
+        self.emulator.pod_logs[pod] = bytearray(log.encode())
+        running = _container() | {"ready": True, "state": {"running": {"startedAt": _now()}}}
+        self.core.patch_namespaced_pod_status(pod, NS, {"status": {"phase": "Running", "containerStatuses": [running]}})
+
+    def write_log(self, pod: str, text: str):
+        self.emulator.pod_logs[pod] += text.encode()
+
+    def terminate(self, pod: str, code: int, reason: str):
+        ended = {"exitCode": code, "reason": reason, "startedAt": _now(), "finishedAt": _now()}
+        status = {"phase": "Succeeded" if code == 0 else "Failed"}
+        status["containerStatuses"] = [_container() | {"state": {"terminated": ended}}]
+        self.core.patch_namespaced_pod_status(pod, NS, {"status": status})
+
+    def event(self, kind: str, name: str, reason: str, message: str, type: str = "Warning", uid: str = ""):
+        """An event about the pod or Job ``name`` (about its namesake of another ``uid``, if given)."""
+        read = self.core.read_namespaced_pod if kind == "Pod" else self.batch.read_namespaced_job
+        involved = {"kind": kind, "name": name, "namespace": NS, "uid": uid or read(name, NS).metadata.uid}
+        meta = {"name": f"{name}.{uuid.uuid4().hex[:8]}", "namespace": NS}
+        body = {"metadata": meta, "involvedObject": involved, "reason": reason, "message": message, "type": type}
+        self.core.create_namespaced_event(NS, body)
+
+    def wait(self, pod: str, reason: str, message: str):
+        waiting = _container() | {"state": {"waiting": {"reason": reason, "message": message}}}
+        self.core.patch_namespaced_pod_status(pod, NS, {"status": {"phase": "Pending", "containerStatuses": [waiting]}})
+
+    # -- the test's own controllers --------------------------------------------------------------------
+
+    def play(self, volume_root):
+        """Run a Job controller, a kubelet and a garbage collector, in a thread: a pod runs the
+        contract's fake program (its args) with the PVC's sub-paths under ``volume_root``."""
+        self._playing = threading.Thread(target=self._play, args=(volume_root,), daemon=True)
+        self._playing.start()
+
+    def _play(self, volume_root):
+        while not self._done.wait(0.01):
+            try:
+                self._step(volume_root)
+            except ApiException:
+                pass  # a race with the runner (a Job deleted meanwhile): try again, as controllers do
+
+    def _step(self, volume_root):
+        jobs = {j["metadata"]["uid"]: j for j in self.list(self.batch, "job")}
+        for pod in self.list(self.core, "pod"):
+            if pod["metadata"]["ownerReferences"][0]["uid"] not in jobs:
+                self.core.delete_namespaced_pod(pod["metadata"]["name"], NS)
+        for job in jobs.values():
+            self._reconcile(job, volume_root)
+
+    def _reconcile(self, job: dict, volume_root):
+        name, pods = job["metadata"]["name"], self.pods(job)
+        if job["metadata"].get("deletionTimestamp"):
+            self.collect(job)
+        elif not pods and not job.get("status", {}).get("conditions"):
+            self.create_pod(name)
+        elif pods and pods[0]["status"]["phase"] == "Pending":
+            self.run(pods[0]["metadata"]["name"], "started\n")
+        elif pods and pods[0]["status"]["phase"] == "Running":
+            self._program(job, pods[0], volume_root)
+
+    def _program(self, job: dict, pod: dict, volume_root):
+        main = pod["spec"]["containers"][0]
+        kind, name = main["args"][0], pod["metadata"]["name"]
+        if kind == "succeed":
+            for mount in main["volumeMounts"]:
+                if not mount["readOnly"]:
+                    (volume_root / mount["subPath"] / "result").write_text("made\n")
+            self.write_log(name, "hello\n")
+            self.terminate(name, 0, "Completed")
+            self.end_job(job["metadata"]["name"], "Complete")
+        elif kind == "fail":
+            self.write_log(name, "oops\n")
+            self.terminate(name, 3, "Error")
+            self.end_job(job["metadata"]["name"], "Failed", "BackoffLimitExceeded", "Job has reached the limit")
+
+
+@pytest.fixture
+def cluster():
+    c = Cluster()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def runner(cluster, store):
+    return cluster.runner(store.layout)
+
+
+def started(runner) -> Job:
+    """A new run's worker, just created."""
+    job = a_job()
+    runner.prepare(job)
+    job.worker = runner.start(job)
+    return job
+
+
+# -- the runner through the API -------------------------------------------------------------------
+
+
+class TestStart:
+    def test_start_creates_the_job_and_returns_its_name(self, cluster, runner):
+        job = started(runner)
+        assert job.worker == job_name(job.run_id)
+        created = cluster.job(job.worker)
+        assert created["spec"] == job_manifest(job, NS, PVC)["spec"]
+        assert created["metadata"]["labels"]["knit/worker.runid"] == job.run_id
+
+    def test_prepare_makes_empty_outputs_anyone_may_write(self, runner, store):
+        job = a_job()
+        runner.prepare(job)
+        assert store.layout.staging("out-1").stat().st_mode & 0o777 == 0o777
+        assert (store.layout.staging("log-1") / "log").read_bytes() == b""
+
+    def test_a_job_the_api_server_rejects_is_a_runner_error(self, cluster, runner):
+        cluster.emulator[kmock.action.CREATE, JOBS] << kmock.KubernetesError(
+            422, "Invalid", 'Job.batch "x" is invalid: spec.template.spec.containers[0].image: Required value'
+        )
+        with pytest.raises(RunnerError, match="containers\\[0\\].image: Required value"):
+            started(runner)
+
+    def test_a_job_still_being_deleted_is_not_taken_for_a_new_attempt(self, cluster, runner):
+        job = started(runner)
+        pod = cluster.create_pod(job.worker)
+        cluster.run(pod)
+        assert runner.stop(job) is False  # deleting, in the foreground
+        with pytest.raises(RuntimeError, match="still being deleted"):
+            runner.start(job)
+
+
+class TestStatus:
+    def test_from_start_to_success(self, cluster, runner):
+        job = started(runner)
+        assert runner.status(job).state == WorkerState.STARTING  # no pod yet
+        pod = cluster.create_pod(job.worker)
+        assert runner.status(job).state == WorkerState.STARTING
+        cluster.run(pod)
+        assert runner.status(job).state == WorkerState.RUNNING
+        cluster.terminate(pod, 0, "Completed")
+        assert _as_tuple(runner.status(job)) == (WorkerState.SUCCEEDED, 0, "")
+
+    @pytest.mark.parametrize(("code", "reason"), [(3, "Error"), (137, "OOMKilled")])
+    def test_the_exit_code_and_reason_of_the_main_container(self, cluster, runner, code, reason):
+        job = started(runner)
+        pod = cluster.create_pod(job.worker)
+        cluster.run(pod)
+        cluster.terminate(pod, code, reason)
+        assert _as_tuple(runner.status(job)) == (WorkerState.FAILED, code, f"(container main) {reason}")
+
+    def test_a_job_that_failed_without_its_pod(self, cluster, runner):
+        job = started(runner)
+        cluster.end_job(job.worker, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
+        assert _as_tuple(runner.status(job)) == (
+            WorkerState.FAILED,
+            254,
+            f"(job {job.worker}) [DeadlineExceeded] Job was active longer than specified deadline",
+        )
+
+    def test_a_vanished_job_is_missing(self, cluster, runner):
+        job = started(runner)
+        cluster.batch.delete_namespaced_job(job.worker, NS)
+        assert _as_tuple(runner.status(job)) == (WorkerState.MISSING, 254, "worker for the run is not found")
+
+    def test_an_image_that_cannot_be_pulled_fails_at_once(self, cluster, runner):
+        job = started(runner)
+        pod = cluster.create_pod(job.worker)
+        cluster.event("Pod", pod, "Pulling", "Pulling image", type="Normal")
+        assert runner.status(job).state == WorkerState.STARTING
+        cluster.event("Pod", pod, "Failed", 'Failed to pull image "registry.example.com:5000/train:v1": not found')
+        assert _as_tuple(runner.status(job)) == (
+            WorkerState.FAILED,
+            255,
+            f'(pod {pod}) [Failed] Failed to pull image "registry.example.com:5000/train:v1": not found',
+        )
+
+    def test_a_container_waiting_for_an_image_that_cannot_be_pulled_fails_without_events(self, cluster, runner):
+        job = started(runner)
+        pod = cluster.create_pod(job.worker)
+        cluster.wait(pod, "ContainerCreating", "")
+        assert runner.status(job).state == WorkerState.STARTING
+        cluster.wait(pod, "ImagePullBackOff", 'Back-off pulling image "registry.example.com:5000/train:v1"')
+        assert _as_tuple(runner.status(job)) == (
+            WorkerState.FAILED,
+            255,
+            f'(pod {pod}) [ImagePullBackOff] Back-off pulling image "registry.example.com:5000/train:v1"',
+        )
+
+    def test_an_unschedulable_pod_fails_only_after_a_while(self, cluster, store):
+        patient, impatient = cluster.runner(store.layout), cluster.runner(store.layout, stuck_after=0)
+        job = started(patient)
+        pod = cluster.create_pod(job.worker)
+        cluster.event("Pod", pod, "FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+        assert patient.status(job).state == WorkerState.STARTING
+        assert _as_tuple(impatient.status(job)) == (
+            WorkerState.FAILED,
+            255,
+            f"(pod {pod}) [FailedScheduling] 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        )
+
+    def test_a_job_that_cannot_make_its_pod_fails_after_a_while(self, cluster, store):
+        runner = cluster.runner(store.layout, stuck_after=0)
+        job = started(runner)
+        cluster.event("Job", job.worker, "FailedCreate", "from an earlier Job of this name", uid=str(uuid.uuid4()))
+        assert runner.status(job).state == WorkerState.STARTING
+        cluster.event("Job", job.worker, "FailedCreate", 'serviceaccounts "trainer" not found')
+        assert _as_tuple(runner.status(job)) == (
+            WorkerState.FAILED,
+            255,
+            f'(job {job.worker}) [FailedCreate] serviceaccounts "trainer" not found',
+        )
+
+    def test_a_pod_of_an_earlier_job_of_the_same_name_is_not_this_worker(self, cluster, runner):
+        job = started(runner)
+        old = cluster.create_pod(job.worker)
+        cluster.run(old)
+        cluster.terminate(old, 1, "Error")
+        cluster.batch.delete_namespaced_job(job.worker, NS)  # its pod lingers
+        assert runner.start(job) == job.worker
+        assert runner.status(job).state == WorkerState.STARTING
+
+
+class TestLogs:
+    def test_the_log_so_far_and_then_as_it_comes(self, cluster, runner):
+        job = started(runner)
+        assert b"".join(runner.logs(job)) == b""  # no pod yet
+        pod = cluster.create_pod(job.worker)
+        assert b"".join(runner.logs(job)) == b""  # not started yet
+        cluster.run(pod, "line 1\n")
+        assert b"".join(runner.logs(job)) == b"line 1\n"
+        chunks = runner.logs(job, follow=True)
+        assert next(chunks) == b"line 1\n"
+        cluster.write_log(pod, "line 2\n")
+        assert next(chunks) == b"line 2\n"
+        cluster.terminate(pod, 0, "Completed")
+        assert list(chunks) == []
+
+    def test_following_a_starting_worker_waits_for_it(self, cluster, runner):
+        job = started(runner)
+        pod = cluster.create_pod(job.worker)
+        threading.Timer(0.2, cluster.run, args=(pod, "late\n")).start()
+        chunks = runner.logs(job, follow=True)
+        assert next(chunks) == b"late\n"
+        chunks.close()
+
+    def test_cleanup_saves_the_whole_log_and_deletes_the_job(self, cluster, runner, store):
+        job = started(runner)
+        pod = cluster.create_pod(job.worker)
+        cluster.run(pod, "line 1\n")
+        cluster.write_log(pod, "line 2\n")
+        cluster.terminate(pod, 0, "Completed")
+        assert runner.stop(job) is True  # it has ended: nothing to stop, the Job stays for cleanup
+        runner.cleanup(job)
+        assert (store.layout.staging(job.log) / "log").read_bytes() == b"line 1\nline 2\n"
+        assert cluster.job(job.worker) is None
+        assert runner.status(job).state == WorkerState.MISSING
+        runner.cleanup(job)  # again, after a crash: nothing left to do, and the log stays
+        assert (store.layout.staging(job.log) / "log").read_bytes() == b"line 1\nline 2\n"
+
+    def test_stop_saves_the_log_before_it_deletes_a_running_worker(self, cluster, runner, store):
+        job = started(runner)
+        pod = cluster.create_pod(job.worker)
+        cluster.run(pod, "working\n")
+        assert runner.stop(job) is False
+        assert cluster.job(job.worker)["metadata"]["deletionTimestamp"]
+        assert runner.stop(job) is False  # still being deleted: the pod is still there
+        cluster.collect(cluster.job(job.worker))
+        assert runner.stop(job) is True
+        runner.cleanup(job)
+        assert (store.layout.staging(job.log) / "log").read_bytes() == b"working\n"
+
+
+class TestRestart:
+    def test_a_new_runner_finds_the_worker_by_its_handle(self, cluster, runner, store):
+        job = started(runner)
+        cluster.run(cluster.create_pod(job.worker))
+        restarted = cluster.runner(store.layout)
+        assert restarted.status(job).state == WorkerState.RUNNING
+        assert restarted.find_workers() == {job.run_id: job.worker}
+
+    def test_reconcile_deletes_the_workers_of_runs_the_store_no_longer_follows(self, cluster, runner, store):
+        kept, stray = started(runner), started(runner)
+        other_server = cluster.runner(store.layout, pvc="another-pvc")
+        other = started(other_server)
+        restarted = cluster.runner(store.layout)
+        assert restarted.reconcile({kept.run_id}) == [stray.worker]
+        assert restarted.find_workers() == {kept.run_id: kept.worker}
+        assert cluster.job(other.worker) is not None  # not this server's worker
+
+
+class TestFromEnvironment:
+    def test_outside_a_cluster_the_kubeconfig_and_the_environment(self, cluster, store, tmp_path, monkeypatch):
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "kind", "cluster": {"server": cluster.url}}],
+                    "users": [{"name": "admin", "user": {"token": "secret"}}],
+                    "contexts": [{"name": "kind", "context": {"cluster": "kind", "user": "admin"}}],
+                    "current-context": "kind",
+                }
+            )
+        )
+        monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.setenv("KNITFAB_NAMESPACE", "team-a")
+        monkeypatch.setenv("KNITFAB_DATA_PVC", "team-a-data")
+        monkeypatch.setenv("KNITFAB_DATA_SUBPATH", "knitfab")
+        runner = KubernetesRunner.from_environment(store.layout)
+        job = started(runner)
+        created = runner.batch.read_namespaced_job(job.worker, "team-a")
+        runner.batch.api_client.close()
+        assert created.spec.template.spec.volumes[0].persistent_volume_claim.claim_name == "team-a-data"
+        assert created.spec.template.spec.containers[0].volume_mounts[0].sub_path == "knitfab/data/in-1"
+        assert cluster.emulator[kmock.action.CREATE][-1].headers["Authorization"] == "Bearer secret"
+
+    def test_in_a_pod_its_service_account_and_namespace(self, store, tmp_path, monkeypatch):
+        for name, text in {"token": "secret", "ca.crt": "not checked until a request", "namespace": "team-b\n"}.items():
+            (tmp_path / name).write_text(text)
+        monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+        monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+        monkeypatch.setattr(knitfab.k8s, "NAMESPACE_FILE", str(tmp_path / "namespace"))
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+        for name in ("KNITFAB_NAMESPACE", "KNITFAB_DATA_PVC", "KNITFAB_DATA_SUBPATH", "KNITFAB_WORKER_PRIORITY_CLASS"):
+            monkeypatch.delenv(name, raising=False)
+        runner = KubernetesRunner.from_environment(store.layout)
+        runner.batch.api_client.close()
+        assert runner.batch.api_client.configuration.host == "https://10.96.0.1:443"
+        assert (runner.namespace, runner.pvc, runner.data_root) == ("team-b", "knitfab-data", "")
+
+
+# -- the contract -----------------------------------------------------------------------------------
+
+
+class TestKubernetesRunner(RunnerContract):
+    @pytest.fixture
+    def runner(self, cluster, store):
+        cluster.play(store.layout.root)
+        return cluster.runner(store.layout)
+
+    def program(self, kind):
+        return ["fake"], [kind]
