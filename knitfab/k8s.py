@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import shutil
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ import kubernetes
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from .runner import Job, RunnerError, WorkerState, WorkerStatus
+from .runner import Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .store import Layout
 
 CONTAINER = "main"
@@ -214,14 +213,7 @@ class KubernetesRunner:
     # -- protocol -------------------------------------------------------------------------------
 
     def prepare(self, job: Job) -> None:
-        for knit_id in job.writable:
-            staging = self.layout.staging(knit_id)
-            if staging.exists():
-                shutil.rmtree(staging)  # a previous attempt's leftovers: outputs start empty
-            staging.mkdir(parents=True)
-            staging.chmod(0o777)  # the image may run as any user
-        if job.log:
-            (self.layout.staging(job.log) / "log").touch()
+        empty_outputs(self.layout, job, mode=0o777)  # the image may run as any user
 
     def start(self, job: Job) -> str:
         manifest = job_manifest(job, self.namespace, self.pvc, self.data_root, self.priority_class)

@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from . import quantity
-from .runner import Job, RunnerError, WorkerState, WorkerStatus
+from .runner import Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .store import Layout
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -75,13 +75,7 @@ class LocalRunner:
     # -- protocol -------------------------------------------------------------------------------
 
     def prepare(self, job: Job) -> None:
-        for knit_id in job.writable:
-            staging = self.layout.staging(knit_id)
-            if staging.exists():
-                shutil.rmtree(staging)  # a previous attempt's leftovers: outputs start empty
-            staging.mkdir(parents=True)
-        if job.log:
-            (self.layout.staging(job.log) / "log").touch()
+        empty_outputs(self.layout, job)
 
     def start(self, job: Job) -> str:
         if not job.entrypoint:

@@ -33,6 +33,8 @@ def parse(text: object) -> tuple[Decimal, str]:
         value, family = number.scaleb(int(suffix[1:])), "exponent"
     else:
         value, family = number.scaleb(_DECIMAL[suffix]), "decimal"
+    if value.adjusted() > 18:  # beyond Kubernetes' int64 quantities (and Decimal's precision)
+        raise BadRequest(f"quantity is too large: {text!r}")
     # Quantities keep nine decimal places at most and round up, like the Go library.
     return value.quantize(_NANO, rounding=ROUND_CEILING) if value % _NANO else value, family
 

@@ -27,6 +27,7 @@ log are written to ``layout.staging(knitId)`` and moved into place when the run 
 from __future__ import annotations
 
 import enum
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -79,6 +80,21 @@ class Job:
     def writable(self) -> list[str]:
         """knitIds of the Data this run writes: its outputs and its log."""
         return [m.knit_id for m in self.outputs] + ([self.log] if self.log else [])
+
+
+def empty_outputs(layout, job: Job, mode: int | None = None) -> None:
+    """``prepare()``'s work on the shared data directory: an empty staging directory for every
+    output and the log (a previous attempt's leftovers removed), and the log file; ``mode`` for
+    workers that may run as another user."""
+    for knit_id in job.writable:
+        staging = layout.staging(knit_id)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        if mode is not None:
+            staging.chmod(mode)
+    if job.log:
+        (layout.staging(job.log) / "log").touch()
 
 
 class Runner(Protocol):

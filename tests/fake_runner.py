@@ -7,9 +7,7 @@ log), ``["fail", "N"]`` ends with exit N, ``["hang"]`` runs until the test calls
 
 from __future__ import annotations
 
-import shutil
-
-from knitfab.runner import Job, RunnerError, WorkerState, WorkerStatus
+from knitfab.runner import Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from knitfab.store import Layout
 
 
@@ -22,11 +20,7 @@ class FakeRunner:
         self.stopped: list[str] = []
 
     def prepare(self, job: Job) -> None:
-        for knit_id in job.writable:
-            shutil.rmtree(self.layout.staging(knit_id), ignore_errors=True)
-            self.layout.staging(knit_id).mkdir(parents=True)
-        if job.log:
-            (self.layout.staging(job.log) / "log").touch()
+        empty_outputs(self.layout, job)
 
     def start(self, job: Job) -> str:
         if job.args[:1] == ["unstartable"]:

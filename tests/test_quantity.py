@@ -35,7 +35,7 @@ def test_values_are_cores_and_bytes():
     assert quantity.value("1Gi") == 1 << 30
 
 
-@pytest.mark.parametrize("bad", ["", "1.2.3", "1Gb", "abc", "-1", None, [1]])
+@pytest.mark.parametrize("bad", ["", "1.2.3", "1Gb", "abc", "-1", None, [1], 2.6e80, "1e30", "9999999Ei"])
 def test_bad_quantities_are_refused(bad):
     with pytest.raises(BadRequest):
         quantity.canonical(bad)
