@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
         help="local runner: run plans of this image with DIR as /work (repeatable)",
     )  # fmt: skip
+    for flag, env, what in _K8S_FLAGS:
+        serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
     migrate = commands.add_parser("migrate", help="create or upgrade the database of a data directory")
     migrate.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
@@ -43,6 +46,13 @@ in a bubblewrap sandbox on this host (--runner local) or as Kubernetes Jobs (--r
 The handout for `knit init` is written to <data-dir>/handout/knitprofile."""
 
 
+_K8S_FLAGS = [
+    ("--namespace", "KNITFAB_NAMESPACE", "the namespace of the worker Jobs"),
+    ("--data-pvc", "KNITFAB_DATA_PVC", "the PVC holding the data directory"),
+    ("--data-subpath", "KNITFAB_DATA_SUBPATH", "where the data directory is in that PVC"),
+]
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .local import parse_capacity
     from .plans import parse_image
@@ -50,6 +60,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if bool(args.cert) != bool(args.key):
         raise SystemExit("knitfab serve: --cert and --key go together")
+    for flag, env, _ in _K8S_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            os.environ[env] = value  # the Kubernetes runner reads its settings from the environment
     images = {}
     for item in args.local_image:
         image, sep, folder = item.rpartition("=")

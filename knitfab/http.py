@@ -13,12 +13,14 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import BadRequest, KnitfabError, ServiceUnavailable, Unauthorized
+from .runner import Runner
 from .store import Store
 from .times import parse_duration, parse_rfc3339
 
@@ -31,10 +33,10 @@ class Services:
     """What the handlers use: the store, the runner (for live logs) and the engine's wake-up."""
 
     store: Store
-    runner: object = None
-    wake: object = field(default=lambda: None)
+    runner: Runner | None = None
+    wake: Callable[[], None] = field(default=lambda: None)
     token: str | None = None
-    ready: object = field(default=lambda: True)
+    ready: Callable[[], bool] = field(default=lambda: True)
     turns: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(max(2, os.cpu_count() or 2)))
 
 
