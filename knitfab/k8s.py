@@ -33,7 +33,7 @@ import kubernetes
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from .runner import Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .store import Layout
 
 CONTAINER = "main"
@@ -49,7 +49,6 @@ HOPELESS = frozenset({"Failed", "InspectFailed", "ErrImageNeverPull", "FailedMou
 CANNOT_START = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"}
 )
-GONE = WorkerStatus(WorkerState.MISSING, 254, "worker for the run is not found")
 STARTING = WorkerStatus(WorkerState.STARTING)
 RUNNING = WorkerStatus(WorkerState.RUNNING)
 

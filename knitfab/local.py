@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from . import quantity
-from .runner import Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .store import Layout
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -107,7 +107,7 @@ class LocalRunner:
             return WorkerStatus(WorkerState.RUNNING)
         code = self._exit_code(job) if code is None else code  # it may have just ended
         if code is None:
-            return WorkerStatus(WorkerState.MISSING, 254, "worker for the run is not found")
+            return GONE
         if code == 0:
             return WorkerStatus(WorkerState.SUCCEEDED, 0, "")
         return WorkerStatus(WorkerState.FAILED, code, _exit_message(code))

@@ -38,9 +38,6 @@ class Mountpoint:
     def user_tags(self) -> list[Tag]:
         return [t for t in self.tags if not t.is_system]
 
-    def system_value(self, key: str) -> str | None:
-        return next((t.value for t in self.tags if t.key == key), None)
-
 
 @dataclass
 class PlanSpec:

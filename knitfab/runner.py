@@ -82,6 +82,10 @@ class Job:
         return [m.knit_id for m in self.outputs] + ([self.log] if self.log else [])
 
 
+# What status() says of a worker that is gone without a result (Knitfab's exit code and message).
+GONE = WorkerStatus(WorkerState.MISSING, 254, "worker for the run is not found")
+
+
 def empty_outputs(layout, job: Job, mode: int | None = None) -> None:
     """``prepare()``'s work on the shared data directory: an empty staging directory for every
     output and the log (a previous attempt's leftovers removed), and the log file; ``mode`` for

@@ -19,7 +19,6 @@ from .times import format_ts, now_us
 S = RunStatus
 EXIT_ABORTED = (253, "aborted by user")
 EXIT_STOPPED = (0, "stopped by user")
-EXIT_NO_WORKER = (254, "worker for the run is not found")
 
 
 def create_run(

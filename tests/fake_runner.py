@@ -7,7 +7,7 @@ log), ``["fail", "N"]`` ends with exit N, ``["hang"]`` runs until the test calls
 
 from __future__ import annotations
 
-from knitfab.runner import Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from knitfab.runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from knitfab.store import Layout
 
 
@@ -36,7 +36,7 @@ class FakeRunner:
         return f"fake:{job.run_id}"
 
     def status(self, job: Job) -> WorkerStatus:
-        return self.workers.get(job.run_id, WorkerStatus(WorkerState.MISSING, 254, "worker for the run is not found"))
+        return self.workers.get(job.run_id, GONE)
 
     def logs(self, job: Job, follow: bool = False):
         if job.log and self.layout.staging(job.log).exists():
