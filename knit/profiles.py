@@ -92,15 +92,7 @@ def default_name(cwd: Path | None = None) -> str:
 
 
 def load_store(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ProfileError(f"the knitprofile store ({path}) is broken: {e}") from None
-    if not isinstance(doc, dict):
-        raise ProfileError(f"the knitprofile store ({path}) is broken: not a mapping")
-    return doc
+    return _mapping(path, f"the knitprofile store ({path}) is broken")
 
 
 def load_profile(name: str | None = None, store: str | None = None, cwd: Path | None = None) -> tuple[str, Profile]:
@@ -152,20 +144,26 @@ def env_path(given: str | None, cwd: Path | None = None) -> Path:
 
 
 def load_env(path: Path) -> KnitEnv:
-    if not path.exists():
-        return KnitEnv()
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{path}: not YAML: {e}") from None
-    if not isinstance(doc, dict):
-        raise ProfileError(f"{path}: knitenv must be a mapping with tag and resource")
+    doc = _mapping(path, f"{path}: knitenv must be a YAML mapping with tag and resource")
     tags = [str(t) for t in doc.get("tag") or []]
     bad = [t for t in tags if ":" not in t]
     if bad:
         raise ProfileError(f"{path}: tags must be KEY:VALUE: {', '.join(bad)}")
     resources = {str(k): str(v) for k, v in (doc.get("resource") or {}).items()}
     return KnitEnv(tags, resources)
+
+
+def _mapping(path: Path, broken: str) -> dict:
+    """A YAML mapping from ``path``; empty when the file does not exist."""
+    if not path.exists():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{broken}: {e}") from None
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{broken}: not a mapping")
+    return doc
 
 
 def _upward(start: Path, name: str) -> Path | None:
