@@ -42,12 +42,10 @@ class HashingReader:
     def __init__(self, raw: BinaryIO):
         self.raw = raw
         self.md5 = hashlib.md5()
-        self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size if size is not None and size >= 0 else CHUNK)
         self.md5.update(data)
-        self.size += len(data)
         return data
 
     def drain(self) -> None:

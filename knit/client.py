@@ -281,14 +281,11 @@ def _check_trailer(resp: TrailerResponse, digest: str) -> None:
 
 
 def _save(stream, target: Path) -> str:
-    import hashlib
-
-    md5 = hashlib.md5()
+    reader = archive.HashingReader(stream)
     with open(target, "wb") as f:
-        while chunk := stream.read(archive.CHUNK):
-            md5.update(chunk)
+        while chunk := reader.read(archive.CHUNK):
             f.write(chunk)
-    return md5.hexdigest()
+    return reader.md5.hexdigest()
 
 
 def _bundle_with(ca: bytes) -> str:

@@ -35,14 +35,16 @@ def _zone(text: str) -> timezone:
 
 
 def parse_duration(text: str) -> float:
-    """Go's duration syntax (``300ms``, ``1.5h``, ``2h45m``) in seconds."""
-    body = text.strip().lstrip("+")
+    """Go's duration syntax (``300ms``, ``-1.5h``, ``2h45m``) in seconds."""
+    stripped = text.strip()
+    sign = -1 if stripped.startswith("-") else 1
+    body = stripped.lstrip("+-")
     if body == "0":
         return 0.0
     parts = _DURATION.findall(body)
     if not body or "".join(n + u for n, u in parts) != body or any(n in ("", ".") for n, _ in parts):
         raise ValueError(f"cannot read {text!r} as a duration: use e.g. 300ms, 1.5h, 2h45m")
-    return sum(float(n) * _SECONDS[u] for n, u in parts)
+    return sign * sum(float(n) * _SECONDS[u] for n, u in parts)
 
 
 def go_duration(seconds: float) -> str:

@@ -75,9 +75,7 @@ def log(run_id: str):
         job = load_job(store(), run_id)
         chunks = services().runner.logs(job, follow="follow" in request.args)
     else:
-        layout, knit_id = store().layout, run["log"]["knitId"]
-        folder = layout.data(knit_id) if layout.data(knit_id).exists() else layout.staging(knit_id)
-        chunks = _read(folder / "log")
+        chunks = _read(store().layout.current(run["log"]["knitId"]) / "log")
     return Response(chunks, content_type="application/octet-stream")
 
 

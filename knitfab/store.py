@@ -46,6 +46,11 @@ class Layout:
     def worker(self, run_id: str) -> Path:
         return self.root / "workers" / run_id
 
+    def current(self, knit_id: str) -> Path:
+        """Where a Data's contents are now: ``data/`` once published, ``staging/`` before."""
+        final = self.data(knit_id)
+        return final if final.exists() else self.staging(knit_id)
+
     def publish(self, knit_id: str) -> None:
         """Move a Data's contents from staging into ``data/``: a rename, so a Data directory is
         never seen half-written. Safe to repeat after a crash; a Data that wrote nothing gets an

@@ -11,11 +11,11 @@ import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
+from knit import timefmt as go
+
 from .errors import BadRequest
 
 _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+\- ]\d{2}:\d{2})$")
-_DURATION_PART = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_US = {"ns": 0.001, "us": 1, "µs": 1, "μs": 1, "ms": 1000, "s": 1e6, "m": 6e7, "h": 3.6e9}
 
 
 def now_us() -> int:
@@ -59,12 +59,7 @@ def _offset(zone: str) -> timezone:
 
 def parse_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` syntax (``300ms``, ``1.5h``, ``2h45m``) to microseconds."""
-    s = text.strip()
-    sign = -1 if s.startswith("-") else 1
-    body = s.lstrip("+-")
-    if body == "0":
-        return 0
-    parts = _DURATION_PART.findall(body)
-    if not body or "".join(n + u for n, u in parts) != body or any(n in ("", ".") for n, _ in parts):
-        raise BadRequest(f"not a duration: {text!r} (use Go syntax such as 300ms, 1.5h, 2h45m)")
-    return sign * int(sum(float(n) * _UNIT_US[u] for n, u in parts))
+    try:
+        return round(go.parse_duration(text) * 1_000_000)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
