@@ -26,6 +26,9 @@ from .times import parse_duration, parse_rfc3339
 
 log = logging.getLogger("knitfab.http")
 MAX_JSON_BODY = 16 << 20
+MAX_JSON_DEPTH = 64  # a plan is 4 levels deep; deeper is an attack on the recursive checks
+MAX_QUERY_VALUES = 256  # repeated parameters (tag=...): each is a join; SQLite's tree ends near 1000
+PROBES = ("/api/healthz", "/api/readyz")
 
 
 @dataclass
@@ -54,6 +57,7 @@ def create_app(services: Services) -> Flask:
     app.add_url_rule("/api/healthz", "healthz", lambda: reply({"status": "ok"}))
     app.add_url_rule("/api/readyz", "readyz", _readyz)
     app.before_request(_authenticate)
+    app.before_request(_bounded_query)
     app.before_request(_take_a_turn)
     app.teardown_request(_end_turn)
     app.register_error_handler(KnitfabError, _error)
@@ -84,8 +88,13 @@ def _error(e: KnitfabError) -> Response:
 
 
 def _http_error(e: HTTPException) -> Response:
-    # Werkzeug's own errors (unknown route, wrong method, body too large) in Knitfab's shape.
-    return reply({"message": e.name}, e.code or 500)
+    # Werkzeug's own errors (unknown route, wrong method, body too large) in Knitfab's shape,
+    # keeping their headers (a 405's Allow).
+    resp = reply({"message": e.name}, e.code or 500)
+    for name, value in e.get_headers():
+        if name.lower() != "content-type":
+            resp.headers[name] = value
+    return resp
 
 
 def _unexpected(e: Exception) -> Response:
@@ -103,7 +112,7 @@ def _take_a_turn() -> None:
     """At most a few JSON handlers run at once. Each releases the GIL at every SQLite call and
     must win it back; with many threads runnable that costs more than the work (measured: 16
     threads at once serve 40% fewer requests per second than 2). Streams keep their threads."""
-    if request.endpoint not in STREAMING:
+    if request.endpoint not in STREAMING and request.path not in PROBES:
         services().turns.acquire()
         g.turn = True
 
@@ -115,11 +124,17 @@ def _end_turn(_exc: BaseException | None) -> None:
 
 def _authenticate() -> None:
     token = services().token
-    if not token or request.path in ("/api/healthz", "/api/readyz"):
+    if not token or request.path in PROBES:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized("send the token of your knitprofile: Authorization: Bearer <token>")
+
+
+def _bounded_query() -> None:
+    for name, values in request.args.lists():
+        if len(values) > MAX_QUERY_VALUES:
+            raise BadRequest(f"at most {MAX_QUERY_VALUES} {name}= parameters in one query")
 
 
 def body(fields: set[str], reason: str = "bad request") -> dict:
@@ -135,6 +150,10 @@ def body(fields: set[str], reason: str = "bad request") -> dict:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"the body is not JSON: {e}", reason) from None
+    except RecursionError:  # nested deeper than the decoder's own stack
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels", reason) from None
+    if _depth(doc) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels", reason)
     if not isinstance(doc, dict):
         raise BadRequest("the body must be a JSON object", reason)
     if not _encodable(doc):
@@ -143,6 +162,18 @@ def body(fields: set[str], reason: str = "bad request") -> dict:
     if unknown:
         raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}", reason)
     return doc
+
+
+def _depth(doc: object) -> int:
+    """How deeply lists and objects nest in ``doc``, without recursion."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                todo.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def _encodable(value: object) -> bool:
@@ -185,7 +216,8 @@ def comma_list(name: str) -> list[str]:
 
 def time_window() -> tuple[int | None, int | None]:
     """``since`` and ``duration`` as [since, until) in microseconds."""
-    since, duration = request.args.get("since"), request.args.get("duration")
+    # Empty values are absent, as in Knitfab (its console sends "duration=").
+    since, duration = request.args.get("since") or None, request.args.get("duration") or None
     if duration is not None and since is None:
         # Knitfab's handler crashes here (§14.10); a clear 400 is what a user needs.
         raise BadRequest("duration needs since")

@@ -15,7 +15,7 @@ bp = Blueprint("plans", __name__, url_prefix="/api/plans")
 
 @bp.get("/")
 def find():
-    active = request.args.get("active")
+    active = request.args.get("active") or None  # empty is absent, as in Knitfab
     if active not in (None, "true", "false"):
         raise BadRequest("active must be true or false", reason="query specification is incorrect")
     try:

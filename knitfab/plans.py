@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import quantity
 from .errors import BadRequest
-from .tags import KEY_ID, KEY_TIMESTAMP, KEY_TRANSIENT, Tag, normalize, tag_from_json
+from .tags import KEY_ID, KEY_TIMESTAMP, KEY_TRANSIENT, Tag, has_control, normalize, shown, tag_from_json
 from .times import parse_rfc3339
 
 SPEC_FIELDS = {
@@ -28,6 +28,14 @@ _LABEL_KEY = re.compile(rf"^({_LABEL_NAME}(\.{_LABEL_NAME})*/)?[a-zA-Z0-9]([-_.a
 _LABEL_VALUE = re.compile(r"^[a-zA-Z0-9]([-._a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$")
 _IMAGE_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _IMAGE_REPO = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/-]*$")
+# Sizes no sane plan reaches; beyond them a plan is an attack on the store or the runners.
+MAX_IMAGE = 255  # Docker's limit for a repository name
+MAX_PATH, MAX_NAME = 4096, 255  # Linux's PATH_MAX and NAME_MAX
+MAX_MOUNTPOINTS = 128  # inputs, outputs each (overlaps are checked pairwise)
+MAX_TAGS = 256  # per mountpoint or log
+MAX_ITEMS = 1024  # entrypoint, args, annotations, resources each
+MAX_ARG = 128 << 10  # Linux's MAX_ARG_STRLEN
+MAX_ANNOTATION_VALUE = 64 << 10
 
 
 @dataclass
@@ -68,11 +76,12 @@ def parse_plan_spec(doc: object, strict: bool = True) -> PlanSpec:
         raise invalid(f"unknown fields: {', '.join(sorted(set(doc) - SPEC_FIELDS))}")
     on_node = _on_node(doc.get("on_node"))
     image, version = parse_image(_string(doc, "image", required=True))
+    inputs, outputs = _list(doc, "inputs", MAX_MOUNTPOINTS), _list(doc, "outputs", MAX_MOUNTPOINTS)
     spec = PlanSpec(
         image=image,
         version=version,
-        inputs=[_mountpoint(m, "inputs") for m in _list(doc, "inputs")],
-        outputs=[_mountpoint(m, "outputs") for m in _list(doc, "outputs")],
+        inputs=[_mountpoint(m, "inputs") for m in inputs],
+        outputs=[_mountpoint(m, "outputs") for m in outputs],
         log=_log(doc.get("log")),
         entrypoint=_strings(doc, "entrypoint") or None,
         args=_strings(doc, "args") or None,
@@ -88,20 +97,26 @@ def parse_plan_spec(doc: object, strict: bool = True) -> PlanSpec:
 
 def parse_image(text: str) -> tuple[str, str]:
     """``[host[:port]/][path/]name[:tag]`` → (repository, tag); the tag defaults to latest."""
+    if len(text) > MAX_IMAGE + 129:
+        raise invalid(f"image is longer than {MAX_IMAGE} characters and a tag: {shown(text)}")
     repo, sep, tag = text.rpartition(":")
     if not sep or "/" in tag:
         repo, tag = text, "latest"
-    if not repo or not tag or not _IMAGE_REPO.match(repo) or not _IMAGE_TAG.match(tag):
-        raise invalid(f"nameless or versionless image({text})")
+    if not repo or not tag or not _IMAGE_REPO.fullmatch(repo) or not _IMAGE_TAG.fullmatch(tag):
+        raise invalid(f"nameless or versionless image({shown(text)})")
+    if len(repo) > MAX_IMAGE:
+        raise invalid(f"image is longer than {MAX_IMAGE} characters: {shown(text)}")
     return repo, tag
 
 
 def parse_annotation(text: object) -> tuple[str, str]:
     if not isinstance(text, str) or "=" not in text:
-        raise BadRequest(f"annotation should be formatted as KEY=VALUE: {text!r}")
+        raise BadRequest(f"annotation should be formatted as KEY=VALUE: {shown(repr(text))}")
     key, value = (s.strip() for s in text.split("=", 1))
-    if not key or len(key) > 253:
-        raise BadRequest(f"annotation key must be 1 to 253 characters: {text!r}")
+    if not key or len(key) > 253 or has_control(key):
+        raise BadRequest(f"annotation key must be 1 to 253 characters, no control characters: {shown(text)}")
+    if len(value) > MAX_ANNOTATION_VALUE or "\0" in value:
+        raise BadRequest(f"annotation value must be at most 64 KiB, without NUL: {shown(key)}")
     return key, value
 
 
@@ -131,12 +146,14 @@ def _string(doc: dict, key: str, required: bool = False) -> str:
     return value.strip()
 
 
-def _list(doc: dict, key: str) -> list:
+def _list(doc: dict, key: str, limit: int = MAX_ITEMS) -> list:
     value = doc.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
         raise invalid(f"{key} must be a list")
+    if len(value) > limit:
+        raise invalid(f"{key} has more than {limit} items")
     return value
 
 
@@ -144,6 +161,8 @@ def _strings(doc: dict, key: str) -> list[str]:
     items = _list(doc, key)
     if not all(isinstance(s, str) for s in items):
         raise invalid(f"{key} must be a list of strings")
+    if any(len(s) > MAX_ARG or "\0" in s for s in items):
+        raise invalid(f"each of {key} must be at most 128 KiB, without NUL (a command line cannot carry it)")
     return items
 
 
@@ -152,6 +171,8 @@ def _tags(raw: object, where: str) -> list[Tag]:
         return []
     if not isinstance(raw, list):
         raise invalid(f"tags of {where} must be a list")
+    if len(raw) > MAX_TAGS:
+        raise invalid(f"{where} has more than {MAX_TAGS} tags")
     return normalize(tag_from_json(t) for t in raw)
 
 
@@ -161,6 +182,8 @@ def _mountpoint(raw: object, kind: str) -> Mountpoint:
     if set(raw) - {"path", "tags"}:
         raise invalid(f"unknown fields in {kind}: {', '.join(sorted(set(raw) - {'path', 'tags'}))}")
     path = raw["path"]
+    if len(path) > MAX_PATH or has_control(path) or any(len(part) > MAX_NAME for part in path.split("/")):
+        raise invalid(f"bad mountpoint path (path = {shown(path)}): control characters, or too long")
     return Mountpoint(path, _tags(raw.get("tags"), f"{kind} {path}"))
 
 
@@ -187,6 +210,8 @@ def _resources(raw: object) -> dict[str, str]:
         raise invalid("resources must be a mapping of resource type to quantity")
     resources = dict(DEFAULT_RESOURCES)
     # YAML reads `cpu: 2` as a number; Knitfab reads it as the string "2".
+    if len(raw) > MAX_ITEMS or any(len(str(k)) > 253 or has_control(str(k)) for k in raw):
+        raise invalid("resources: at most 1024 types, each a name of at most 253 characters")
     resources.update({str(k): quantity.canonical(v) for k, v in raw.items()})
     return resources
 
@@ -194,7 +219,7 @@ def _resources(raw: object) -> dict[str, str]:
 def _service_account(raw: object) -> str | None:
     if raw is None or raw == "":
         return None
-    if not isinstance(raw, str) or len(raw) > 63:
+    if not isinstance(raw, str) or len(raw) > 63 or has_control(raw):
         raise invalid("service_account must be a string of at most 63 characters")
     return raw
 
@@ -215,10 +240,10 @@ def _on_node(raw: object) -> list[tuple[str, str, str]]:
 def _label(item: object) -> tuple[str, str]:
     key, sep, value = item.partition("=") if isinstance(item, str) else ("", "", "")
     prefix = key.rpartition("/")[0]
-    if not sep or not _LABEL_KEY.match(key) or len(prefix) > 253:
-        raise invalid(f"on_node: invalid key: {item!r}")
-    if not _LABEL_VALUE.match(value):
-        raise invalid(f"on_node: invalid value: {item!r}")
+    if not sep or not _LABEL_KEY.fullmatch(key) or len(prefix) > 253:
+        raise invalid(f"on_node: invalid key: {shown(repr(item))}")
+    if not _LABEL_VALUE.fullmatch(value):
+        raise invalid(f"on_node: invalid value: {shown(repr(item))}")
     return key, value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -17,6 +18,9 @@ TRANSIENT_FAILED = "failed"
 
 MAX_KEY = 1024
 MAX_VALUE = 1 << 20
+# C0 controls (NUL, newline, ...), DEL and C1 controls: no tag needs them, and they break
+# paths, logs and terminals.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class Tag(NamedTuple):
@@ -50,20 +54,32 @@ def tag_from_json(obj: object) -> Tag:
         key, value = obj["key"], obj["value"]
         if isinstance(key, str) and isinstance(value, str):
             return checked(Tag(key.strip(), value.strip()))
-    raise BadRequest(f'a tag must be "key:value" or {{"key": ..., "value": ...}}: {obj!r}')
+    raise BadRequest(f'a tag must be "key:value" or {{"key": ..., "value": ...}}: {shown(repr(obj))}')
 
 
 def checked(tag: Tag) -> Tag:
     """Reject tags no store could hold; system tags get their values validated."""
     if not tag.key:
-        raise BadRequest(f"tag key is empty: {tag}")
+        raise BadRequest(f"tag key is empty: {shown(str(tag))}")
     if len(tag.key) > MAX_KEY or len(tag.value) > MAX_VALUE:
-        raise BadRequest(f"tag is too long (key ≤ {MAX_KEY} chars, value ≤ 1 MiB): {tag.key}")
+        raise BadRequest(f"tag is too long (key ≤ {MAX_KEY} chars, value ≤ 1 MiB): {shown(tag.key)}")
+    if has_control(tag.key) or has_control(tag.value):
+        raise BadRequest(f"tag has control characters (NUL, newline, ...): {shown(str(tag))}")
     if tag.key == KEY_TIMESTAMP:
         parse_rfc3339(tag.value)
     if tag.key == KEY_TRANSIENT and tag.value not in (TRANSIENT_PROCESSING, TRANSIENT_FAILED):
         raise BadRequest(f"knit#transient must be processing or failed: {tag}")
     return tag
+
+
+def has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
+def shown(text: str, limit: int = 64) -> str:
+    """``text`` as an error message may quote it: short, with control characters escaped."""
+    quoted = repr(text[:limit])[1:-1]
+    return quoted + "..." if len(text) > limit else quoted
 
 
 def user_tag(tag: Tag) -> Tag:

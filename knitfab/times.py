@@ -15,6 +15,7 @@ from knit import timefmt as go
 
 from .errors import BadRequest
 
+MAX_DURATION_US = (2**63 - 1) // 1000  # Go's time.Duration is int64 nanoseconds
 _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+\- ]\d{2}:\d{2})$")
 
 
@@ -41,25 +42,33 @@ def parse_rfc3339(text: str) -> int:
     # An unescaped "+" in a query string arrives as a space: read it as the "+" it was.
     m = _RFC3339.match(text.strip(" \t\n"))
     if not m:
-        raise BadRequest(f"not a RFC3339 timestamp: {text!r}")
+        raise BadRequest(f"not a RFC3339 timestamp: {text[:64]!r}")
     year, month, day, hour, minute, second, frac, zone = m.groups()
-    tz = UTC if zone in ("Z", "z") else _offset(zone)
     try:
+        tz = UTC if zone in ("Z", "z") else _offset(zone)
         dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz)
     except ValueError as e:
-        raise BadRequest(f"not a RFC3339 timestamp: {text!r} ({e})") from None
+        raise BadRequest(f"not a RFC3339 timestamp: {text[:64]!r} ({e})") from None
     micros = int((frac or "0").ljust(6, "0")[:6])
     return int(dt.timestamp()) * 1_000_000 + micros
 
 
 def _offset(zone: str) -> timezone:
     sign = -1 if zone[0] == "-" else 1
+    if int(zone[4:6]) > 59:
+        raise ValueError("offset minutes must be 0..59")
     return timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
 
 
 def parse_duration(text: str) -> int:
-    """Go's ``time.ParseDuration`` syntax (``300ms``, ``1.5h``, ``2h45m``) to microseconds."""
+    """Go's ``time.ParseDuration`` syntax (``300ms``, ``1.5h``, ``2h45m``) to microseconds,
+    within Go's range (an int64 of nanoseconds, about 292 years)."""
     try:
-        return round(go.parse_duration(text) * 1_000_000)
+        us = round(go.parse_duration(text) * 1_000_000)
+    except OverflowError:
+        us = MAX_DURATION_US + 1
     except ValueError as e:
         raise BadRequest(str(e)) from None
+    if abs(us) > MAX_DURATION_US:
+        raise BadRequest(f"duration is out of range (at most {MAX_DURATION_US // 3_600_000_000}h): {text[:40]!r}")
+    return us
