@@ -12,13 +12,15 @@ import uuid
 from . import nominate
 from .errors import Conflict, InvalidTransition, NotFound
 from .planstore import input_points, output_points, plan_summaries
-from .status import RunStatus, check_transition
+from .status import RunStatus, check_transition, failure_of
 from .store import Store, json_list
 from .times import format_ts, now_us
 
 S = RunStatus
 EXIT_ABORTED = (253, "aborted by user")
 EXIT_STOPPED = (0, "stopped by user")
+EXIT_ENGINE = 255  # knitfab itself could not carry the run on (as for a run that cannot start)
+MAX_MESSAGE = 1000  # characters of an error kept as a run's exit message
 
 
 def create_run(
@@ -77,10 +79,32 @@ def set_status(
         return False
     if not check_transition(current, new):
         return False
+    _write_status(store, run_id, new, exit, now)
+    return True
+
+
+def _write_status(store: Store, run_id: str, new: RunStatus, exit: tuple[int, str] | None, now: int | None) -> None:
     store.execute("UPDATE run SET status = ?, updated_at = ? WHERE run_id = ?", new.value, now or now_us(), run_id)
     if exit is not None:
         store.execute("UPDATE run SET exit_code = ?, exit_message = ? WHERE run_id = ?", exit[0], exit[1], run_id)
-    return True
+
+
+def fail(store: Store, run_id: str, message: str, now: int | None = None) -> RunStatus | None:
+    """The engine gives up on a run (status.FAILURE): an unfinished run goes to aborting with
+    exit 255 and ``message``; a run already aborting whose finishing failed goes to failed at
+    once, its exit code kept. Call it inside ``Store.write()``; None for a finished run."""
+    new = failure_of(status_of(store, run_id))
+    if new is None:
+        return None
+    message = message[:MAX_MESSAGE]
+    if new == S.FAILED:
+        store.execute(
+            "UPDATE run SET exit_code = COALESCE(exit_code, ?), exit_message = ? WHERE run_id = ?",
+            EXIT_ENGINE, message, run_id,
+        )  # fmt: skip
+        return finish(store, run_id, now)
+    _write_status(store, run_id, new, (EXIT_ENGINE, message), now)
+    return new
 
 
 def set_worker(store: Store, run_id: str, worker: str | None) -> None:

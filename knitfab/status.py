@@ -48,6 +48,18 @@ ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
+# When the engine cannot carry a run on (a runner call, the disk or a poison plan fails for it), the
+# run fails instead of blocking the others: unfinished → aborting (its worker is then stopped and
+# its outputs settled as usual), and aborting → failed at once when even finishing it fails. Only
+# the engine makes these moves; users' stops follow ALLOWED (a completing run cannot be aborted).
+FAILURE: dict[RunStatus, RunStatus] = {s: S.ABORTING for s in PROCESSING - {S.ABORTING}} | {S.ABORTING: S.FAILED}
+
+
+def failure_of(current: RunStatus) -> RunStatus | None:
+    """Where the engine moves a run it cannot carry on; None for a finished run."""
+    return FAILURE.get(current)
+
+
 def check_transition(current: RunStatus, new: RunStatus) -> bool:
     """True when the change must be written, False for a same-status no-op; raises when the
     table forbids it (a terminal status never "changes" to itself either)."""
