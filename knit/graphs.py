@@ -238,10 +238,32 @@ def data_lineage(
     source: GraphSource, knit_id: str, upstream: bool = True, downstream: bool = True, depth: int | None = 3
 ) -> str:
     """The DOT text of ``knit data lineage``; ``depth=None`` follows the lineage to its ends."""
+    return lineage(source, knit_id, depth if upstream else 0, depth if downstream else 0)
+
+
+def lineage(source: GraphSource, knit_id: str, up: int | None = 3, down: int | None = 3) -> str:
+    """The lineage of a Data, ``up`` steps upstream and ``down`` downstream (None: to the ends)."""
     graph = _Graph()
-    for wanted, step in ((upstream, _upstream_step), (downstream, _downstream_step)):
-        if wanted:
+    for depth, step in ((up, _upstream_step), (down, _downstream_step)):
+        if depth != 0:
             _trace(source, graph, knit_id, depth, step)
+    return graph.dot()
+
+
+def connected(source: GraphSource, knit_id: str | None = None, run_id: str | None = None, limit: int = 2000) -> str:
+    """The whole connected graph of Data and Runs around a Data or a run (at most ``limit`` of
+    each), as Knitfab's web console draws it."""
+    graph, data, runs = _Graph(), [knit_id] if knit_id else [], [run_id] if run_id else []
+    while (data or runs) and len(graph.data) + len(graph.runs) < limit:
+        if data:
+            detail = _ensure_data(source, graph, data.pop(), emphasized=not graph.data)
+            runs += [d["run"]["runId"] for d in detail.get("downstreams") or []]
+            runs.append(detail["upstream"]["run"]["runId"])
+        elif (run := runs.pop()) not in graph.runs:
+            found = source.get_run(run)
+            graph.add_run(found)
+            data += [d["knitId"] for d in found.get("inputs") or []] + [m for m, _ in _run_products(found)]
+        data = [d for d in data if d not in graph.data]
     return graph.dot()
 
 
@@ -311,11 +333,16 @@ def plan_graph(
     source: GraphSource, plan_id: str, upstream: bool = True, downstream: bool = True, depth: int | None = 3
 ) -> str:
     """The DOT text of ``knit plan graph``; ``depth=None`` follows the plans to their ends."""
+    return plans(source, plan_id, depth if upstream else 0, depth if downstream else 0)
+
+
+def plans(source: GraphSource, plan_id: str, up: int | None = 3, down: int | None = 3) -> str:
+    """The plan graph around a plan, ``up`` steps upstream and ``down`` downstream (None: to the ends)."""
     graph = _Graph()
     start = source.get_plan(plan_id)
     graph.add_plan(start, emphasized=True)
-    for wanted, neighbours in ((upstream, _plans_upstream), (downstream, _plans_downstream)):
-        if wanted:
+    for depth, neighbours in ((up, _plans_upstream), (down, _plans_downstream)):
+        if depth != 0:
             _spread(source, graph, start, depth, neighbours)
     return graph.dot()
 

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
         help="local runner: run plans of this image with DIR as /work (repeatable)",
     )  # fmt: skip
+    serve.add_argument(
+        "--public", type=Path, metavar="DIR", help="serve the static web console in DIR at / instead of ours"
+    )
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
@@ -74,9 +77,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, data_dir=args.data_dir, runner=args.runner, token_file=args.token_file,
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
-        local_images=images,
+        local_images=images, public=_public(args.public),
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
+
+
+def _public(folder: Path | None) -> Path | None:
+    if folder is not None and not (folder / "index.html").is_file():
+        raise SystemExit(f"knitfab serve: --public wants a directory with an index.html: {folder}")
+    return folder
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

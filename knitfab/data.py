@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from . import nominate, runs
 from .errors import NotFound
+from .paging import WHOLE, Page
 from .planstore import UPLOADED, input_points, output_points, plan_summaries
 from .status import PROCESSING, RunStatus
 from .store import Store, json_list
@@ -36,12 +37,14 @@ def show_data(store: Store, knit_id: str) -> dict:
     return details[0]
 
 
-def find_data(store: Store, tags: Iterable[Tag] = (), since: int | None = None, until: int | None = None) -> list[dict]:
+def find_data(
+    store: Store, tags: Iterable[Tag] = (), since: int | None = None, until: int | None = None, page: Page = WHOLE
+) -> list[dict]:
     """``GET /api/data``: Data carrying every tag (system tags too), whose time (its
     ``knit#timestamp``, else its run's ``updatedAt``) is in [since, until). Ordered by
-    timestamp, untimestamped Data last, then knitId."""
+    timestamp, untimestamped Data last, then knitId; ``page`` of that order."""
     with store.read():
-        return _details(store, _find(store, tags, since, until))
+        return _details(store, _find(store, tags, since, until, page))
 
 
 def find_knit_ids(
@@ -52,7 +55,7 @@ def find_knit_ids(
         return [row[0] for row in _find(store, tags, since, until)]
 
 
-def _find(store: Store, tags: Iterable[Tag], since: int | None, until: int | None) -> list[tuple]:
+def _find(store: Store, tags: Iterable[Tag], since: int | None, until: int | None, page: Page = WHOLE) -> list[tuple]:
     query = _DataQuery(store)
     for tag in tags:
         query.require(tag)
@@ -60,7 +63,7 @@ def _find(store: Store, tags: Iterable[Tag], since: int | None, until: int | Non
         query.where("COALESCE(d.timestamp, r.updated_at) >= ?", since)
     if until is not None:
         query.where("COALESCE(d.timestamp, r.updated_at) < ?", until)
-    return query.rows()
+    return query.rows(page)
 
 
 class _DataQuery:
@@ -92,7 +95,7 @@ class _DataQuery:
         else:
             self.empty = True  # an unknown system tag: nothing carries it, as in Knitfab
 
-    def rows(self) -> list[tuple]:
+    def rows(self, page: Page = WHOLE) -> list[tuple]:
         """Rows of ``_COLUMNS`` of the Data found, in Knitfab's order."""
         tag_ids = self.store.tag_ids(self.tags)
         if self.empty or tag_ids is None:
@@ -107,8 +110,11 @@ class _DataQuery:
             self.where(f"d.knit_id IN ({subquery})", *params)
         where = " WHERE " + " AND ".join(self.conditions) if self.conditions else ""
         order = " ORDER BY d.timestamp IS NULL, d.timestamp, d.knit_id"
-        sql = f"SELECT {_COLUMNS} FROM data d JOIN run r ON r.run_id = d.run_id{where}{order}"
-        return self.store.all(sql, *self.params)
+        if page.desc:
+            order = " ORDER BY d.timestamp IS NULL DESC, d.timestamp DESC, d.knit_id DESC"
+        limit, bounds = page.sql()
+        sql = f"SELECT {_COLUMNS} FROM data d JOIN run r ON r.run_id = d.run_id{where}{order}{limit}"
+        return self.store.all(sql, *self.params, *bounds)
 
 
 def change_tags(

@@ -12,6 +12,7 @@ from knit import archive
 from . import data
 from .errors import BadRequest, KnitfabError
 from .http import body, reply, services, store, string_list, time_window
+from .paging import parse_page
 from .tags import parse_tag, tag_from_json
 
 bp = Blueprint("data", __name__, url_prefix="/api/data")
@@ -24,7 +25,7 @@ TAR_TYPES = {"application/x-tar", "application/tar"}
 def find():
     tags = [parse_tag(t) for t in request.args.getlist("tag")]
     since, until = time_window()
-    return reply(data.find_data(store(), tags, since, until))
+    return reply(data.find_data(store(), tags, since, until, parse_page(request.args)))
 
 
 @bp.get("/<knit_id>/")

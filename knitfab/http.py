@@ -41,12 +41,13 @@ class Services:
     token: str | None = None
     ready: Callable[[], bool] = field(default=lambda: True)
     turns: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(max(2, os.cpu_count() or 2)))
+    public: str | None = None  # --public: the directory of another static console to serve at /
 
 
 def create_app(services: Services) -> Flask:
-    from . import dataapi, openapi, planapi, runapi
+    from . import console, dataapi, openapi, planapi, runapi
 
-    app = Flask("knitfab")
+    app = Flask("knitfab", static_folder=None)  # /static/... is the console's (Knitfab's has /static/js)
     app.config["MAX_CONTENT_LENGTH"] = None  # uploads are unbounded; JSON bodies are checked in body()
     app.url_map.strict_slashes = False
     app.extensions["knitfab"] = services
@@ -54,6 +55,7 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(planapi.bp)
     app.register_blueprint(runapi.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(console.bp)
     app.add_url_rule("/api/healthz", "healthz", lambda: reply({"status": "ok"}))
     app.add_url_rule("/api/readyz", "readyz", _readyz)
     app.before_request(_authenticate)
@@ -124,7 +126,7 @@ def _end_turn(_exc: BaseException | None) -> None:
 
 def _authenticate() -> None:
     token = services().token
-    if not token or request.path in PROBES:
+    if not token or request.path in PROBES or not request.path.startswith("/api/"):
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):

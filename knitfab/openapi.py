@@ -151,11 +151,28 @@ def query(name: str, many: bool = False, schema: dict | None = None) -> dict:
 
 BINARY = {"type": "string", "format": "binary"}
 TIME = [query("since"), query("duration")]
+# An extension (Knitfab's clients never send it): a page of the list, newest first with order=desc.
+PAGE = [
+    query("limit", schema={"type": "integer", "minimum": 1, "maximum": 10000}),
+    query("offset", schema={"type": "integer", "minimum": 0}),
+    query("order", schema={"type": "string", "enum": ["asc", "desc"]}),
+]
+DEPTH = {"type": "string", "pattern": "^([0-9]{1,3}|all)$"}
+GRAPH = {
+    "200": {
+        "description": "the graph: SVG by Graphviz, or its DOT with format=dot",
+        "content": {"image/svg+xml": {"schema": STR}, "text/vnd.graphviz": {"schema": STR}},
+    },
+    **errors(400, 404, 503),
+}
+GRAPH_FORMAT = query("format", schema={"type": "string", "enum": ["svg", "dot"]})
 DATA_ID, PLAN_ID, RUN_ID = path_param("knitId"), path_param("planId"), path_param("runId")
 
 PATHS = {
     "/api/data/": {
-        "get": op("find Data (D1)", {"200": ok(array(ref("DataDetail"))), **errors(400)}, [query("tag", True), *TIME]),
+        "get": op(
+            "find Data (D1)", {"200": ok(array(ref("DataDetail"))), **errors(400)}, [query("tag", True), *TIME, *PAGE]
+        ),
         "post": {
             "summary": "upload a Data as tar.gz or tar (D2)",
             "requestBody": {
@@ -187,6 +204,7 @@ PATHS = {
                 query("image"),
                 query("in_tag", True),
                 query("out_tag", True),
+                *PAGE,
             ],
         ),  # fmt: skip
         "post": op("register a plan (P2)", {"200": ok(ref("PlanDetail")), **errors(400, 409)}, body="PlanSpec"),
@@ -225,7 +243,7 @@ PATHS = {
         "get": op(
             "find runs (R1)",
             {"200": ok(array(ref("RunDetail"))), **errors(400)},
-            [query("plan"), query("knitIdInput"), query("knitIdOutput"), query("status"), *TIME],
+            [query("plan"), query("knitIdInput"), query("knitIdOutput"), query("status"), *TIME, *PAGE],
         )
     },
     "/api/runs/{runId}/": {
@@ -253,6 +271,20 @@ PATHS = {
                 **errors(404, 503),
             },
         }
+    },
+    "/api/x/lineage": {
+        "get": op(
+            "the lineage graph of a Data or a run (console extension): up/down steps, or the whole connected graph",
+            GRAPH,
+            [query("data"), query("run"), query("up", schema=DEPTH), query("down", schema=DEPTH), GRAPH_FORMAT],
+        )
+    },
+    "/api/x/plangraph": {
+        "get": op(
+            "the plan graph around a plan (console extension)",
+            GRAPH,
+            [query("plan"), query("up", schema=DEPTH), query("down", schema=DEPTH), GRAPH_FORMAT],
+        )
     },
     "/api/healthz": {"get": op("liveness", {"200": ok(obj(["status"], status=STR))})},
     "/api/readyz": {"get": op("readiness", {"200": ok(obj(["status"], status=STR)), **errors(503)})},

@@ -7,6 +7,7 @@ from flask import Blueprint, request
 from . import planstore
 from .errors import BadRequest
 from .http import body, reply, services, store, string_list
+from .paging import parse_page
 from .plans import SPEC_FIELDS, parse_plan_spec
 from .tags import parse_tag
 
@@ -29,6 +30,7 @@ def find():
         image=request.args.get("image") or None,
         in_tags=in_tags,
         out_tags=out_tags,
+        page=parse_page(request.args),
     )
     return reply(found)
 

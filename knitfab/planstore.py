@@ -10,6 +10,7 @@ import uuid
 
 from . import nominate, quantity
 from .errors import BadRequest, Conflict, NotFound
+from .paging import WHOLE, Page
 from .plans import PlanSpec, parse_annotation, plan_hash
 from .status import RunStatus
 from .store import Store, json_list
@@ -140,9 +141,10 @@ def find_plans(
     image: str | None = None,
     in_tags: list[Tag] = (),
     out_tags: list[Tag] = (),
+    page: Page = WHOLE,
 ) -> list[dict]:
     """``GET /api/plans``: every filter given must hold; in-tags all on one input, out-tags all
-    on one output or the log. Ordered by planId."""
+    on one output or the log. Ordered by planId; ``page`` of that order."""
     with store.read():
         ids = set(store.column("SELECT plan_id FROM plan"))
         if active is not None:
@@ -153,7 +155,7 @@ def find_plans(
             ids &= _plans_by_input_tags(store, normalize(in_tags))
         if out_tags:
             ids &= _plans_by_output_tags(store, normalize(out_tags))
-        return plan_details(store, sorted(ids))
+        return plan_details(store, page.take(sorted(ids)))
 
 
 def _plans_by_image(store: Store, image: str) -> set[str]:

@@ -8,6 +8,7 @@ from . import runs
 from .engine import load_job
 from .errors import NotFound, ServiceUnavailable
 from .http import comma_list, reply, services, store, time_window
+from .paging import parse_page
 from .status import RunStatus, parse_status_list
 
 bp = Blueprint("runs", __name__, url_prefix="/api/runs")
@@ -27,6 +28,7 @@ def find():
         statuses=statuses,
         since=since,
         until=until,
+        page=parse_page(request.args),
     )
     return reply(found)
 

@@ -11,6 +11,7 @@ import uuid
 
 from . import nominate
 from .errors import Conflict, InvalidTransition, NotFound
+from .paging import WHOLE, Page
 from .planstore import input_points, output_points, plan_summaries
 from .status import RunStatus, check_transition, failure_of
 from .store import Store, json_list
@@ -256,8 +257,10 @@ def find_runs(
     statuses: list[RunStatus] = (),
     since: int | None = None,
     until: int | None = None,
+    page: Page = WHOLE,
 ) -> list[dict]:
-    """``GET /api/runs``: OR within a filter, AND across them; ordered by (updatedAt, runId)."""
+    """``GET /api/runs``: OR within a filter, AND across them; ordered by (updatedAt, runId);
+    ``page`` of that order."""
     any_of = "IN (SELECT value FROM json_each(?))"
     filters = [
         (f"plan_id {any_of}", plan_ids),
@@ -273,8 +276,10 @@ def find_runs(
         sql, params = sql + " AND updated_at >= ?", params + [since]
     if until is not None:
         sql, params = sql + " AND updated_at < ?", params + [until]
+    order = " ORDER BY updated_at DESC, run_id DESC" if page.desc else " ORDER BY updated_at, run_id"
+    limit, bounds = page.sql()
     with store.read():
-        return run_details(store, store.column(sql + " ORDER BY updated_at, run_id", *params))
+        return run_details(store, store.column(sql + order + limit, *params, *bounds))
 
 
 RUN_COLUMNS = "r.run_id, r.status, r.updated_at, r.exit_code, r.exit_message, r.plan_id"

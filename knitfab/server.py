@@ -49,6 +49,7 @@ class Config:
     capacity: dict[str, Decimal] | None = None
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
+    public: Path | None = None
 
 
 class KnitfabServer:
@@ -68,6 +69,7 @@ class KnitfabServer:
         self.engine.recover()  # before the API takes new uploads
         token = config.token_file.read_text().strip() if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
+        services.public = str(config.public) if config.public else None
         self.http = self._http(create_app(services))
         self._spawn("engine", self.engine.run_forever, self.stopping)
         self._spawn("http", self.http.serve)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Debian packages Knitfab needs: bubblewrap (the local runner's sandbox), graphviz (lineage
-# pictures) and python3-venv (to create .venv). Installs what is missing when run as root;
-# otherwise says what to install.
+# pictures, the console's graphs), chromium and chromium-driver (the console's tests) and
+# python3-venv (to create .venv). Installs what is missing when run as root; otherwise says
+# what to install.
 set -eu
 PYTHON=${PYTHON:-python3}
 missing=""
@@ -9,6 +10,9 @@ command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
 command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
 "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
 command -v make >/dev/null 2>&1 || missing="$missing make"
+# The console's tests drive a headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "Knitfab needs these Debian packages: sudo apt-get install$missing" >&2

@@ -12,7 +12,7 @@ from knitfab.openapi import document
 def openapi_paths(app) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or not rule.rule.startswith("/api"):  # the console's files
             continue
         path = (
             rule.rule.replace("<knit_id>", "{knitId}").replace("<plan_id>", "{planId}").replace("<run_id>", "{runId}")

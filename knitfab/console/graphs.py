@@ -1,0 +1,65 @@
+"""The console's graphs: the DOT of ``knit data lineage`` and ``knit plan graph`` (knit.graphs),
+read from the store instead of over HTTP, drawn to SVG by Graphviz's ``dot``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from knit import graphs
+
+from .. import data, planstore, runs
+from ..errors import KnitfabError, NotFound, ServiceUnavailable
+from ..store import Store
+
+MAX_NODES = 2000  # a larger graph is cut there: dot takes minutes past a few thousand nodes
+DOT_SECONDS = 60
+
+
+class StoreSource:
+    """``knit.graphs.GraphSource`` over the store: the same JSON the API answers."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def get_data(self, knit_id: str) -> dict:
+        return data.show_data(self.store, knit_id)
+
+    def get_run(self, run_id: str) -> dict:
+        return runs.show_run(self.store, run_id)
+
+    def get_plan(self, plan_id: str) -> dict:
+        return planstore.show_plan(self.store, plan_id)
+
+
+def data_graph(store: Store, knit_id: str, up: int | None, down: int | None) -> str:
+    """``up``/``down`` steps (None: to the ends) around a Data, as ``knit data lineage`` traces."""
+    try:
+        return graphs.lineage(StoreSource(store), knit_id, up, down)
+    except LookupError as e:
+        raise NotFound(str(e)) from None
+
+
+def whole_graph(store: Store, knit_id: str | None = None, run_id: str | None = None) -> str:
+    """Every Data and run connected to a Data or a run, as Knitfab's console draws it."""
+    try:
+        return graphs.connected(StoreSource(store), knit_id, run_id, limit=MAX_NODES)
+    except LookupError as e:
+        raise NotFound(str(e)) from None
+
+
+def plan_graph(store: Store, plan_id: str, up: int | None, down: int | None) -> str:
+    return graphs.plans(StoreSource(store), plan_id, up, down)
+
+
+def to_svg(dot: str) -> bytes:
+    """Graphviz's SVG of a DOT document; nodes keep their DOT names in ``<title>``."""
+    if shutil.which("dot") is None:
+        raise ServiceUnavailable("Graphviz is not installed on the server (apt-get install graphviz)")
+    try:
+        done = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, timeout=DOT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise KnitfabError(f"Graphviz took more than {DOT_SECONDS} s to draw this graph") from None
+    if done.returncode != 0:
+        raise KnitfabError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
