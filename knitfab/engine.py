@@ -13,42 +13,24 @@ Stages, in order (Knitfab's loops, run one after another in one thread):
 6. **collect garbage**: directories of dropped Data are removed.
 
 Runner calls happen outside transactions; the status change that follows is a compare-and-set
-in its own ``BEGIN IMMEDIATE``, so a user's abort in between always wins.
-
-Fairness: projection works in batches of at most ``projection.BATCH`` combinations shared
-between plans; initialize and start take at most ``batch`` runs, the plans taking turns (the
-first run of every plan, then the second...), so a plan with thousands of runs holds back
-another plan's run by at most one batch; watch and finish take ``batch`` runs after a per-stage
-cursor (round-robin), so a stuck run never starves others.
-
-Isolation: when a stage raises for one run, that run fails (``runs.fail``) with a message
-naming the error and the others go on. Errors of the environment (``OSError``, SQLite, a
-cluster client) may pass: the run is tried again on later ticks and fails once its step has
-kept failing for ``patience`` seconds. An error of the run itself (a poison plan) fails it at once.
-
-Disk: below the free-disk ``reserve`` of the data volume no run starts, and the run that has
-written the most is stopped, its outputs discarded (its log kept, cut short) and failed with a
-message, so the database always has room and the server recovers by itself.
+in its own ``BEGIN IMMEDIATE``, so a user's abort in between always wins. Each stage takes at
+most ``batch`` runs after a per-stage cursor (round-robin), so a stuck run never starves others.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
 from . import data as datastore
-from . import quantity, runs
-from .errors import KnitfabError
-from .projection import Projector
+from . import projection, quantity, runs
 from .runner import Job, Mount, Runner, RunnerError, WorkerState
 from .status import RunStatus
-from .store import Layout, Store, json_list
+from .store import Store, json_list
 
 log = logging.getLogger("knitfab.engine")
 S = RunStatus
@@ -58,33 +40,17 @@ _WATCHED = {
     WorkerState.RUNNING: (S.RUNNING, None),
     WorkerState.SUCCEEDED: (S.COMPLETING, (0, "")),
 }
-LOG_KEPT = 64 << 10  # bytes of its log a run stopped for filling the disk keeps
-_FULL = object()  # start: the runner's capacity is taken
 
 
 class Engine:
-    def __init__(
-        self,
-        store: Store,
-        runner: Runner,
-        batch: int = 32,
-        poll: float = 1.0,
-        reserve: int = 0,
-        patience: float = 60.0,
-        projector: Projector | None = None,
-    ):
+    def __init__(self, store: Store, runner: Runner, batch: int = 32, poll: float = 1.0):
         self.store = store
         self.runner = runner
         self.batch = batch
         self.poll = poll
-        self.reserve = reserve  # bytes kept free on the data volume; 0: no check
-        self.patience = patience
-        self.projector = projector or Projector(store)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cursors: dict[str, int] = {}
-        self._failing: dict[str, float] = {}  # runId → when its step began to fail (transient errors)
-        self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -118,12 +84,7 @@ class Engine:
         self._stop = stop
         while not stop.is_set():
             self._wake.clear()
-            try:
-                busy = self.tick()
-            except Exception:  # tick() catches its stages' errors; this thread must outlive anything
-                log.exception("engine tick failed")
-                busy = False
-            if not busy:
+            if not self.tick():
                 self._wake.wait(self.poll)
 
     def recover(self) -> None:
@@ -148,38 +109,33 @@ class Engine:
     # -- stages ---------------------------------------------------------------------------------
 
     def project(self, now: int | None = None) -> bool:
-        """One batch of projection (see ``projection.Projector``)."""
-        return self.projector.batch(now) > 0
+        return projection.project_all(self.store, now) > 0
 
     def initialize(self, now: int | None = None) -> bool:
         def prepare(job: Job) -> bool:
             self.runner.prepare(job)
             return self._move(job.run_id, S.READY, {S.WAITING}, now=now)
 
-        return self._each("initialize", self._take_turns([S.WAITING], "r.seq"), prepare, now)
+        return self._each("initialize", [S.WAITING], prepare)
 
     def start(self, now: int | None = None) -> bool:
-        if self._disk_short() is not None:
-            return False  # runs wait: what they would write could only fill the disk further
+        ready = self.store.column(
+            "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
+            " WHERE r.status = 'ready' AND +p.name IS NULL ORDER BY r.updated_at, r.seq"
+        )
         used, did = self._in_use(), False
-        for run_id in self._take_turns([S.READY], "r.updated_at, r.seq"):
-            started = self._guarded("start", run_id, lambda r=run_id: self._start_one(r, used, now), now)
-            if started is _FULL:
+        for run_id in ready:
+            job = load_job(self.store, run_id)
+            need = _requests(job)
+            if not _fits(need, {}, self.runner.capacity):
+                did = self._move(run_id, S.ABORTING, {S.READY}, (255, _too_big(need, self.runner.capacity)), now)
+                continue
+            if not _fits(need, used, self.runner.capacity):
                 break  # the rest wait, in order, for capacity to free up
-            did = bool(started) or did
+            did = self._launch(job, now) or did
+            for rtype, amount in need.items():
+                used[rtype] = used.get(rtype, Decimal(0)) + amount
         return did
-
-    def _start_one(self, run_id: str, used: dict[str, Decimal], now: int | None):
-        """Start one ready run and count what it takes in ``used``; ``_FULL`` when it must wait."""
-        job = load_job(self.store, run_id)
-        need = _requests(job)
-        if not _fits(need, {}, self.runner.capacity):
-            return self._move(run_id, S.ABORTING, {S.READY}, (255, _too_big(need, self.runner.capacity)), now)
-        if not _fits(need, used, self.runner.capacity):
-            return _FULL
-        for rtype, amount in need.items():
-            used[rtype] = used.get(rtype, Decimal(0)) + amount
-        return self._launch(job, now)
 
     def _launch(self, job: Job, now: int | None) -> bool:
         try:
@@ -200,8 +156,7 @@ class Engine:
             new, exit = _WATCHED.get(status.state, (S.ABORTING, (status.code, status.message)))
             return self._move(job.run_id, new, {S.STARTING, S.RUNNING}, exit, now)
 
-        stopped = self._stop_the_biggest_writer(now)
-        return self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now) or stopped
+        return self._each("watch", [S.STARTING, S.RUNNING], follow)
 
     def finish(self, now: int | None = None) -> bool:
         def settle(job: Job) -> bool:
@@ -209,113 +164,34 @@ class Engine:
                 if not self.runner.stop(job):
                     return False  # still ending: look again next tick
                 self.runner.cleanup(job)
-            if job.run_id in self._discard:
-                _discard_outputs(self.store.layout, job)
             for knit_id in job.writable:
                 self.store.layout.publish(knit_id)
             with self.store.write():
                 final = runs.finish(self.store, job.run_id, now)
-            self._discard.discard(job.run_id)
             log.info("run %s is %s", job.run_id, final)
             return final is not None
 
-        return self._each("finish", self._pick("finish", [S.COMPLETING, S.ABORTING]), settle, now)
+        return self._each("finish", [S.COMPLETING, S.ABORTING], settle)
 
     def collect_garbage(self, now: int | None = None) -> bool:
         knit_ids = self.store.column("SELECT knit_id FROM garbage LIMIT ?", self.batch)
-        did = False
         for knit_id in knit_ids:
-            try:
-                shutil.rmtree(self.store.layout.data(knit_id), ignore_errors=True)
-                shutil.rmtree(self.store.layout.staging(knit_id), ignore_errors=True)
-                with self.store.write():
-                    self.store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
-                did = True
-            except Exception:  # this one is tried again next tick; the others go on
-                log.exception("could not remove the files of Data %s", knit_id)
-        return did
-
-    # -- the free-disk reserve ------------------------------------------------------------------
-
-    def _disk_short(self) -> int | None:
-        """Free bytes of the data volume when they are below the reserve, else None."""
-        if self.reserve <= 0:
-            return None
-        free = free_bytes(self.store.layout.root)
-        return free if free < self.reserve else None
-
-    def _stop_the_biggest_writer(self, now: int | None) -> bool:
-        """Below the reserve, fail the running run that has written the most (one per tick: once
-        its outputs are discarded at finish the disk may well be fine again)."""
-        free = self._disk_short()
-        if free is None:
-            return False
-        writers = self.store.column(
-            "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE r.status IN ('starting', 'running') AND +p.name IS NULL"
-        )
-        sizes = {run_id: written_bytes(self.store.layout, load_job(self.store, run_id)) for run_id in writers}
-        biggest = max(sizes, key=sizes.__getitem__, default=None)
-        if biggest is None or sizes[biggest] == 0:
-            return False  # something else filled the disk: no run to blame
-        log.warning("data volume below its reserve (%d bytes free): stopping run %s", free, biggest)
-        self._discard.add(biggest)
-        return self._give_up(
-            biggest,
-            f"the data volume is full: {free} bytes free, below the reserve of {self.reserve} bytes;"
-            f" this run wrote the most ({sizes[biggest]} bytes), so knitfab stopped it and discarded its outputs",
-            now,
-        )
+            shutil.rmtree(self.store.layout.data(knit_id), ignore_errors=True)
+            shutil.rmtree(self.store.layout.staging(knit_id), ignore_errors=True)
+            with self.store.write():
+                self.store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
+        return bool(knit_ids)
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _each(self, stage: str, run_ids: list[str], step: Callable[[Job], bool], now: int | None) -> bool:
+    def _each(self, stage: str, statuses: list[RunStatus], step: Callable[[Job], bool]) -> bool:
         did = False
-        for run_id in run_ids:
-            did = bool(self._guarded(stage, run_id, lambda r=run_id: step(load_job(self.store, r)), now)) or did
+        for run_id in self._pick(stage, statuses):
+            try:
+                did = step(load_job(self.store, run_id)) or did
+            except Exception:
+                log.exception("engine stage %s failed on run %s", stage, run_id)
         return did
-
-    def _guarded(self, stage: str, run_id: str, step: Callable[[], object], now: int | None):
-        """``step()``'s result. When it raises: True once the run has been failed with the error,
-        False when it is left to try again (see the module's "Isolation")."""
-        try:
-            result = step()
-        except Exception as e:
-            log.exception("engine stage %s failed on run %s", stage, run_id)
-            if _transient(e) and not self._out_of_patience(run_id):
-                return False
-            return self._give_up(run_id, f"knitfab could not {stage} the run: {type(e).__name__}: {e}", now)
-        self._failing.pop(run_id, None)
-        return result
-
-    def _out_of_patience(self, run_id: str) -> bool:
-        began = self._failing.setdefault(run_id, time.monotonic())
-        return time.monotonic() - began >= self.patience
-
-    def _give_up(self, run_id: str, message: str, now: int | None) -> bool:
-        """Fail a run the engine cannot carry on; False when even that could not be written."""
-        try:
-            with self.store.write():
-                failed = runs.fail(self.store, run_id, message, now)
-        except Exception:
-            log.exception("could not fail run %s either; trying again next tick", run_id)
-            return False
-        self._failing.pop(run_id, None)
-        log.warning("run %s failed: %s", run_id, message)
-        return failed is not None
-
-    def _take_turns(self, statuses: list[RunStatus], order: str) -> list[str]:
-        """Up to ``batch`` runs of image plans in ``statuses``, the plans taking turns: the first
-        run (in ``order``) of every plan, then the second of every plan, and so on."""
-        return self.store.column(
-            "SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at,"
-            f" ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
-            " FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL) r"
-            f" ORDER BY turn, {order} LIMIT ?",
-            json_list(s.value for s in statuses),
-            self.batch,
-        )
 
     def _pick(self, stage: str, statuses: list[RunStatus]) -> list[str]:
         """Up to ``batch`` runs of image plans in ``statuses``, continuing after the last one
@@ -390,47 +266,7 @@ def _fits(need: dict[str, Decimal], used: dict[str, Decimal], capacity: dict[str
 
 
 def _too_big(need: dict[str, Decimal], capacity: dict[str, Decimal]) -> str:
-    over = [f"{k}={need[k]} (capacity {capacity.get(k, 0)})" for k in need if need[k] > capacity.get(k, 0)]
+    have = {k: capacity.get(k, Decimal(0)) for k in need}
+    show = quantity.readable
+    over = [f"{k}={show(k, need[k])} (capacity {show(k, have[k])})" for k in need if need[k] > have[k]]
     return "the run requests more than this runner can ever give: " + ", ".join(over)
-
-
-def _transient(e: Exception) -> bool:
-    """Whether an error may be of the environment and pass (a full disk, a busy database, a
-    cluster API that did not answer) rather than of the run itself (a poison plan)."""
-    if isinstance(e, OSError):
-        return True
-    return not isinstance(e, KnitfabError | RunnerError) and type(e).__module__ != "builtins"
-
-
-def free_bytes(path: os.PathLike | str) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem holding ``path``.
-    (Engine-side twin of the upload's reserve check; one ``diskspace`` module may hold both.)"""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def written_bytes(layout: Layout, job: Job) -> int:
-    """Disk space taken by what a run has written so far (its outputs and log, in staging)."""
-    total = 0
-    for knit_id in job.writable:
-        for folder, _, files in os.walk(layout.staging(knit_id)):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-                except OSError:
-                    pass  # removed while we looked
-    return total
-
-
-def _discard_outputs(layout: Layout, job: Job) -> None:
-    """Free what a run that filled the disk wrote: its outputs emptied, its log cut short."""
-    for m in job.outputs:
-        staging = layout.staging(m.knit_id)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True, exist_ok=True)
-    log_file = layout.staging(job.log) / "log" if job.log else None
-    if log_file is not None and log_file.exists() and log_file.stat().st_size > LOG_KEPT:
-        with open(log_file, "r+b") as f:
-            f.truncate(LOG_KEPT)
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n[knitfab: the log was cut here, the run filled the data volume]\n")
