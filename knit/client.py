@@ -123,8 +123,8 @@ class KnitClient:
         """Save a Data as ``dest/<knitId>.tar.gz``, or extracted into ``dest/<knitId>/``.
         Raises ``ChecksumMismatch`` (after saving) when the checksum trailer disagrees."""
         dest = Path(os.path.expanduser(str(dest)))
-        dest.mkdir(parents=True, exist_ok=True)
         with self.download(knit_id) as resp:
+            dest.mkdir(parents=True, exist_ok=True)  # only once the server has the Data
             stream = archive.CountingReader(resp, progress)
             if extract:
                 target = dest / knit_id

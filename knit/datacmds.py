@@ -54,13 +54,20 @@ def add_graph_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE", help="render to FILE.png/.svg/.pdf with Graphviz")
 
 
-def user_tags(ctx: Context, texts: list[str]) -> list[str]:
-    """``KEY:VALUE`` tags a user may set; system tags are a usage error."""
+def tag_flags(ctx: Context, texts: list[str]) -> list[str]:
+    """``KEY:VALUE`` tags given on the command line; anything else is a usage error (exit 2),
+    as Knitfab's knit parses its tag flags, instead of a 400 from the server."""
     for text in texts:
         key, sep, _ = text.partition(":")
-        if not sep:
+        if not sep or not key.strip():
             raise UsageError(f"tag should be KEY:VALUE: {text!r}", ctx.args.parser)
-        if key.strip().startswith("knit#"):
+    return texts
+
+
+def user_tags(ctx: Context, texts: list[str]) -> list[str]:
+    """``KEY:VALUE`` tags a user may set; system tags are a usage error."""
+    for text in tag_flags(ctx, texts):
+        if text.partition(":")[0].strip().startswith("knit#"):
             raise UsageError(f"system tags cannot be set: {text!r}", ctx.args.parser)
     return texts
 
@@ -87,7 +94,7 @@ def _size(root: Path) -> int:
 
 def cmd_find(ctx: Context, args: argparse.Namespace) -> int:
     since, duration = time_window(ctx, args)
-    found = ctx.client.find_data(args.tag, since, duration)
+    found = ctx.client.find_data(tag_flags(ctx, args.tag), since, duration)
     wanted = TRANSIENT[args.transient]
     if wanted is not None:
         found = [d for d in found if any(t.startswith("knit#transient:") for t in d["tags"]) == wanted]

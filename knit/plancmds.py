@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from .cli import Context, UsageError, command, go_json, group
 from .client import KnitError
-from .datacmds import add_graph_flags, depth, directions
+from .datacmds import add_graph_flags, depth, directions, tag_flags
 from .render import write_graph
 
 ACTIVE = {"both": None, "yes": True, "true": True, "no": False, "false": False}
@@ -90,22 +92,50 @@ def cmd_template(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def read_plan(path: str) -> dict:
-    """A plan file as Knitfab reads it: YAML, unknown keys ignored, numbers as strings."""
+MOUNTPOINT_KEYS = ("path", "tags")
+
+
+def read_plan(path: str, warn: Callable[[str], None] = lambda message: None) -> dict:
+    """A plan file as Knitfab reads it: YAML, unknown keys ignored (each one ``warn``ed about,
+    with the key it may be a typo of), numbers as strings."""
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
         raise KnitError(f"{path} is not YAML: {e}") from None
     if not isinstance(doc, dict):
         raise KnitError(f"{path} is not a plan: a mapping with image, inputs and outputs is expected")
+    for where, key, known in unknown_keys(doc):
+        hint = difflib.get_close_matches(key, known, n=1)
+        guess = f" (did you mean {hint[0]}?)" if hint else ""
+        fate = "" if where else " is ignored"  # the server refuses unknown keys in mountpoints
+        warn(f"[WARN] {path}: unknown key {where}{key!r}{fate}{guess}")
     spec = {key: doc[key] for key in SPEC_KEYS if key in doc}
     if isinstance(spec.get("resources"), dict):
         spec["resources"] = {str(k): str(v) for k, v in spec["resources"].items()}
     return spec
 
 
+def unknown_keys(doc: dict) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(where, key, the keys allowed there) of every key no plan has, at the top level and in
+    the mountpoints."""
+    found = [("", str(key), SPEC_KEYS) for key in doc if key not in SPEC_KEYS]
+    mountpoints = [(f"in {part}[{n}]: ", m) for part in ("inputs", "outputs") for n, m in enumerate(_list(doc, part))]
+    if isinstance(doc.get("log"), dict):
+        mountpoints.append(("in log: ", doc["log"]))
+    for where, point in mountpoints:
+        if isinstance(point, dict):
+            known = ("tags",) if where == "in log: " else MOUNTPOINT_KEYS
+            found += [(where, str(key), known) for key in point if key not in known]
+    return found
+
+
+def _list(doc: dict, key: str) -> list:
+    value = doc.get(key)
+    return value if isinstance(value, list) else []
+
+
 def cmd_apply(ctx: Context, args: argparse.Namespace) -> int:
-    plan = ctx.client.apply_plan(read_plan(args.plan_file))
+    plan = ctx.client.apply_plan(read_plan(args.plan_file, ctx.log))
     ctx.out(go_json(plan) + "\n")
     return 0
 
@@ -116,7 +146,8 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_find(ctx: Context, args: argparse.Namespace) -> int:
-    found = ctx.client.find_plans(ACTIVE[args.active], args.image, args.in_tag, args.out_tag)
+    in_tags, out_tags = tag_flags(ctx, args.in_tag), tag_flags(ctx, args.out_tag)
+    found = ctx.client.find_plans(ACTIVE[args.active], args.image, in_tags, out_tags)
     ctx.out(go_json(found) + "\n")
     return 0
 

@@ -325,8 +325,8 @@ def _render(plan: _Plan) -> str:
         inputs=_mountpoints_yaml(plan.inputs),
         outputs=_mountpoints_yaml(plan.outputs),
         log=_tags_yaml(plan.log, "    "),
-        cpu=_quote(plan.resources["cpu"]),
-        memory=_quote(plan.resources["memory"]),
+        cpu=_quantity(plan.resources["cpu"]),
+        memory=_quantity(plan.resources["memory"]),
     )
 
 
@@ -343,6 +343,15 @@ def _tags_yaml(tags: list[Tag], indent: str) -> str:
 
 def _flow(items: list[str]) -> str:
     return "[" + ", ".join(_quote(item) for item in items) + "]"
+
+
+# Written plain (``cpu: 1``, ``memory: 1Gi``) as Knitfab does, when YAML reads it back as the
+# same quantity: no leading zero (YAML 1.1 reads ``010`` as octal 8), no exponent, no sign.
+PLAIN_QUANTITY = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]*[1-9])?([KMGTPE]i?|[mk])?")
+
+
+def _quantity(text: str) -> str:
+    return text if PLAIN_QUANTITY.fullmatch(text) else _quote(text)
 
 
 def _quote(text: str) -> str:

@@ -165,7 +165,8 @@ def end_upload(store: Store, run_id: str, ok: bool, message: str = "") -> None:
     """Finish a running upload: done (timestamped and nominated) when its contents are in
     place; otherwise failed, and its half-received Data is dropped, so nothing partial is ever
     seen. An upload that is not running any more is left as it is."""
-    new, exit = (RunStatus.COMPLETING, (0, "")) if ok else (RunStatus.ABORTING, (1, message or "upload failed"))
+    # A done upload carries no exit, as in Knitfab; a failed one says why.
+    new, exit = (RunStatus.COMPLETING, None) if ok else (RunStatus.ABORTING, (1, message or "upload failed"))
     with store.write():
         if not runs.set_status(store, run_id, new, exit, only_from=frozenset({RunStatus.RUNNING})):
             return

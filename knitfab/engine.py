@@ -390,7 +390,9 @@ def _fits(need: dict[str, Decimal], used: dict[str, Decimal], capacity: dict[str
 
 
 def _too_big(need: dict[str, Decimal], capacity: dict[str, Decimal]) -> str:
-    over = [f"{k}={need[k]} (capacity {capacity.get(k, 0)})" for k in need if need[k] > capacity.get(k, 0)]
+    have = {k: capacity.get(k, Decimal(0)) for k in need}
+    show = quantity.readable
+    over = [f"{k}={show(k, need[k])} (capacity {show(k, have[k])})" for k in need if need[k] > have[k]]
     return "the run requests more than this runner can ever give: " + ", ".join(over)
 
 

@@ -74,3 +74,21 @@ def _decimal(amount: Decimal, family: str) -> str:
     if exp > 18:
         mantissa, exp = mantissa * 10 ** (exp - 18), 18
     return f"{mantissa}{_SI_SUFFIX[exp]}"
+
+
+# Resources counted in bytes; the rest (cpu, GPUs, ...) are counts.
+BYTE_RESOURCES = frozenset({"memory", "ephemeral-storage", "storage"})
+
+
+def readable(resource: str, amount: Decimal) -> str:
+    """A quantity as people write it, for messages: bytes with the largest binary suffix that
+    leaves at least 1 and one decimal at most (``1000Gi``, ``23.5Gi``), counts canonically
+    (``2``, ``500m``). Approximate where a decimal is dropped: never parse it back."""
+    if resource not in BYTE_RESOURCES and not resource.startswith("hugepages-"):
+        return canonical(str(amount))
+    exp = 0
+    while exp < 6 and abs(amount) >= 1024 ** (exp + 1):
+        exp += 1
+    scaled = (amount / 1024**exp).quantize(Decimal("0.1"))
+    number = f"{scaled:f}".removesuffix(".0")
+    return number + {v: k for k, v in _BINARY.items()}.get(exp, "")

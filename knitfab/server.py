@@ -117,9 +117,20 @@ class KnitfabServer:
         path = self.store.layout.handout / "knitprofile"
         tmp = path.with_suffix(".tmp")
         tmp.touch(mode=0o600)
-        tmp.write_text(yaml.safe_dump(profile, sort_keys=False))
+        tmp.write_text(self._handout_note() + yaml.safe_dump(profile, sort_keys=False))
         tmp.replace(path)
         return path
+
+    def _handout_note(self) -> str:
+        """A YAML comment when the port was picked at random: it goes stale at the next start."""
+        if self.config.port != 0 or self.config.public_url:
+            return ""
+        log.warning("--port 0 picked port %d: the handout is valid until this server stops", self.port)
+        return (
+            f"# `knitfab serve --port 0` picked port {self.port} for this start only: the next start picks\n"
+            "# another, and this handout goes stale. Serve on a fixed --port (default 8080) to keep it,\n"
+            "# or `knit init` the new handout after every restart.\n"
+        )
 
     # -- parts ------------------------------------------------------------------------------------
 

@@ -31,6 +31,13 @@ def test_a_pushed_data_in_knitfabs_shape(store):
     assert detail["downstreams"] == [] and detail["nomination"] == []
 
 
+def test_a_done_upload_carries_no_exit_as_in_knitfab(store):
+    knit_id = push(store)
+    run = runs.show_run(store, data.show_data(store, knit_id)["upstream"]["run"]["runId"])
+    assert run["status"] == "done" and "exit" not in run
+    assert "exit" not in data.show_data(store, knit_id)["upstream"]["run"]
+
+
 def test_find_by_tags_means_all_of_them(store):
     a = push(store, "type:dataset", "mode:training")
     b = push(store, "type:dataset", "mode:test")

@@ -121,6 +121,16 @@ def test_a_run_bigger_than_the_machine_fails_instead_of_waiting_forever(store):
     assert "nvidia.com/gpu=1 (capacity 0)" in run["exit"]["message"]
 
 
+def test_a_too_big_run_says_so_in_quantities_people_write(store):
+    capacity = {"cpu": Decimal(2), "memory": Decimal(25275990016)}
+    engine = Engine(store, FakeRunner(store.layout, capacity=capacity))
+    plan = apply(store, {"/in": ["type:dataset"]}, resources={"memory": "1000Gi"})
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
+    assert run["exit"]["message"].endswith("memory=1000Gi (capacity 23.5Gi)")
+
+
 def test_a_failing_stage_is_logged_and_the_others_go_on(store, caplog):
     class BrokenPrepare(FakeRunner):
         def prepare(self, job):

@@ -107,6 +107,9 @@ def test_find_by_time(project):
         ("data", "lineage", "-n", "0", "x"),
         ("data", "find", "--duration", "1h"),
         ("data", "find", "--since", "yesterday"),
+        ("data", "find", "-t", "badtag"),
+        ("plan", "find", "-i", "badtag"),
+        ("plan", "find", "-o", ":novalue"),
         ("plan", "template", "--scratch", "image:1"),
         ("plan", "active", "maybe", "x"),
         ("plan", "serviceaccount", "x"),
@@ -175,6 +178,29 @@ def test_plan_commands(project):
     assert ok("plan", "annotate", plan_id, "--add", "owner=me").json()["annotations"] == ["owner=me"]
     assert ok("plan", "serviceaccount", plan_id, "--set", "trainer").json()["service_account"] == "trainer"
     assert "service_account" not in ok("plan", "serviceaccount", plan_id, "--unset").json()
+
+
+def test_plan_apply_warns_about_unknown_keys_and_names_the_right_one(project):
+    (project / "typo.plan.yaml").write_text(PLAN.replace("resources:", "resouces:"))
+    result = ok("plan", "apply", "typo.plan.yaml")
+    assert "unknown key 'resouces' is ignored (did you mean resources?)" in result.err
+    assert "unknown key 'annotation' is ignored (did you mean annotations?)" in result.err
+    # in a mountpoint the server refuses the key; the warning still names the right one
+    (project / "nested.plan.yaml").write_text(PLAN.replace('tags: ["type:model"]', 'tag: ["type:model"]'))
+    result = knit("plan", "apply", "nested.plan.yaml")
+    assert result.rc == 1 and "unknown key in outputs[0]: 'tag' (did you mean tags?)" in result.err
+
+
+def test_a_plan_without_unknown_keys_applies_without_a_warning(project):
+    (project / "clean.plan.yaml").write_text(PLAN.replace('annotation: ["ignored=yes"]', ""))
+    assert "[WARN]" not in ok("plan", "apply", "clean.plan.yaml").err
+
+
+def test_pulling_an_unknown_data_leaves_no_folder_behind(project):
+    for flags in ((), ("-x",)):
+        result = knit("data", "pull", *flags, "no-such-data", "fresh/folder")
+        assert result.rc == 1 and "knitId:no-such-data is not found" in result.err
+        assert not (project / "fresh").exists()
 
 
 def test_plan_apply_errors(project):

@@ -69,6 +69,11 @@ def plan_of(*images, **kwargs) -> dict:
     return yaml.safe_load(template_of(*images, **kwargs))
 
 
+def resources(plan: dict) -> dict[str, str]:
+    """Resources as ``knit plan apply`` reads them: plain ``cpu: 1`` is a YAML number."""
+    return {key: str(value) for key, value in plan["resources"].items()}
+
+
 def mountpoints(plan: dict, key: str) -> dict[str, list[str]]:
     return {m["path"]: m["tags"] for m in plan[key]}
 
@@ -138,7 +143,7 @@ resources:
   #   Specify the CPU resource requirements for this plan.
   #   This value means "how many cores" the plan will use.
   #   This can be a fraction, like "0.5" or "500m" (= 500 millicore) for half a core.
-  cpu: "1"
+  cpu: 1
 
   # memory (optional; default = 1Gi):
   #   Specify the memory resource requirements for this plan.
@@ -146,7 +151,7 @@ resources:
   #   You can use suffixes like "Ki", "Mi", "Gi" for kibi-(1024), mebi-(1024^2), gibi-(1024^3) bytes, case sensitive.
   #   For example, "1Gi" means 1 gibibyte.
   #   If you omit the suffix, it is assumed as bytes.
-  memory: "1Gi"
+  memory: 1Gi
 
 
 # # on_node (optional):
@@ -322,14 +327,20 @@ def test_knitenv_tags_and_resources():
         "/out/model": ["mode:training", "project:first", "type:dataset", "type:model"]
     }
     assert doc["log"] == {"tags": ["mode:training", "project:first", "type:dataset", "type:log"]}
-    assert doc["resources"] == {"cpu": "0.5", "memory": "2Gi"}
+    assert resources(doc) == {"cpu": "0.5", "memory": "2Gi"}
     assert "nvidia.com" not in text and "knit#" not in text
     assert '      - "mode:training"\n      - "project:first"\n' in text
 
 
+def test_resources_are_written_plain_unless_yaml_would_read_them_otherwise():
+    text = template_of((["repo/train:v1"], TRAIN), env_resources={"cpu": "500m", "memory": "010"})
+    assert "\n  cpu: 500m\n" in text and '\n  memory: "010"\n' in text
+    assert resources(yaml.safe_load(text)) == {"cpu": "500m", "memory": "010"}
+
+
 def test_partial_knitenv_resources_use_defaults():
     doc = plan_of((["repo/train:v1"], TRAIN), env_resources={"memory": "4Gi"})
-    assert doc["resources"] == {"cpu": "1", "memory": "4Gi"}
+    assert resources(doc) == {"cpu": "1", "memory": "4Gi"}
 
 
 def test_scratch_without_knitenv():
@@ -339,7 +350,7 @@ def test_scratch_without_knitenv():
     assert doc["outputs"] == [{"path": "/out", "tags": ["example:tag"]}]
     assert doc["log"] == {"tags": ["example:tag", "type:log"]}
     assert (doc["entrypoint"], doc["args"], doc["annotations"], doc["active"]) == ([], [], [], True)
-    assert doc["resources"] == {"cpu": "1", "memory": "1Gi"}
+    assert resources(doc) == {"cpu": "1", "memory": "1Gi"}
     parse_plan_spec(doc, strict=True)
 
 
@@ -349,7 +360,7 @@ def test_scratch_with_knitenv():
     assert doc["inputs"] == [{"path": "/in", "tags": ["project:p"]}]
     assert doc["outputs"] == [{"path": "/out", "tags": ["project:p"]}]
     assert doc["log"] == {"tags": ["project:p", "type:log"]}
-    assert doc["resources"] == {"cpu": "2", "memory": "1Gi"}
+    assert resources(doc) == {"cpu": "2", "memory": "1Gi"}
     assert text.startswith("\n# annotations") and text.endswith('# service_account: "default"\n\n')
 
 

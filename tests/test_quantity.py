@@ -39,3 +39,20 @@ def test_values_are_cores_and_bytes():
 def test_bad_quantities_are_refused(bad):
     with pytest.raises(BadRequest):
         quantity.canonical(bad)
+
+
+@pytest.mark.parametrize(
+    "resource, amount, text",
+    [
+        ("memory", 1073741824000, "1000Gi"),
+        ("memory", 25275990016, "23.5Gi"),
+        ("memory", 1 << 30, "1Gi"),
+        ("memory", 512, "512"),
+        ("ephemeral-storage", 3 << 40, "3Ti"),
+        ("cpu", Decimal("0.5"), "500m"),
+        ("cpu", 2, "2"),
+        ("nvidia.com/gpu", 0, "0"),
+    ],
+)
+def test_messages_show_quantities_as_people_write_them(resource, amount, text):
+    assert quantity.readable(resource, Decimal(amount)) == text

@@ -5,6 +5,7 @@ import concurrent.futures
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,6 +79,29 @@ def serve(tmp_path, **config):
     srv = KnitfabServer(Config(port=0, data_dir=data_dir, **config), runner=FakeRunner(Layout(data_dir)))
     srv.start()
     return srv
+
+
+def test_a_handout_of_a_random_port_says_it_goes_stale(tmp_path):
+    srv = serve(tmp_path)
+    try:
+        text = (tmp_path / "kf" / "handout" / "knitprofile").read_text()
+        assert f"picked port {srv.port} for this start only" in text and "fixed --port" in text
+        assert yaml.safe_load(text) == {"apiRoot": srv.url, "cert": {}}
+    finally:
+        srv.stop()
+
+
+def test_a_handout_of_a_fixed_port_has_no_warning(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data_dir = tmp_path / "kf"
+    srv = KnitfabServer(Config(port=port, data_dir=data_dir), runner=FakeRunner(Layout(data_dir)))
+    srv.start()
+    try:
+        assert (data_dir / "handout" / "knitprofile").read_text().startswith("apiRoot: ")
+    finally:
+        srv.stop()
 
 
 def test_a_token_guards_every_endpoint_but_health(tmp_path):
