@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 
@@ -15,7 +14,7 @@ import pytest
 import requests
 from apiclient import make_tar
 from fake_runner import FakeRunner
-from helpers import wait_for
+from helpers import self_signed_cert, wait_for
 
 from knitfab.server import Config, KnitfabServer
 from knitfab.store import Layout
@@ -62,12 +61,7 @@ def assert_probes_answer(url: str, **kwargs) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_idle_tcp_connections_to_a_tls_server_delay_nobody(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path)
     with serving(tmp_path, cert=cert, key=key) as srv:
         idle = [raw(srv) for _ in range(3)]  # connected, never say hello
         try:
