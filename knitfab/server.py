@@ -75,7 +75,7 @@ class KnitfabServer:
         self.runner = self.runner or self._runner()
         self.engine = Engine(self.store, self.runner, poll=config.poll)
         self.engine.recover()  # before the API takes new uploads
-        token = config.token_file.read_text().strip() if config.token_file else None
+        token = _read_token(config.token_file) if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
         self.http = self._http(create_app(services))
         self._spawn("engine", self.engine.run_forever, self.stopping)
@@ -163,6 +163,13 @@ class KnitfabServer:
 
     def _ready(self) -> bool:
         return not self.stopping.is_set() and all(t.is_alive() for t in self._threads)
+
+
+def _read_token(path: Path) -> str:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("the token file %s can be read by others (mode %o): chmod 600 %s", path, mode, path)
+    return path.read_text().strip()
 
 
 # -- cheroot extensions: the reception, constant-memory chunked bodies and HTTP trailers ---------------
