@@ -36,6 +36,7 @@ from .store import Store
 log = logging.getLogger("knitfab.server")
 PIECE = 1 << 16
 MAX_CHUNK_LINE = 4096  # a chunk size and its extensions
+MAX_DISCARD = 1 << 20  # an unread request body cheroot may read to keep the connection
 MAX_TRAILERS = 16 << 10  # the whole trailer section; Knitfab sends one x-checksum-md5
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
@@ -276,6 +277,13 @@ class _Request(HTTPRequest):
             trailers = gateway.env.get("knitfab.trailers") or {}
             fields = b"".join(f"{k}: {v}".encode("latin-1") + CRLF for k, v in trailers.items())
             self.conn.wfile.write(b"0" + CRLF + fields + CRLF)
+
+    def send_headers(self) -> None:
+        # cheroot reads what is left of a Content-Length body in one read() to keep the connection:
+        # a 405 or 401 to a 10 GB body would hold 10 GB. Past MAX_DISCARD, close it instead.
+        if getattr(self.rfile, "remaining", 0) > MAX_DISCARD:
+            self.close_connection = True
+        super().send_headers()
 
 
 class _Connection(HTTPConnection):

@@ -203,3 +203,16 @@ def test_a_bad_trailer_is_a_400_and_never_echoed_nor_stored(tmp_path, caplog, va
         assert sample not in stored and "failed" in stored
         assert not any(sample in r.getMessage() for r in caplog.records)
         assert requests.get(f"{srv.url}/data/", timeout=DEADLINE).json() == []
+
+
+@pytest.mark.slow
+def test_a_large_body_the_handler_does_not_read_costs_no_memory(tmp_path):
+    with serving(tmp_path) as srv, peak_rss_growth() as growth:
+        sock, piece = raw(srv), b"a" * (1 << 20)
+        sock.sendall(b"POST /api/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
+        with contextlib.suppress(OSError):  # the server answers 405 and hangs up
+            for _ in range(64):
+                sock.sendall(piece)
+        assert status(response(sock)) == 405
+        sock.close()
+    assert growth[0] < 24 << 20, f"the server grew by {growth[0] >> 20} MiB for a 64 MiB body it did not want"
