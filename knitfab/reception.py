@@ -21,6 +21,7 @@ and at most ``MAX_WAITING`` connections wait: past that the one that waited long
 from __future__ import annotations
 
 import _pyio
+import errno
 import json
 import logging
 import queue
@@ -122,7 +123,10 @@ class Reception(ConnectionManager):
     def _accept(self) -> None:
         try:
             sock, addr = self.server.socket.accept()
-        except OSError:  # the client left already, or a signal: the next select tells
+        except OSError as e:  # the client left already, or a signal: the next select tells
+            if e.errno in (errno.EMFILE, errno.ENFILE) and self.waiting:  # out of descriptors
+                with self.lock:
+                    self._drop(next(iter(self.waiting.values())))
             return
         prevent_socket_inheritance(sock)
         sock.setblocking(False)
