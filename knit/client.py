@@ -239,6 +239,9 @@ class KnitClient:
         return self._decode(resp.status_code, resp.content, summary)
 
     def _call(self, method: str, url: str, **kwargs) -> requests.Response:
+        # Given per request, the profile's CA bundle wins over $REQUESTS_CA_BUNDLE, which requests
+        # would otherwise put in place of the session's verify (Session.merge_environment_settings).
+        kwargs.setdefault("verify", self.http.verify)
         try:
             return self.http.request(method, url, **kwargs)
         except requests.ConnectionError as e:

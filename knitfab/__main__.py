@@ -26,6 +26,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
     serve.add_argument("--public-url", help="the API URL users reach, for the handout (e.g. http://node:30803/api)")
     serve.add_argument("--threads", type=int, default=16, help="HTTP worker threads")
+    serve.add_argument(
+        "--max-header-size", type=int, default=64 << 10, metavar="BYTES",
+        help="largest request head (request line and headers); larger is refused with 431 (default 65536)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--client-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="time for a client's request head, an idle keep-alive and each read of a body (default 10)",
+    )  # fmt: skip
     serve.add_argument("--capacity", help="local runner: cpu and memory runs may use at once, e.g. cpu=2,memory=8Gi")
     serve.add_argument("--allow-network", action="store_true", help="local runner: give runs the network")
     serve.add_argument(
@@ -78,6 +86,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
         local_images=images, public=_public(args.public),
+        max_header_size=args.max_header_size, client_timeout=args.client_timeout,
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 

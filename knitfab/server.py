@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -26,12 +27,19 @@ from cheroot import wsgi
 from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
 
 from .engine import Engine
+from .errors import BadRequest
 from .http import Services, create_app
 from .local import LocalRunner
+from .reception import ProbeWorkers, Reception
 from .store import Store
 
 log = logging.getLogger("knitfab.server")
 PIECE = 1 << 16
+MAX_CHUNK_LINE = 4096  # a chunk size and its extensions
+MAX_DISCARD = 1 << 20  # an unread request body cheroot may read to keep the connection
+MAX_TRAILERS = 16 << 10  # the whole trailer section; Knitfab sends one x-checksum-md5
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}")
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
 
 @dataclass
@@ -50,6 +58,8 @@ class Config:
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
     public: Path | None = None
+    max_header_size: int = 64 << 10  # request line and headers, bytes: larger is a 431
+    client_timeout: float = 10.0  # seconds for a request head, an idle keep-alive, each body read
 
 
 class KnitfabServer:
@@ -67,7 +77,7 @@ class KnitfabServer:
         self.runner = self.runner or self._runner()
         self.engine = Engine(self.store, self.runner, poll=config.poll)
         self.engine.recover()  # before the API takes new uploads
-        token = config.token_file.read_text().strip() if config.token_file else None
+        token = _read_token(config.token_file) if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
         services.public = str(config.public) if config.public else None
         self.http = self._http(create_app(services))
@@ -145,12 +155,14 @@ class KnitfabServer:
         return runner
 
     def _http(self, app) -> wsgi.Server:
-        server = wsgi.Server(
-            (self.config.host, self.config.port), app, numthreads=self.config.threads, request_queue_size=128
-        )
+        config = self.config
+        server = _Server((config.host, config.port), app, numthreads=config.threads, request_queue_size=128)
         server.ConnectionClass = _Connection
         server.gateway = _Gateway
         server.shutdown_timeout = 30
+        server.timeout = server.head_timeout = config.client_timeout
+        server.max_header_size = config.max_header_size
+        server.max_request_header_size = config.max_header_size + 8  # Reception's limit comes first
         if self.config.cert:
             from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -167,12 +179,39 @@ class KnitfabServer:
         return not self.stopping.is_set() and all(t.is_alive() for t in self._threads)
 
 
-# -- cheroot extensions: constant-memory chunked bodies and HTTP trailers ------------------------------
+def _read_token(path: Path) -> str:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("the token file %s can be read by others (mode %o): chmod 600 %s", path, mode, path)
+    return path.read_text().strip()
+
+
+# -- cheroot extensions: the reception, constant-memory chunked bodies and HTTP trailers ---------------
+
+
+class _Server(wsgi.Server):
+    """cheroot's WSGI server with ``Reception`` at the door (knitfab/reception.py)."""
+
+    max_header_size = 64 << 10
+    head_timeout = 10.0
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._connections._selector.close()  # cheroot's own manager, replaced before it ever ran
+        self.probes = ProbeWorkers(self)
+        self.probes.start()
+        self._connections = Reception(self, self.max_header_size, self.head_timeout, self.probes)
+
+    def stop(self) -> None:
+        super().stop()
+        self.probes.stop()
 
 
 class _ChunkedBody(ChunkedRFile):
     """cheroot's reader of chunked bodies, reading a large chunk piece by piece (constant memory,
-    whatever chunk sizes a client picks) and keeping the trailer fields."""
+    whatever chunk sizes a client picks) and keeping the trailer fields. Lines are bounded (a
+    chunk-size line by ``MAX_CHUNK_LINE``, the trailers by ``MAX_TRAILERS``); a bad body is a
+    ``BadRequest`` that never quotes what the client sent."""
 
     def __init__(self, rfile, maxlen):
         super().__init__(rfile, maxlen)
@@ -186,26 +225,44 @@ class _ChunkedBody(ChunkedRFile):
             self.left = self._chunk_size()
             if self.left == 0:
                 self.closed = True
-                for line in self.read_trailer_lines():
-                    name, _, value = line.decode("latin-1").partition(":")
-                    self.trailers[name.strip().lower()] = value.strip()
+                self._read_trailers()
                 return
         piece = self.rfile.read(min(self.left, PIECE))
         if not piece:
-            raise ValueError("the request body ended in the middle of a chunk")
+            raise BadRequest("the request body ended in the middle of a chunk")
         self.bytes_read += len(piece)
         self.left -= len(piece)
         self.buffer += piece
         if self.left == 0 and self.rfile.read(2) != CRLF:
-            raise ValueError("bad chunked transfer coding")
+            raise BadRequest("bad chunked transfer coding: a chunk does not end with CRLF")
+
+    def _line(self, what: str, limit: int) -> bytes:
+        line = self.rfile.readline(limit + 1)
+        self.bytes_read += len(line)
+        if len(line) > limit:
+            raise BadRequest(f"bad chunked transfer coding: the {what} is longer than {limit} bytes")
+        if not line.endswith(b"\n"):
+            raise BadRequest("the request body ended in the middle of a chunk")
+        return line
 
     def _chunk_size(self) -> int:
-        line = self.rfile.readline()
-        self.bytes_read += len(line)
-        size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+        text = self._line("chunk-size line", MAX_CHUNK_LINE).split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(text):
+            raise BadRequest("bad chunked transfer coding: a chunk size is not a hexadecimal number")
+        size = int(text, 16)
         if self.maxlen and self.bytes_read + size > self.maxlen:
             raise OSError("Request Entity Too Large")
         return size
+
+    def _read_trailers(self) -> None:
+        budget = MAX_TRAILERS
+        while (line := self._line("trailer section", budget)) not in (CRLF, b"\n"):
+            budget -= len(line)
+            name, _, value = line.decode("latin-1").partition(":")
+            self.trailers[name.strip().lower()] = value.strip()
+        md5 = self.trailers.get("x-checksum-md5")
+        if md5 is not None and not _MD5.fullmatch(md5):
+            raise BadRequest("the x-checksum-md5 trailer is not an MD5 (32 hexadecimal digits)")
 
     def read(self, size=None) -> bytes:
         """Up to ``size`` bytes (fewer when fewer have arrived), without re-copying a buffer."""
@@ -233,6 +290,13 @@ class _Request(HTTPRequest):
             trailers = gateway.env.get("knitfab.trailers") or {}
             fields = b"".join(f"{k}: {v}".encode("latin-1") + CRLF for k, v in trailers.items())
             self.conn.wfile.write(b"0" + CRLF + fields + CRLF)
+
+    def send_headers(self) -> None:
+        # cheroot reads what is left of a Content-Length body in one read() to keep the connection:
+        # a 405 or 401 to a 10 GB body would hold 10 GB. Past MAX_DISCARD, close it instead.
+        if getattr(self.rfile, "remaining", 0) > MAX_DISCARD:
+            self.close_connection = True
+        super().send_headers()
 
 
 class _Connection(HTTPConnection):

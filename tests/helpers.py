@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -68,3 +69,14 @@ def read_tree(root: Path) -> dict[str, str]:
 def drive(engine, predicate, timeout: float = 20.0):
     """Tick ``engine`` until ``predicate()`` holds (for runs that take real time)."""
     return wait_for(lambda: (engine.tick(), predicate())[1], timeout)
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A certificate (and its key) for 127.0.0.1 and localhost, made by ``openssl``."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -153,3 +153,10 @@ def test_plans_with_control_characters_or_absurd_sizes_are_a_400(api, change):
 def test_a_sane_plan_is_still_accepted(api):
     plan = api.json("POST", "/api/plans/", json={**PLAN, "args": ["multi\nline"], "annotations": ["k=v"]})
     assert plan["inputs"][0]["path"] == "/in"
+
+
+def test_a_checksum_header_that_is_not_an_md5_is_a_400_never_quoted(api):
+    headers = {"Content-Type": "application/x-tar", "x-checksum-md5": "C" * 5000}
+    resp = api.call("POST", "/api/data/", data=b"\0" * 1024, headers=headers)
+    assert_400(resp, "not an MD5")
+    assert "CCCC" not in api.call("GET", "/api/runs/").text
