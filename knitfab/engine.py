@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -260,6 +261,7 @@ class Engine:
             return False  # something else filled the disk: no run to blame
         log.warning("data volume below its reserve (%d bytes free): stopping run %s", free, biggest)
         self._discard.add(biggest)
+        _discard_outputs(self.store.layout, load_job(self.store, biggest))  # first: the database needs room
         return self._give_up(
             biggest,
             f"the data volume is full: {free} bytes free, below the reserve of {self.reserve} bytes;"
@@ -306,11 +308,13 @@ class Engine:
 
     def _take_turns(self, statuses: list[RunStatus], order: str) -> list[str]:
         """Up to ``batch`` runs of image plans in ``statuses``, the plans taking turns: the first
-        run (in ``order``) of every plan, then the second of every plan, and so on."""
+        run (in ``order``) of every plan, then the second, and so on, a plan's turns counted after
+        the runs it has in flight (so a plan with two runs going waits for one with none)."""
         return self.store.column(
-            "SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at,"
-            f" ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
-            " FROM run r JOIN plan p ON p.plan_id = r.plan_id"
+            "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run WHERE worker IS NOT NULL GROUP BY plan_id)"
+            " SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at, COALESCE(b.n, 0)"
+            f" + ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
+            " FROM run r JOIN plan p ON p.plan_id = r.plan_id LEFT JOIN busy b ON b.plan_id = r.plan_id"
             " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL) r"
             f" ORDER BY turn, {order} LIMIT ?",
             json_list(s.value for s in statuses),
@@ -423,14 +427,31 @@ def written_bytes(layout: Layout, job: Job) -> int:
 
 
 def _discard_outputs(layout: Layout, job: Job) -> None:
-    """Free what a run that filled the disk wrote: its outputs emptied, its log cut short."""
+    """Free what a run that filled the disk wrote: its outputs emptied, its log cut short.
+    Files are truncated before they are removed: a worker still holding one open would keep
+    its blocks otherwise."""
     for m in job.outputs:
         staging = layout.staging(m.knit_id)
+        for folder, _, files in os.walk(staging):
+            for name in files:
+                _truncate(os.path.join(folder, name), 0)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True, exist_ok=True)
-    log_file = layout.staging(job.log) / "log" if job.log else None
-    if log_file is not None and log_file.exists() and log_file.stat().st_size > LOG_KEPT:
-        with open(log_file, "r+b") as f:
-            f.truncate(LOG_KEPT)
-            f.seek(0, os.SEEK_END)
+    if job.log and _truncate(layout.staging(job.log) / "log", LOG_KEPT):
+        with open(layout.staging(job.log) / "log", "ab") as f:
             f.write(b"\n[knitfab: the log was cut here, the run filled the data volume]\n")
+
+
+def _truncate(path: os.PathLike | str, size: int) -> bool:
+    """Cut a regular file (never through a symlink) to ``size``; True when it was longer."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size <= size:
+            return False
+        os.ftruncate(fd, size)
+        return True
+    finally:
+        os.close(fd)

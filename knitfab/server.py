@@ -49,6 +49,7 @@ class Config:
     capacity: dict[str, Decimal] | None = None
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
+    disk_reserve: int = 1 << 30  # bytes kept free on the data volume (--disk-reserve)
 
 
 class KnitfabServer:
@@ -64,7 +65,7 @@ class KnitfabServer:
         config = self.config
         self.store = Store(config.data_dir)
         self.runner = self.runner or self._runner()
-        self.engine = Engine(self.store, self.runner, poll=config.poll)
+        self.engine = Engine(self.store, self.runner, poll=config.poll, reserve=config.disk_reserve)
         self.engine.recover()  # before the API takes new uploads
         token = config.token_file.read_text().strip() if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
