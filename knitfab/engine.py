@@ -86,6 +86,7 @@ class Engine:
         self._cursors: dict[str, int] = {}
         self._failing: dict[str, float] = {}  # runId → when its step began to fail (transient errors)
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
+        self._moves: list[tuple] = []  # status changes of the current stage, see _flush
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -157,7 +158,8 @@ class Engine:
             self.runner.prepare(job)
             return self._move(job.run_id, S.READY, {S.WAITING}, now=now)
 
-        return self._each("initialize", self._take_turns([S.WAITING], "r.seq"), prepare, now)
+        self._each("initialize", self._take_turns([S.WAITING], "r.seq"), prepare, now)
+        return self._flush(now)
 
     def start(self, now: int | None = None) -> bool:
         if self._disk_short() is not None:
@@ -168,7 +170,7 @@ class Engine:
             if started is _FULL:
                 break  # the rest wait, in order, for capacity to free up
             did = bool(started) or did
-        return did
+        return self._flush(now) or did
 
     def _start_one(self, run_id: str, used: dict[str, Decimal], now: int | None):
         """Start one ready run and count what it takes in ``used``; ``_FULL`` when it must wait."""
@@ -187,11 +189,8 @@ class Engine:
             handle = self.runner.start(job)
         except RunnerError as e:
             return self._move(job.run_id, S.ABORTING, {S.READY}, (255, str(e)), now)
-        with self.store.write():
-            runs.set_worker(self.store, job.run_id, handle)
-            runs.set_status(self.store, job.run_id, S.STARTING, only_from=frozenset({S.READY}), now=now)
         log.info("run %s started", job.run_id)
-        return True
+        return self._move(job.run_id, S.STARTING, {S.READY}, now=now, worker=handle)
 
     def watch(self, now: int | None = None) -> bool:
         def follow(job: Job) -> bool:
@@ -202,7 +201,8 @@ class Engine:
             return self._move(job.run_id, new, {S.STARTING, S.RUNNING}, exit, now)
 
         stopped = self._stop_the_biggest_writer(now)
-        return self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now) or stopped
+        self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now)
+        return self._flush(now) or stopped
 
     def finish(self, now: int | None = None) -> bool:
         def settle(job: Job) -> bool:
@@ -337,9 +337,35 @@ class Engine:
             self._cursors[stage] = rows[-1][0]
         return [run_id for _, run_id in rows]
 
-    def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now: int | None = None) -> bool:
+    def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now=None, worker=None) -> bool:
+        """Queue a compare-and-set status change (and the worker's handle) for ``_flush``; the
+        stage's changes are written in one transaction, not one commit per run. False: the
+        change is not made yet."""
+        self._moves.append((run_id, new, frozenset(expected), exit, worker))
+        return False
+
+    def _flush(self, now: int | None) -> bool:
+        """Write the queued changes; True when any run changed. If writing them together fails,
+        each is written alone, so one bad change fails only its run."""
+        moves, self._moves = self._moves, []
+        if not moves:
+            return False
+        try:
+            with self.store.write():
+                return any([self._apply(move, now) for move in moves])
+        except Exception:
+            log.exception("writing %d status changes failed; writing them one by one", len(moves))
+        return any([self._guarded("record", move[0], lambda m=move: self._apply_alone(m, now), now) for move in moves])
+
+    def _apply_alone(self, move: tuple, now: int | None) -> bool:
         with self.store.write():
-            return runs.set_status(self.store, run_id, new, exit, frozenset(expected), now)
+            return self._apply(move, now)
+
+    def _apply(self, move: tuple, now: int | None) -> bool:
+        run_id, new, expected, exit, worker = move
+        if worker is not None:
+            runs.set_worker(self.store, run_id, worker)  # even if the run was aborted meanwhile: finish stops it
+        return runs.set_status(self.store, run_id, new, exit, expected, now)
 
     def _in_use(self) -> dict[str, Decimal]:
         used: dict[str, Decimal] = {}
