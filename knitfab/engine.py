@@ -87,6 +87,7 @@ class Engine:
         self._failing: dict[str, float] = {}  # runId → when its step began to fail (transient errors)
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
         self._moves: list[tuple] = []  # status changes of the current stage, see _flush
+        self._short = False  # the data volume is below the reserve
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -158,8 +159,8 @@ class Engine:
             self.runner.prepare(job)
             return self._move(job.run_id, S.READY, {S.WAITING}, now=now)
 
-        self._each("initialize", self._take_turns([S.WAITING], "r.seq"), prepare, now)
-        return self._flush(now)
+        failed = self._each("initialize", self._take_turns([S.WAITING], "r.seq"), prepare, now)
+        return self._flush(now) or failed
 
     def start(self, now: int | None = None) -> bool:
         if self._disk_short() is not None:
@@ -201,8 +202,8 @@ class Engine:
             return self._move(job.run_id, new, {S.STARTING, S.RUNNING}, exit, now)
 
         stopped = self._stop_the_biggest_writer(now)
-        self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now)
-        return self._flush(now) or stopped
+        failed = self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now)
+        return self._flush(now) or failed or stopped
 
     def finish(self, now: int | None = None) -> bool:
         def settle(job: Job) -> bool:
@@ -243,7 +244,14 @@ class Engine:
         if self.reserve <= 0:
             return None
         free = free_bytes(self.store.layout.root)
-        return free if free < self.reserve else None
+        short = free < self.reserve
+        if short != self._short:  # said once when it changes, not on every tick
+            self._short = short
+            if short:
+                log.warning("data volume: %d bytes free, below the reserve of %d: no run starts", free, self.reserve)
+            else:
+                log.info("data volume: %d bytes free again, runs start", free)
+        return free if short else None
 
     def _stop_the_biggest_writer(self, now: int | None) -> bool:
         """Below the reserve, fail the running run that has written the most (one per tick: once

@@ -26,7 +26,7 @@ from .status import RunStatus
 from .store import Store
 
 log = logging.getLogger("knitfab.engine")
-BATCH = 256  # combinations examined per batch (each one a run inserted or found present)
+BATCH = 128  # combinations examined per batch (each one a run inserted or found present)
 _END = object()
 
 
