@@ -12,8 +12,9 @@ Stages, in order (Knitfab's loops, run one after another in one thread):
    outputs moved into place, and become ``done``/``failed``; done outputs are nominated.
 6. **collect garbage**: directories of dropped Data are removed.
 
-Runner calls happen outside transactions; the status change that follows is a compare-and-set
-in its own ``BEGIN IMMEDIATE``, so a user's abort in between always wins.
+Runner calls happen outside transactions; the status changes that follow are compare-and-sets,
+a stage's written together in one ``BEGIN IMMEDIATE`` once its runner calls are made, so a
+user's abort in between always wins.
 
 Fairness: projection works in batches of at most ``projection.BATCH`` combinations shared
 between plans; initialize and start take at most ``batch`` runs, the plans taking turns (the
@@ -35,9 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -46,10 +45,11 @@ from decimal import Decimal
 from . import data as datastore
 from . import quantity, runs
 from .errors import KnitfabError
+from .outputspace import discard_outputs, free_bytes, written_bytes
 from .projection import Projector
 from .runner import Job, Mount, Runner, RunnerError, WorkerState
 from .status import RunStatus
-from .store import Layout, Store, json_list
+from .store import Store, json_list
 
 log = logging.getLogger("knitfab.engine")
 S = RunStatus
@@ -59,7 +59,6 @@ _WATCHED = {
     WorkerState.RUNNING: (S.RUNNING, None),
     WorkerState.SUCCEEDED: (S.COMPLETING, (0, "")),
 }
-LOG_KEPT = 64 << 10  # bytes of its log a run stopped for filling the disk keeps
 _FULL = object()  # start: the runner's capacity is taken
 
 
@@ -212,7 +211,7 @@ class Engine:
                     return False  # still ending: look again next tick
                 self.runner.cleanup(job)
             if job.run_id in self._discard:
-                _discard_outputs(self.store.layout, job)
+                discard_outputs(self.store.layout, job)
             for knit_id in job.writable:
                 self.store.layout.publish(knit_id)
             with self.store.write():
@@ -269,7 +268,7 @@ class Engine:
             return False  # something else filled the disk: no run to blame
         log.warning("data volume below its reserve (%d bytes free): stopping run %s", free, biggest)
         self._discard.add(biggest)
-        _discard_outputs(self.store.layout, load_job(self.store, biggest))  # first: the database needs room
+        discard_outputs(self.store.layout, load_job(self.store, biggest))  # first: the database needs room
         return self._give_up(
             biggest,
             f"the data volume is full: {free} bytes free, below the reserve of {self.reserve} bytes;"
@@ -438,54 +437,3 @@ def _transient(e: Exception) -> bool:
     if isinstance(e, OSError):
         return True
     return not isinstance(e, KnitfabError | RunnerError) and type(e).__module__ != "builtins"
-
-
-def free_bytes(path: os.PathLike | str) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem holding ``path``.
-    (Engine-side twin of the upload's reserve check; one ``diskspace`` module may hold both.)"""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def written_bytes(layout: Layout, job: Job) -> int:
-    """Disk space taken by what a run has written so far (its outputs and log, in staging)."""
-    total = 0
-    for knit_id in job.writable:
-        for folder, _, files in os.walk(layout.staging(knit_id)):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-                except OSError:
-                    pass  # removed while we looked
-    return total
-
-
-def _discard_outputs(layout: Layout, job: Job) -> None:
-    """Free what a run that filled the disk wrote: its outputs emptied, its log cut short.
-    Files are truncated before they are removed: a worker still holding one open would keep
-    its blocks otherwise."""
-    for m in job.outputs:
-        staging = layout.staging(m.knit_id)
-        for folder, _, files in os.walk(staging):
-            for name in files:
-                _truncate(os.path.join(folder, name), 0)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True, exist_ok=True)
-    if job.log and _truncate(layout.staging(job.log) / "log", LOG_KEPT):
-        with open(layout.staging(job.log) / "log", "ab") as f:
-            f.write(b"\n[knitfab: the log was cut here, the run filled the data volume]\n")
-
-
-def _truncate(path: os.PathLike | str, size: int) -> bool:
-    """Cut a regular file (never through a symlink) to ``size``; True when it was longer."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size <= size:
-            return False
-        os.ftruncate(fd, size)
-        return True
-    finally:
-        os.close(fd)

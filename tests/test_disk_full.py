@@ -53,16 +53,20 @@ def free(path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def test_a_run_filling_the_volume_past_the_reserve_fails_and_the_server_goes_on(volume):
+def test_a_run_filling_the_volume_past_the_reserve_fails_and_the_server_goes_on(volume, tmp_path):
+    host_file = tmp_path / "host-secret"
+    host_file.write_text("keep me")
     server, api = serve(volume, reserve=4 << 20)
     try:
-        plan = fill_plan(api, "cat /dev/zero > /out/fill; sleep 60")
+        # The link is resolved on the host when the outputs are discarded: it must not be followed.
+        plan = fill_plan(api, f"ln -s {host_file} /out/link; cat /dev/zero > /out/fill; sleep 60")
         api.push({"go": "1"}, "type:trigger")
         run = wait_for(lambda: finished(api, plan), timeout=30)
         assert run["status"] == "failed" and run["exit"]["code"] == 255
         assert "the data volume is full" in run["exit"]["message"], run["exit"]
         assert "below the reserve of 4194304 bytes" in run["exit"]["message"]
         assert free(volume) > 4 << 20  # its outputs were discarded: the space is back
+        assert host_file.read_text() == "keep me"
         out = run["outputs"][0]["knitId"]
         assert api.call("GET", f"/api/data/{out}").status_code == 200  # an empty Data, served
         api.json("DELETE", f"/api/runs/{run['runId']}", expect=204)  # not stuck: it can go
