@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 from knit import archive
 
 from . import data
-from .errors import BadRequest, KnitfabError
+from .errors import BadRequest, KnitfabError, disk_full
 from .http import body, reply, services, store, string_list, time_window
 from .paging import parse_page
 from .tags import parse_tag, tag_from_json
@@ -80,6 +80,8 @@ def upload():
         message = e.message if isinstance(e, KnitfabError) else f"upload failed: {type(e).__name__}: {e}"
         log.warning("upload %s failed: %s", knit_id, message)
         data.end_upload(store(), run_id, ok=False, message=message.replace("\n", ": "))
+        if disk_full(e) is not None:
+            raise disk_full(e) from None
         if isinstance(e, OSError) and e.errno is not None:
             raise KnitfabError(f"cannot store the Data: {e.strerror}", reason="unexpected error") from None
         raise e from None

@@ -12,8 +12,9 @@ Stages, in order (Knitfab's loops, run one after another in one thread):
    outputs moved into place, and become ``done``/``failed``; done outputs are nominated.
 6. **collect garbage**: directories of dropped Data are removed.
 
-Runner calls happen outside transactions; the status change that follows is a compare-and-set
-in its own ``BEGIN IMMEDIATE``, so a user's abort in between always wins.
+Runner calls happen outside transactions; the status changes that follow are compare-and-sets,
+a stage's written together in one ``BEGIN IMMEDIATE`` once its runner calls are made, so a
+user's abort in between always wins.
 
 Fairness: projection works in batches of at most ``projection.BATCH`` combinations shared
 between plans; initialize and start take at most ``batch`` runs, the plans taking turns (the
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -45,10 +45,11 @@ from decimal import Decimal
 from . import data as datastore
 from . import quantity, runs
 from .errors import KnitfabError
+from .outputspace import discard_outputs, free_bytes, written_bytes
 from .projection import Projector
 from .runner import Job, Mount, Runner, RunnerError, WorkerState
 from .status import RunStatus
-from .store import Layout, Store, json_list
+from .store import Store, json_list
 
 log = logging.getLogger("knitfab.engine")
 S = RunStatus
@@ -58,7 +59,6 @@ _WATCHED = {
     WorkerState.RUNNING: (S.RUNNING, None),
     WorkerState.SUCCEEDED: (S.COMPLETING, (0, "")),
 }
-LOG_KEPT = 64 << 10  # bytes of its log a run stopped for filling the disk keeps
 _FULL = object()  # start: the runner's capacity is taken
 
 
@@ -85,6 +85,8 @@ class Engine:
         self._cursors: dict[str, int] = {}
         self._failing: dict[str, float] = {}  # runId → when its step began to fail (transient errors)
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
+        self._moves: list[tuple] = []  # status changes of the current stage, see _flush
+        self._short = False  # the data volume is below the reserve
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -156,7 +158,8 @@ class Engine:
             self.runner.prepare(job)
             return self._move(job.run_id, S.READY, {S.WAITING}, now=now)
 
-        return self._each("initialize", self._take_turns([S.WAITING], "r.seq"), prepare, now)
+        failed = self._each("initialize", self._take_turns([S.WAITING], "r.seq"), prepare, now)
+        return self._flush(now) or failed
 
     def start(self, now: int | None = None) -> bool:
         if self._disk_short() is not None:
@@ -167,7 +170,7 @@ class Engine:
             if started is _FULL:
                 break  # the rest wait, in order, for capacity to free up
             did = bool(started) or did
-        return did
+        return self._flush(now) or did
 
     def _start_one(self, run_id: str, used: dict[str, Decimal], now: int | None):
         """Start one ready run and count what it takes in ``used``; ``_FULL`` when it must wait."""
@@ -186,11 +189,8 @@ class Engine:
             handle = self.runner.start(job)
         except RunnerError as e:
             return self._move(job.run_id, S.ABORTING, {S.READY}, (255, str(e)), now)
-        with self.store.write():
-            runs.set_worker(self.store, job.run_id, handle)
-            runs.set_status(self.store, job.run_id, S.STARTING, only_from=frozenset({S.READY}), now=now)
         log.info("run %s started", job.run_id)
-        return True
+        return self._move(job.run_id, S.STARTING, {S.READY}, now=now, worker=handle)
 
     def watch(self, now: int | None = None) -> bool:
         def follow(job: Job) -> bool:
@@ -201,7 +201,8 @@ class Engine:
             return self._move(job.run_id, new, {S.STARTING, S.RUNNING}, exit, now)
 
         stopped = self._stop_the_biggest_writer(now)
-        return self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now) or stopped
+        failed = self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now)
+        return self._flush(now) or failed or stopped
 
     def finish(self, now: int | None = None) -> bool:
         def settle(job: Job) -> bool:
@@ -210,7 +211,7 @@ class Engine:
                     return False  # still ending: look again next tick
                 self.runner.cleanup(job)
             if job.run_id in self._discard:
-                _discard_outputs(self.store.layout, job)
+                discard_outputs(self.store.layout, job)
             for knit_id in job.writable:
                 self.store.layout.publish(knit_id)
             with self.store.write():
@@ -242,7 +243,14 @@ class Engine:
         if self.reserve <= 0:
             return None
         free = free_bytes(self.store.layout.root)
-        return free if free < self.reserve else None
+        short = free < self.reserve
+        if short != self._short:  # said once when it changes, not on every tick
+            self._short = short
+            if short:
+                log.warning("data volume: %d bytes free, below the reserve of %d: no run starts", free, self.reserve)
+            else:
+                log.info("data volume: %d bytes free again, runs start", free)
+        return free if short else None
 
     def _stop_the_biggest_writer(self, now: int | None) -> bool:
         """Below the reserve, fail the running run that has written the most (one per tick: once
@@ -260,6 +268,7 @@ class Engine:
             return False  # something else filled the disk: no run to blame
         log.warning("data volume below its reserve (%d bytes free): stopping run %s", free, biggest)
         self._discard.add(biggest)
+        discard_outputs(self.store.layout, load_job(self.store, biggest))  # first: the database needs room
         return self._give_up(
             biggest,
             f"the data volume is full: {free} bytes free, below the reserve of {self.reserve} bytes;"
@@ -306,11 +315,13 @@ class Engine:
 
     def _take_turns(self, statuses: list[RunStatus], order: str) -> list[str]:
         """Up to ``batch`` runs of image plans in ``statuses``, the plans taking turns: the first
-        run (in ``order``) of every plan, then the second of every plan, and so on."""
+        run (in ``order``) of every plan, then the second, and so on, a plan's turns counted after
+        the runs it has in flight (so a plan with two runs going waits for one with none)."""
         return self.store.column(
-            "SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at,"
-            f" ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
-            " FROM run r JOIN plan p ON p.plan_id = r.plan_id"
+            "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run WHERE worker IS NOT NULL GROUP BY plan_id)"
+            " SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at, COALESCE(b.n, 0)"
+            f" + ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
+            " FROM run r JOIN plan p ON p.plan_id = r.plan_id LEFT JOIN busy b ON b.plan_id = r.plan_id"
             " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL) r"
             f" ORDER BY turn, {order} LIMIT ?",
             json_list(s.value for s in statuses),
@@ -333,9 +344,35 @@ class Engine:
             self._cursors[stage] = rows[-1][0]
         return [run_id for _, run_id in rows]
 
-    def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now: int | None = None) -> bool:
+    def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now=None, worker=None) -> bool:
+        """Queue a compare-and-set status change (and the worker's handle) for ``_flush``; the
+        stage's changes are written in one transaction, not one commit per run. False: the
+        change is not made yet."""
+        self._moves.append((run_id, new, frozenset(expected), exit, worker))
+        return False
+
+    def _flush(self, now: int | None) -> bool:
+        """Write the queued changes; True when any run changed. If writing them together fails,
+        each is written alone, so one bad change fails only its run."""
+        moves, self._moves = self._moves, []
+        if not moves:
+            return False
+        try:
+            with self.store.write():
+                return any([self._apply(move, now) for move in moves])
+        except Exception:
+            log.exception("writing %d status changes failed; writing them one by one", len(moves))
+        return any([self._guarded("record", move[0], lambda m=move: self._apply_alone(m, now), now) for move in moves])
+
+    def _apply_alone(self, move: tuple, now: int | None) -> bool:
         with self.store.write():
-            return runs.set_status(self.store, run_id, new, exit, frozenset(expected), now)
+            return self._apply(move, now)
+
+    def _apply(self, move: tuple, now: int | None) -> bool:
+        run_id, new, expected, exit, worker = move
+        if worker is not None:
+            runs.set_worker(self.store, run_id, worker)  # even if the run was aborted meanwhile: finish stops it
+        return runs.set_status(self.store, run_id, new, exit, expected, now)
 
     def _in_use(self) -> dict[str, Decimal]:
         used: dict[str, Decimal] = {}
@@ -402,37 +439,3 @@ def _transient(e: Exception) -> bool:
     if isinstance(e, OSError):
         return True
     return not isinstance(e, KnitfabError | RunnerError) and type(e).__module__ != "builtins"
-
-
-def free_bytes(path: os.PathLike | str) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem holding ``path``.
-    (Engine-side twin of the upload's reserve check; one ``diskspace`` module may hold both.)"""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def written_bytes(layout: Layout, job: Job) -> int:
-    """Disk space taken by what a run has written so far (its outputs and log, in staging)."""
-    total = 0
-    for knit_id in job.writable:
-        for folder, _, files in os.walk(layout.staging(knit_id)):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-                except OSError:
-                    pass  # removed while we looked
-    return total
-
-
-def _discard_outputs(layout: Layout, job: Job) -> None:
-    """Free what a run that filled the disk wrote: its outputs emptied, its log cut short."""
-    for m in job.outputs:
-        staging = layout.staging(m.knit_id)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True, exist_ok=True)
-    log_file = layout.staging(job.log) / "log" if job.log else None
-    if log_file is not None and log_file.exists() and log_file.stat().st_size > LOG_KEPT:
-        with open(log_file, "r+b") as f:
-            f.truncate(LOG_KEPT)
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n[knitfab: the log was cut here, the run filled the data volume]\n")

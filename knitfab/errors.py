@@ -8,6 +8,8 @@ short words Knitfab sends, typos included, because scripts match on them) and an
 
 from __future__ import annotations
 
+import errno
+
 
 class KnitfabError(Exception):
     status = 500
@@ -59,3 +61,28 @@ class SchemaTooNew(KnitfabError):
     """The database was written by a newer Knitfab; refusing protects it."""
 
     reason = "database schema is newer than this knitfab"
+
+
+class InsufficientStorage(KnitfabError):
+    """The data volume (or the database on it) is full: nothing was stored; reads still work."""
+
+    status = 507
+    reason = "insufficient storage"
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+SQLITE_FULL = 13
+
+
+def disk_full(e: BaseException) -> InsufficientStorage | None:
+    """The one place that recognises a full disk: ``OSError`` ENOSPC/EDQUOT, or SQLite's
+    SQLITE_FULL (as sqlite3 or peewee raise it), anywhere in the chain of ``e``."""
+    seen: list[BaseException] = []
+    while isinstance(e, BaseException) and e not in seen:
+        seen.append(e)
+        if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
+            return InsufficientStorage(f"the data volume is full ({e.strerror}): free some space and retry")
+        if getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(e):
+            return InsufficientStorage("the database's disk is full: free some space and retry")
+        e = e.__cause__ or e.__context__ or (e.args[0] if e.args else None)
+    return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import BadRequest, KnitfabError, ServiceUnavailable, Unauthorized
+from .errors import BadRequest, KnitfabError, ServiceUnavailable, Unauthorized, disk_full
 from .runner import Runner
 from .store import Store
 from .times import parse_duration, parse_rfc3339
@@ -101,6 +101,10 @@ def _http_error(e: HTTPException) -> Response:
 
 
 def _unexpected(e: Exception) -> Response:
+    full = disk_full(e)
+    if full is not None:
+        log.warning("%s %s: %s", request.method, request.path, full.advice)
+        return _error(full)
     log.exception("unexpected error in %s %s", request.method, request.path)
     return reply({"message": "unexpected error"}, 500)
 

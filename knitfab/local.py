@@ -32,7 +32,10 @@ from .store import Layout
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
-WRAPPER = '"$@"; code=$?; echo "$code" > exit.tmp && mv exit.tmp exit'
+# The exit code overwrites, in place, a placeholder written before the worker starts: on a full
+# disk a new file (or a rename's directory entry) may find no block, the placeholder's block is there.
+WRAPPER = '"$@"; code=$?; printf "%s\\n" "$code" 1<>exit'
+EXIT_PLACEHOLDER = " " * 15 + "\n"  # no number: not ended yet
 
 
 def machine_capacity() -> dict[str, Decimal]:
@@ -87,6 +90,7 @@ class LocalRunner:
         if (workdir / "handle").exists():
             return (workdir / "handle").read_text()  # started before a crash: it is that worker
         workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "exit").write_text(EXIT_PLACEHOLDER)
         command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.sandbox(job)]
         with open(self._log_path(job), "ab") as log:
             proc = subprocess.Popen(

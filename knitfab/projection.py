@@ -26,7 +26,7 @@ from .status import RunStatus
 from .store import Store
 
 log = logging.getLogger("knitfab.engine")
-BATCH = 256  # combinations examined per batch (each one a run inserted or found present)
+BATCH = 128  # combinations examined per batch (each one a run inserted or found present)
 _END = object()
 
 
@@ -38,7 +38,8 @@ class Projector:
         self.size = size
         self.settled = 0  # triggers fully projected, for tests and one-shot use
         self._resume: dict[tuple[int, str], tuple[str, ...]] = {}
-        self._last_plan = ""
+        self._last_plan = 0  # the key (first input id) of the plan served last
+        self._order: dict[str, int] = {}
         self._moved: dict[tuple[int, str], tuple[str, ...] | None] = {}  # this batch's, applied once committed
 
     def batch(self, now: int | None = None) -> int:
@@ -54,7 +55,7 @@ class Projector:
                 if spent >= self.size:
                     break
                 spent += self._plan_in_savepoint(plan_id, min(share, self.size - spent), now)
-                self._last_plan = plan_id
+                self._last_plan = self._order[plan_id]
         if not plans:
             self._resume.clear()  # nothing in progress: entries left are of vanished triggers
         for key, last in self._moved.items():
@@ -66,12 +67,15 @@ class Projector:
         return spent
 
     def _pending_plans(self) -> list[str]:
-        plans = self.store.column(
-            "SELECT DISTINCT i.plan_id FROM nomination n JOIN input i ON i.id = n.input_id"
-            " WHERE n.updated = 1 ORDER BY i.plan_id"
+        """Plans with triggers, in the order they were applied (their first input's id),
+        starting after the plan served last."""
+        rows = self.store.all(
+            "SELECT MIN(i.id), i.plan_id FROM nomination n JOIN input i ON i.id = n.input_id"
+            " WHERE n.updated = 1 GROUP BY i.plan_id ORDER BY 1"
         )
-        turn = bisect.bisect_right(plans, self._last_plan)
-        return plans[turn:] + plans[:turn]
+        self._order = {plan_id: key for key, plan_id in rows}
+        turn = bisect.bisect_right([key for key, _ in rows], self._last_plan)
+        return [plan_id for _, plan_id in rows[turn:] + rows[:turn]]
 
     def _plan_in_savepoint(self, plan_id: str, budget: int, now: int | None) -> int:
         moved = dict(self._moved)

@@ -60,6 +60,7 @@ class Config:
     public: Path | None = None
     max_header_size: int = 64 << 10  # request line and headers, bytes: larger is a 431
     client_timeout: float = 10.0  # seconds for a request head, an idle keep-alive, each body read
+    disk_reserve: int = 1 << 30  # bytes kept free on the data volume (--disk-reserve)
 
 
 class KnitfabServer:
@@ -75,7 +76,7 @@ class KnitfabServer:
         config = self.config
         self.store = Store(config.data_dir)
         self.runner = self.runner or self._runner()
-        self.engine = Engine(self.store, self.runner, poll=config.poll)
+        self.engine = Engine(self.store, self.runner, poll=config.poll, reserve=config.disk_reserve)
         self.engine.recover()  # before the API takes new uploads
         token = _read_token(config.token_file) if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)

@@ -102,8 +102,18 @@ class Store:
         """The one outermost ``BEGIN IMMEDIATE`` transaction of a read-then-write."""
         if self.db.in_transaction() or self.db.connection().in_transaction:
             raise RuntimeError("Store.write() must be the outermost transaction")
-        with self.db.atomic("IMMEDIATE"):
-            yield self
+        try:
+            with self.db.atomic("IMMEDIATE"):
+                yield self
+        except OperationalError as e:
+            # On SQLITE_FULL (a full disk) SQLite has rolled the transaction back itself, and
+            # peewee's ROLLBACK fails: report the error that matters.
+            first: BaseException | None = e
+            while first is not None and "no transaction is active" in str(first):
+                first = first.__context__
+            if first is None:
+                raise
+            raise first from None
 
     @contextmanager
     def read(self):
