@@ -3,13 +3,15 @@ running and a deleted run (the fake runner's workers hang until told)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apiclient import Api
+from apiclient import Api, make_tar
 from fake_runner import FakeRunner
 from helpers import wait_for
 
+from knit.transport import connect, send_chunked
 from knitfab.server import Config, KnitfabServer
 from knitfab.store import Layout
 
@@ -24,6 +26,25 @@ def start_server(data_dir: Path, token: str | None = None) -> KnitfabServer:
     )
     server.start()
     return server
+
+
+class TokenApi(Api):
+    """``Api`` that sends a bearer token, on uploads too."""
+
+    def __init__(self, url: str, token: str):
+        super().__init__(url)
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def push(self, files: dict[str, str], *tags: str) -> dict:
+        conn = connect(self.url)
+        headers = {"Content-Type": "application/tar+gzip", "Authorization": self.http.headers["Authorization"]}
+        resp = send_chunked(conn, "POST", "/api/data/", iter([make_tar(files)]), headers)
+        detail = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200, detail
+        if tags:
+            detail = self.json("PUT", f"/api/data/{detail['knitId']}", json={"add": list(tags)})
+        return detail
 
 
 def plan_doc(image: str, inputs: dict, outputs: dict, args: list[str], **extra) -> dict:

@@ -4,6 +4,7 @@ import { activeInput, filterForm, statusInput, tagInput, textInput, windowInput 
 import { errorBox, h, none, planTitle, shortId, status, tags, time } from "./ui.js";
 
 const PAGE = 100;
+// Pages: "← Newer" and "Older →" (Plans: by plan ID).
 
 /** One list view; ``spec`` says how to fetch, filter and draw it. */
 function listView(spec) {
@@ -14,7 +15,7 @@ function listView(spec) {
     const pager = h("span", { class: "pager" });
     const load = async () => {
       try {
-        const found = await spec.fetch({ ...spec.params(ctx.query), limit: PAGE + 1, offset: page * PAGE, order: "desc" });
+        const found = await spec.fetch({ ...spec.params(ctx.query), limit: PAGE + 1, offset: page * PAGE, order: spec.order || "desc" });
         if (!ctx.alive()) return;
         body.replaceChildren(...found.slice(0, PAGE).map(spec.row));
         if (!found.length) body.append(h("tr", {}, h("td", { colspan: spec.columns.length, class: "muted" }, "Nothing matches.")));
@@ -72,6 +73,7 @@ const mounts = (list) => (list || []).map((m) => h("div", { class: "mount" }, h(
 export const planList = listView({
   name: "plans",
   title: "Plans",
+  order: "asc", // plan IDs, as Knitfab lists them: plans have no time
   every: 30,
   fetch: api.findPlans,
   params: (q) => ({ active: q.get("active"), image: q.get("image"), in_tag: q.getAll("in_tag"), out_tag: q.getAll("out_tag") }),

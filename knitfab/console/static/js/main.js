@@ -20,6 +20,7 @@ const ROUTES = [
 ];
 
 let current = null;
+let previous = null;
 
 function parse() {
   const raw = location.hash.replace(/^#/, "") || "/data";
@@ -49,6 +50,8 @@ async function render() {
   const { path, query } = parse();
   const main = document.getElementById("main");
   const ctx = (current = context(main, path, query));
+  if (path !== previous) main.replaceChildren(h("p", { class: "muted" }, "Loading…")); // not the last page's buttons
+  previous = path;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("on", path.startsWith(`/${a.dataset.tab}`));
   document.getElementById("signout").hidden = !token.get();
   const found = ROUTES.map(([re, view]) => [path.match(re), view]).find(([m]) => m);
