@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
         "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
         help="local runner: run plans of this image with DIR as /work (repeatable)",
     )  # fmt: skip
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help="YAML with lifecycle hooks (hooks.lifecycle-hooks) and extra API routes (extraApi.endpoints)",
+    )  # fmt: skip
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
@@ -74,9 +78,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, data_dir=args.data_dir, runner=args.runner, token_file=args.token_file,
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
-        local_images=images,
+        local_images=images, **_extensions(args.config),
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
+
+
+def _extensions(path: Path | None) -> dict:
+    """``Config`` fields of the ``--config`` file: Knitfab's Helm values for hooks and extra API."""
+    import yaml
+
+    from . import extraapi, hooks
+
+    if path is None:
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ValueError("a mapping with hooks and/or extraApi is expected")
+        return hooks.config_fields(doc) | extraapi.config_fields(doc)
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise SystemExit(f"knitfab serve: --config {path}: {e}") from None
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

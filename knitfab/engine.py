@@ -28,6 +28,7 @@ from decimal import Decimal
 
 from . import data as datastore
 from . import projection, quantity, runs
+from .hooks import Hooks
 from .runner import Job, Mount, Runner, RunnerError, WorkerState
 from .status import RunStatus
 from .store import Store, json_list
@@ -51,6 +52,7 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cursors: dict[str, int] = {}
+        self.hooks = Hooks()  # the operator's lifecycle hooks (hooks.py); the server sets them
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -138,13 +140,19 @@ class Engine:
         return did
 
     def _launch(self, job: Job, now: int | None) -> bool:
+        env = self.hooks.before_change(self.store, job.run_id, S.STARTING)
+        if env is None:
+            return False  # a before-hook refused: the run stays ready and is tried again
+        job.env.update(env)
         try:
             handle = self.runner.start(job)
         except RunnerError as e:
             return self._move(job.run_id, S.ABORTING, {S.READY}, (255, str(e)), now)
         with self.store.write():
             runs.set_worker(self.store, job.run_id, handle)
-            runs.set_status(self.store, job.run_id, S.STARTING, only_from=frozenset({S.READY}), now=now)
+            started = runs.set_status(self.store, job.run_id, S.STARTING, only_from=frozenset({S.READY}), now=now)
+        if started:
+            self.hooks.after_change(self.store, job.run_id)
         log.info("run %s started", job.run_id)
         return True
 
@@ -164,10 +172,14 @@ class Engine:
                 if not self.runner.stop(job):
                     return False  # still ending: look again next tick
                 self.runner.cleanup(job)
+            if self.hooks.before_change(self.store, job.run_id) is None:
+                return False  # a before-hook refused: finishing is tried again
             for knit_id in job.writable:
                 self.store.layout.publish(knit_id)
             with self.store.write():
                 final = runs.finish(self.store, job.run_id, now)
+            if final is not None:
+                self.hooks.after_change(self.store, job.run_id)
             log.info("run %s is %s", job.run_id, final)
             return final is not None
 
@@ -210,8 +222,13 @@ class Engine:
         return [run_id for _, run_id in rows]
 
     def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now: int | None = None) -> bool:
+        if self.hooks.before_change(self.store, run_id, new) is None:
+            return False  # a before-hook refused: the step is tried again on a later tick
         with self.store.write():
-            return runs.set_status(self.store, run_id, new, exit, frozenset(expected), now)
+            moved = runs.set_status(self.store, run_id, new, exit, frozenset(expected), now)
+        if moved:
+            self.hooks.after_change(self.store, run_id)
+        return moved
 
     def _in_use(self) -> dict[str, Decimal]:
         used: dict[str, Decimal] = {}

@@ -25,7 +25,9 @@ import yaml
 from cheroot import wsgi
 from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
 
+from . import extraapi
 from .engine import Engine
+from .hooks import Hooks
 from .http import Services, create_app
 from .local import LocalRunner
 from .store import Store
@@ -49,6 +51,10 @@ class Config:
     capacity: dict[str, Decimal] | None = None
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
+    hooks_before: list[str] = field(default_factory=list)  # lifecycle hooks (hooks.py), from --config
+    hooks_after: list[str] = field(default_factory=list)
+    hook_timeout: float = 10.0
+    extra_api: dict[str, str] = field(default_factory=dict)  # path → proxy_to (extraapi.py), from --config
 
 
 class KnitfabServer:
@@ -65,10 +71,13 @@ class KnitfabServer:
         self.store = Store(config.data_dir)
         self.runner = self.runner or self._runner()
         self.engine = Engine(self.store, self.runner, poll=config.poll)
+        self.engine.hooks = Hooks(config.hooks_before, config.hooks_after, config.hook_timeout)
         self.engine.recover()  # before the API takes new uploads
         token = config.token_file.read_text().strip() if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
-        self.http = self._http(create_app(services))
+        app = create_app(services)
+        extraapi.install(app, config.extra_api, token)
+        self.http = self._http(app)
         self._spawn("engine", self.engine.run_forever, self.stopping)
         self._spawn("http", self.http.serve)
         self.write_handout(token)
