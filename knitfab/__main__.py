@@ -42,7 +42,25 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="create or upgrade the database of a data directory")
     migrate.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
     migrate.set_defaults(func=_cmd_migrate)
+    _admin_commands(commands)
     return parser
+
+
+def _admin_commands(commands) -> None:
+    backup = commands.add_parser("backup", help="copy a data directory, while its server runs, into DEST")
+    backup.add_argument("dest", type=Path, metavar="DEST", help="an empty or new folder")
+    backup.add_argument("--data-dir", default="./knitfab-data", help="the data directory to back up")
+    backup.set_defaults(func=_cmd_backup)
+    restore = commands.add_parser("restore", help="restore a backup into an empty data directory")
+    restore.add_argument("src", type=Path, metavar="SRC", help="a folder made by knitfab backup")
+    restore.add_argument("--data-dir", default="./knitfab-data", help="where to restore (empty or new)")
+    restore.set_defaults(func=_cmd_restore)
+    imports = commands.add_parser("import", help="register a directory on this machine as a new Data (moved in)")
+    imports.add_argument("source", type=Path, metavar="DIR", help="the directory; it is moved into the data directory")
+    imports.add_argument("-t", "--tag", action="append", default=[], metavar="KEY:VALUE", help="tag the Data")
+    imports.add_argument("--copy", action="store_true", help="copy DIR instead (another filesystem)")
+    imports.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
+    imports.set_defaults(func=_cmd_import)
 
 
 _SERVE = """Serve Knitfab's REST API under /api and run the engine in the same process. Runs execute
@@ -107,6 +125,36 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     store = Store(args.data_dir)
     print(f"{store.layout.db}: schema version {current_version(store.db)}")
     store.close()
+    return 0
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import backup
+
+    manifest = backup(args.data_dir, args.dest)
+    print(f"{args.dest}: {len(manifest['data'])} Data and the database (schema version {manifest['schema_version']})")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .backup import restore
+
+    manifest = restore(args.src, args.data_dir)
+    print(f"{args.data_dir}: restored {len(manifest['data'])} Data from {args.src}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    import json
+
+    from .imports import import_directory
+    from .store import Store
+
+    store = Store(args.data_dir)
+    try:
+        print(json.dumps(import_directory(store, args.source, args.tag, args.copy), indent=4))
+    finally:
+        store.close()
     return 0
 
 
