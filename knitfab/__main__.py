@@ -43,13 +43,35 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--public", type=Path, metavar="DIR", help="serve the static web console in DIR at / instead of ours"
     )
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help="YAML with lifecycle hooks (hooks.lifecycle-hooks) and extra API routes (extraApi.endpoints)",
+    )  # fmt: skip
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
     migrate = commands.add_parser("migrate", help="create or upgrade the database of a data directory")
     migrate.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
     migrate.set_defaults(func=_cmd_migrate)
+    _admin_commands(commands)
     return parser
+
+
+def _admin_commands(commands) -> None:
+    backup = commands.add_parser("backup", help="copy a data directory, while its server runs, into DEST")
+    backup.add_argument("dest", type=Path, metavar="DEST", help="an empty or new folder")
+    backup.add_argument("--data-dir", default="./knitfab-data", help="the data directory to back up")
+    backup.set_defaults(func=_cmd_backup)
+    restore = commands.add_parser("restore", help="restore a backup into an empty data directory")
+    restore.add_argument("src", type=Path, metavar="SRC", help="a folder made by knitfab backup")
+    restore.add_argument("--data-dir", default="./knitfab-data", help="where to restore (empty or new)")
+    restore.set_defaults(func=_cmd_restore)
+    imports = commands.add_parser("import", help="register a directory on this machine as a new Data (moved in)")
+    imports.add_argument("source", type=Path, metavar="DIR", help="the directory; it is moved into the data directory")
+    imports.add_argument("-t", "--tag", action="append", default=[], metavar="KEY:VALUE", help="tag the Data")
+    imports.add_argument("--copy", action="store_true", help="copy DIR instead (another filesystem)")
+    imports.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
+    imports.set_defaults(func=_cmd_import)
 
 
 _SERVE = """Serve Knitfab's REST API under /api and run the engine in the same process. Runs execute
@@ -86,7 +108,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
         local_images=images, public=_public(args.public),
-        max_header_size=args.max_header_size, client_timeout=args.client_timeout,
+        max_header_size=args.max_header_size, client_timeout=args.client_timeout, **_extensions(args.config),
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 
@@ -95,6 +117,21 @@ def _public(folder: Path | None) -> Path | None:
     if folder is not None and not (folder / "index.html").is_file():
         raise SystemExit(f"knitfab serve: --public wants a directory with an index.html: {folder}")
     return folder
+def _extensions(path: Path | None) -> dict:
+    """``Config`` fields of the ``--config`` file: Knitfab's Helm values for hooks and extra API."""
+    import yaml
+
+    from . import extraapi, hooks
+
+    if path is None:
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ValueError("a mapping with hooks and/or extraApi is expected")
+        return hooks.config_fields(doc) | extraapi.config_fields(doc)
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise SystemExit(f"knitfab serve: --config {path}: {e}") from None
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -104,6 +141,36 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     store = Store(args.data_dir)
     print(f"{store.layout.db}: schema version {current_version(store.db)}")
     store.close()
+    return 0
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import backup
+
+    manifest = backup(args.data_dir, args.dest)
+    print(f"{args.dest}: {len(manifest['data'])} Data and the database (schema version {manifest['schema_version']})")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .backup import restore
+
+    manifest = restore(args.src, args.data_dir)
+    print(f"{args.data_dir}: restored {len(manifest['data'])} Data from {args.src}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    import json
+
+    from .imports import import_directory
+    from .store import Store
+
+    store = Store(args.data_dir)
+    try:
+        print(json.dumps(import_directory(store, args.source, args.tag, args.copy), indent=4))
+    finally:
+        store.close()
     return 0
 
 

@@ -47,6 +47,7 @@ from . import quantity, runs
 from .errors import KnitfabError
 from .outputspace import discard_outputs, free_bytes, written_bytes
 from .projection import Projector
+from .hooks import Hooks
 from .runner import Job, Mount, Runner, RunnerError, WorkerState
 from .status import RunStatus
 from .store import Store, json_list
@@ -87,6 +88,7 @@ class Engine:
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
         self._moves: list[tuple] = []  # status changes of the current stage, see _flush
         self._short = False  # the data volume is below the reserve
+        self.hooks = Hooks()  # the operator's lifecycle hooks (hooks.py); the server sets them
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -185,6 +187,10 @@ class Engine:
         return self._launch(job, now)
 
     def _launch(self, job: Job, now: int | None) -> bool:
+        env = self.hooks.before_change(self.store, job.run_id, S.STARTING)
+        if env is None:
+            return False  # a before-hook refused: the run stays ready and is tried again
+        job.env.update(env)
         try:
             handle = self.runner.start(job)
         except RunnerError as e:
@@ -210,6 +216,8 @@ class Engine:
                 if not self.runner.stop(job):
                     return False  # still ending: look again next tick
                 self.runner.cleanup(job)
+            if self.hooks.before_change(self.store, job.run_id) is None:
+                return False  # a before-hook refused: finishing is tried again
             if job.run_id in self._discard:
                 discard_outputs(self.store.layout, job)
             for knit_id in job.writable:
@@ -217,6 +225,8 @@ class Engine:
             with self.store.write():
                 final = runs.finish(self.store, job.run_id, now)
             self._discard.discard(job.run_id)
+            if final is not None:
+                self.hooks.after_change(self.store, job.run_id)
             log.info("run %s is %s", job.run_id, final)
             return final is not None
 
@@ -347,7 +357,10 @@ class Engine:
     def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now=None, worker=None) -> bool:
         """Queue a compare-and-set status change (and the worker's handle) for ``_flush``; the
         stage's changes are written in one transaction, not one commit per run. False: the
-        change is not made yet."""
+        change is not made yet. A before-hook that refuses holds the change for a later tick
+        (``_launch`` has asked them already: it passes the worker's handle)."""
+        if worker is None and self.hooks.before_change(self.store, run_id, new) is None:
+            return False
         self._moves.append((run_id, new, frozenset(expected), exit, worker))
         return False
 
@@ -359,10 +372,13 @@ class Engine:
             return False
         try:
             with self.store.write():
-                return any([self._apply(move, now) for move in moves])
+                moved = [move[0] for move in moves if self._apply(move, now)]
         except Exception:
             log.exception("writing %d status changes failed; writing them one by one", len(moves))
-        return any([self._guarded("record", move[0], lambda m=move: self._apply_alone(m, now), now) for move in moves])
+            moved = [m[0] for m in moves if self._guarded("record", m[0], lambda m=m: self._apply_alone(m, now), now)]
+        for run_id in moved:
+            self.hooks.after_change(self.store, run_id)
+        return bool(moved)
 
     def _apply_alone(self, move: tuple, now: int | None) -> bool:
         with self.store.write():

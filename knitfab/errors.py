@@ -57,6 +57,13 @@ class ServiceUnavailable(KnitfabError):
     reason = "service unavailable temporaly"
 
 
+class BadGateway(KnitfabError):
+    """An extra API upstream (extraapi.py) that cannot be reached."""
+
+    status = 502
+    reason = "bad gateway"
+
+
 class SchemaTooNew(KnitfabError):
     """The database was written by a newer Knitfab; refusing protects it."""
 

@@ -112,7 +112,7 @@ def _unexpected(e: Exception) -> Response:
 # -- requests -------------------------------------------------------------------------------------
 
 # Streams hold their thread for as long as the client reads or writes; they do not take turns.
-STREAMING = {"data.upload", "data.download", "runs.log"}
+STREAMING = {"data.upload", "data.download", "runs.log", "extra_api"}
 
 
 def _take_a_turn() -> None:

@@ -104,6 +104,7 @@ def main_container(job: Job, data_root: str = "") -> dict:
     mounts = [_mount(m.path, data_root, "data", m.knit_id) for m in job.inputs]
     mounts += [_mount(m.path, data_root, "staging", m.knit_id, writable=True) for m in job.outputs]
     container = {"name": CONTAINER, "image": job.image, "env": [{"name": "KNIT_RUN_ID", "value": job.run_id}]}
+    container["env"] += [{"name": name, "value": value} for name, value in job.env.items()]  # from hooks.py
     if job.entrypoint:
         container["command"] = list(job.entrypoint)
     if job.args:

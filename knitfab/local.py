@@ -170,7 +170,7 @@ class LocalRunner:
         cmd += ["--chdir", "/work" if image_dir else "/", "--clearenv"]
         env = {"PATH": _sandbox_path(), "HOME": "/tmp", "TMPDIR": "/tmp",
                "LANG": "C.UTF-8", "KNIT_RUN_ID": job.run_id}  # fmt: skip
-        for key, value in env.items():
+        for key, value in {**env, **job.env}.items():
             cmd += ["--setenv", key, value]
         return cmd + ["--", *job.entrypoint, *job.args]
 

@@ -75,6 +75,7 @@ class Job:
     on_node: list[tuple[str, str, str]] = field(default_factory=list)
     service_account: str | None = None
     worker: str | None = None  # the handle start() returned
+    env: dict[str, str] = field(default_factory=dict)  # for the worker, from lifecycle hooks (hooks.py)
 
     @property
     def writable(self) -> list[str]:

@@ -26,8 +26,10 @@ import yaml
 from cheroot import wsgi
 from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
 
+from . import extraapi
 from .engine import Engine
 from .errors import BadRequest
+from .hooks import Hooks
 from .http import Services, create_app
 from .local import LocalRunner
 from .reception import ProbeWorkers, Reception
@@ -61,6 +63,10 @@ class Config:
     max_header_size: int = 64 << 10  # request line and headers, bytes: larger is a 431
     client_timeout: float = 10.0  # seconds for a request head, an idle keep-alive, each body read
     disk_reserve: int = 1 << 30  # bytes kept free on the data volume (--disk-reserve)
+    hooks_before: list[str] = field(default_factory=list)  # lifecycle hooks (hooks.py), from --config
+    hooks_after: list[str] = field(default_factory=list)
+    hook_timeout: float = 10.0
+    extra_api: dict[str, str] = field(default_factory=dict)  # path → proxy_to (extraapi.py), from --config
 
 
 class KnitfabServer:
@@ -77,11 +83,14 @@ class KnitfabServer:
         self.store = Store(config.data_dir)
         self.runner = self.runner or self._runner()
         self.engine = Engine(self.store, self.runner, poll=config.poll, reserve=config.disk_reserve)
+        self.engine.hooks = Hooks(config.hooks_before, config.hooks_after, config.hook_timeout)
         self.engine.recover()  # before the API takes new uploads
         token = _read_token(config.token_file) if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
         services.public = str(config.public) if config.public else None
-        self.http = self._http(create_app(services))
+        app = create_app(services)
+        extraapi.install(app, config.extra_api, token)
+        self.http = self._http(app)
         self._spawn("engine", self.engine.run_forever, self.stopping)
         self._spawn("http", self.http.serve)
         self.write_handout(token)

@@ -70,6 +70,12 @@ def test_the_accuracy_is_in_the_validation_log_and_printed(demo):
     assert 0 <= summary["accuracy"] <= 1
 
 
+def test_the_demo_shows_the_runs_logs_as_they_go(demo):
+    *_, stdout = demo
+    assert "  | **TRAINING START** Epoch: #1" in stdout and "  | **SAVING MODEL** at Epoch: #1" in stdout
+    assert re.search(r"^  \| Accuracy: 0\.\d+$", stdout, flags=re.M)
+
+
 def test_the_lineage_graph_links_everything(demo):
     out, summary, store, _ = demo
     dot = (out / "lineage.dot").read_text()

@@ -89,18 +89,28 @@ class Demo:
         copy.write_text(text)
         return self.knit_json("plan", "apply", copy.name)
 
-    def wait_run(self, plan_id: str, timeout: float = 900) -> dict:
-        deadline, last = time.monotonic() + timeout, None
+    def wait_run(self, plan_id: str, timeout: float = 1800) -> dict:
+        """Wait for the plan's run to end, showing its log as it grows (``knit run show --log``)."""
+        deadline, last, shown = time.monotonic() + timeout, None, 0
         while time.monotonic() < deadline:
             runs = self.knit_json("run", "find", "-p", plan_id)
             status = runs[0]["status"] if runs else "not yet projected"
             if status != last:
                 say(f"  run {runs[0]['runId'] if runs else ''} is {status}")
                 last = status
+            if runs and status not in ("waiting", "ready", "starting"):
+                shown = self.show_log(runs[0]["runId"], shown)
             if runs and status in ("done", "failed"):
                 return runs[0]
-            time.sleep(0.5)
+            time.sleep(1)
         raise SystemExit(f"the run of plan {plan_id} did not end within {timeout} s")
+
+    def show_log(self, run_id: str, shown: int) -> int:
+        """Print the log lines after the first ``shown``; how many there are now."""
+        lines = self.knit("run", "show", "--log", run_id, check=False).splitlines()
+        for line in lines[shown:]:
+            print(f"  | {line}", flush=True)
+        return max(shown, len(lines))
 
 
 def accuracy_of(log: str) -> float:
