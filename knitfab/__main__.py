@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .diskspace import DEFAULT_RESERVE
 from .errors import KnitfabError
 
 
@@ -32,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
         "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
         help="local runner: run plans of this image with DIR as /work (repeatable)",
     )  # fmt: skip
+    serve.add_argument(
+        "--max-data-size", type=_bytes, metavar="QUANTITY",
+        help="the largest Data an upload may hold, e.g. 10Gi (default: whatever fits above --disk-reserve)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--disk-reserve", type=_bytes, default=DEFAULT_RESERVE, metavar="QUANTITY",
+        help="disk space uploads always leave free for the database, e.g. 2Gi (default 1Gi)",
+    )  # fmt: skip
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
@@ -51,6 +60,19 @@ _K8S_FLAGS = [
     ("--data-pvc", "KNITFAB_DATA_PVC", "the PVC holding the data directory"),
     ("--data-subpath", "KNITFAB_DATA_SUBPATH", "where the data directory is in that PVC"),
 ]
+
+
+def _bytes(text: str) -> int:
+    """``10Gi``, ``500M``, ``1024``: a byte count (argparse's ``type``)."""
+    from . import quantity
+
+    try:
+        amount = quantity.value(text)
+    except KnitfabError as e:
+        raise argparse.ArgumentTypeError(e.advice) from None
+    if amount < 0 or amount != amount.to_integral_value():
+        raise argparse.ArgumentTypeError(f"a whole, non-negative number of bytes, like 10Gi: {text!r}")
+    return int(amount)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -74,7 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, data_dir=args.data_dir, runner=args.runner, token_file=args.token_file,
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
-        local_images=images,
+        local_images=images, max_data_size=args.max_data_size, disk_reserve=args.disk_reserve,
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 

@@ -91,13 +91,7 @@ class Engine:
         """At start-up, before serving: uploads that were in flight when the server died can
         never complete, so they fail.
         Image runs need nothing here: ``watch`` finds their workers again, or reports 254."""
-        orphans = self.store.column(
-            "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE +p.name IS NOT NULL AND r.status = 'running'"
-        )
-        for run_id in orphans:
-            log.warning("upload run %s was interrupted by a restart: failing it", run_id)
-            datastore.end_upload(self.store, run_id, ok=False, message="the server stopped during the upload")
+        datastore.recover_uploads(self.store)
         reconcile = getattr(self.runner, "reconcile", None)  # runners whose workers outlive a run's record
         if reconcile is not None:
             live = self.store.column(

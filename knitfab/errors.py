@@ -59,3 +59,17 @@ class SchemaTooNew(KnitfabError):
     """The database was written by a newer Knitfab; refusing protects it."""
 
     reason = "database schema is newer than this knitfab"
+
+
+class PayloadTooLarge(KnitfabError):
+    """A Data larger than the operator allows (``--max-data-size``)."""
+
+    status = 413
+    reason = "payload too large"
+
+
+class InsufficientStorage(KnitfabError):
+    """The disk has no room above the free-disk reserve (``--disk-reserve``)."""
+
+    status = 507
+    reason = "insufficient storage"

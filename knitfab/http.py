@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from knit.archive import ArchiveError
+
+from .data import UploadLimits
 from .errors import BadRequest, KnitfabError, ServiceUnavailable, Unauthorized
 from .runner import Runner
 from .store import Store
@@ -38,6 +41,7 @@ class Services:
     token: str | None = None
     ready: Callable[[], bool] = field(default=lambda: True)
     turns: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(max(2, os.cpu_count() or 2)))
+    upload_limits: UploadLimits = field(default_factory=UploadLimits)
 
 
 def create_app(services: Services) -> Flask:
@@ -57,6 +61,7 @@ def create_app(services: Services) -> Flask:
     app.before_request(_take_a_turn)
     app.teardown_request(_end_turn)
     app.register_error_handler(KnitfabError, _error)
+    app.register_error_handler(ArchiveError, lambda e: _error(BadRequest(str(e))))  # a bad upload: 400
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     return app

@@ -25,6 +25,8 @@ import yaml
 from cheroot import wsgi
 from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
 
+from .data import UploadLimits
+from .diskspace import DEFAULT_RESERVE
 from .engine import Engine
 from .http import Services, create_app
 from .local import LocalRunner
@@ -49,6 +51,8 @@ class Config:
     capacity: dict[str, Decimal] | None = None
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
+    max_data_size: int | None = None  # bytes one upload may hold; None: whatever fits above the reserve
+    disk_reserve: int = DEFAULT_RESERVE  # bytes uploads (and run outputs) always leave free on the disk
 
 
 class KnitfabServer:
@@ -68,6 +72,7 @@ class KnitfabServer:
         self.engine.recover()  # before the API takes new uploads
         token = config.token_file.read_text().strip() if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
+        services.upload_limits = UploadLimits(config.max_data_size, config.disk_reserve)
         self.http = self._http(create_app(services))
         self._spawn("engine", self.engine.run_forever, self.stopping)
         self._spawn("http", self.http.serve)
