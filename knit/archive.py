@@ -15,19 +15,17 @@ MD5 of the bytes sent is available when the stream ends, for the ``x-checksum-md
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-
-class ArchiveError(ValueError):
-    """An archive that is unsafe, truncated or corrupt."""
-
+from .extract import ArchiveError, Tree, shown, split, unsafe
 
 CHUNK = 1 << 20
 # tarfile's stream reader copies what is left of its buffer on every read: a small buffer keeps
@@ -53,21 +51,28 @@ class HashingReader:
             pass
 
 
-def unpack(stream: BinaryIO, dest: Path, compressed: bool = True) -> str:
+def unpack(stream: BinaryIO, dest: Path, compressed: bool = True, room: Room | None = None) -> str:
     """Extract a tar (gzip-compressed when ``compressed``) from ``stream`` into ``dest``;
-    returns the MD5 hex digest of the bytes read."""
+    returns the MD5 hex digest of the bytes read.
+
+    The archive must be complete: tar's two end-of-archive blocks, then nothing but zero padding;
+    a gzip stream must end with its CRC and size. ``room(total, coming)`` is asked before each
+    entry and every ``ROOM_EVERY`` bytes of a big file, with the size the Data will have once the
+    entry is written (its content plus ``BLOCKSIZE`` per entry) and the bytes of it still to
+    come; it raises to refuse (too large, no disk space)."""
     reader = HashingReader(stream)
     try:
-        guard = _Guard()
-        with tarfile.open(fileobj=reader, mode="r|gz" if compressed else "r|", bufsize=STREAM_BUFFER) as tar:
-            for member in tar:
-                tar.extract(member, dest, filter=guard)
-        reader.drain()  # what follows the end-of-archive blocks still counts for the checksum
+        with Tree(dest) as tree:
+            source = _Gunzip(reader) if compressed else reader
+            with tarfile.open(fileobj=source, mode="r|", bufsize=STREAM_BUFFER, tarinfo=_Header) as tar:
+                _Extraction(tar, tree, room).run()
+                _end_of_archive(tar.fileobj)
+            tree.check_links()
     except ArchiveError:
         raise
-    except tarfile.FilterError as e:
-        raise ArchiveError(f"unsafe entry in the archive: {e}") from None
     except OSError as e:
+        if e.errno in (errno.ENAMETOOLONG, errno.EILSEQ):
+            raise ArchiveError(f"a name in the archive cannot be stored: {e.strerror}") from None
         if e.errno is not None:
             raise  # the disk or the connection, not the archive
         raise ArchiveError(f"the archive is truncated or corrupt: {e}") from None
@@ -76,30 +81,160 @@ def unpack(stream: BinaryIO, dest: Path, compressed: bool = True) -> str:
     return reader.md5.hexdigest()
 
 
-class _Guard:
-    """tarfile's "data" filter, with its realpath checks only where they can matter.
+Room = Callable[[int, int], None]
+ROOM_EVERY = 64 << 20
+MAX_HEADER = 1 << 20  # a pax header or a GNU long name: real ones are a few hundred bytes
+MAX_PADDING = 1 << 20  # zeros after the end-of-archive blocks (tar pads to its record size)
+_EXTENDED = (
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+)  # fmt: skip
 
-    Names are checked first (nothing absolute, no ``..``, no devices or fifos). A symlink could
-    still redirect a later entry outside, so links, and every entry under a symlink extracted
-    earlier, get the full "data" filter; a plain file in plain directories cannot escape, and
-    skips its realpath calls (most of the time of unpacking many small files)."""
 
-    def __init__(self):
-        self.links: set[str] = set()
+class _Extraction:
+    """Entries of ``tar`` written into ``tree``, one at a time (tarfile keeps no list of them)."""
 
-    def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-        _check(member)
-        if member.issym() or member.islnk() or self._under_link(member.name):
-            member = tarfile.data_filter(member, dest)
+    def __init__(self, tar: tarfile.TarFile, tree: Tree, room: Room | None):
+        self.tar, self.tree, self.room = tar, tree, room
+        self.total = 0
+
+    def run(self) -> None:
+        while (member := self.tar.next()) is not None:
+            self.tar.members.clear()  # stream mode never looks back; a million entries stay cheap
+            _check(member)
+            size = member.size if member.isreg() else 0
+            self.total += tarfile.BLOCKSIZE + size
+            if self.room:
+                self.room(self.total, size)
+            self._extract(member, split(member.name))
+
+    def _extract(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        if member.isdir():
+            self.tree.directory(parts)
+        elif not parts:
+            raise unsafe(f"an entry of type {member.type!r} has an empty name")
+        elif member.issym():
+            self.tree.symlink(parts, member.linkname)
+        elif member.islnk():
+            self.tree.hardlink(parts, split(member.linkname) or ("",))
         else:
-            member = member.replace(uid=None, gid=None, uname=None, gname=None, mode=_mode(member), deep=False)
-        if member.issym():
-            self.links.add(member.name.rstrip("/"))
-        return member
+            self._file(member, parts)
 
-    def _under_link(self, name: str) -> bool:
-        parts = name.rstrip("/").split("/")
-        return any("/".join(parts[:i]) in self.links for i in range(1, len(parts)))
+    def _file(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        fd = self.tree.file(parts, _mode(member))
+        try:
+            self._copy(fd, member.size)
+            os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
+
+    def _copy(self, fd: int, size: int) -> None:
+        source, left, since = self.tar.fileobj, size, 0
+        while left:
+            chunk = source.read(min(STREAM_BUFFER, left))
+            if not chunk:
+                raise ArchiveError("the archive is truncated: it ends in the middle of a file")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+            left -= len(chunk)
+            since += len(chunk)
+            if self.room and since >= ROOM_EVERY:
+                self.room(self.total, left)
+                since = 0
+
+
+class _Header(tarfile.TarInfo):
+    """tarfile's header parser, made strict: a missing end-of-archive marker, a bad header in the
+    middle, a sparse file or an oversized extended header is an ``ArchiveError`` (tarfile would
+    end the archive quietly, expand a 124-byte entry into terabytes or read a huge header into
+    memory)."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            raise  # a zero block: the end-of-archive marker, checked by _end_of_archive
+        except tarfile.EmptyHeaderError:
+            raise ArchiveError("the archive is truncated: it ends without tar's end-of-archive blocks") from None
+        except tarfile.HeaderError as e:
+            raise ArchiveError(f"the archive is truncated or corrupt: {e}") from None
+
+    def _proc_member(self, tar):
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _sparse(self.name)
+        if self.type in _EXTENDED and self.size > MAX_HEADER:
+            raise ArchiveError(f"the archive has an extended header of {self.size} bytes; at most {MAX_HEADER}")
+        if self.type == tarfile.XGLTYPE:
+            tar.global_header_bytes = getattr(tar, "global_header_bytes", 0) + self.size
+            if tar.global_header_bytes > MAX_HEADER:
+                raise ArchiveError(f"the archive's global headers are larger than {MAX_HEADER} bytes")
+        return super()._proc_member(tar)
+
+    def _proc_gnusparse_00(self, next, *_):
+        raise _sparse(next.name)
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
+
+def _sparse(name: str) -> ArchiveError:
+    return ArchiveError(f"{shown(name)} is a sparse file, which uploads do not accept: archive it without --sparse")
+
+
+def _end_of_archive(source) -> None:
+    """tarfile stopped at a zero block: the second one must follow, then only zero padding."""
+    if source.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+        raise ArchiveError("the archive is truncated or corrupt: tar's second end-of-archive block is missing")
+    padding = 0
+    while chunk := source.read(STREAM_BUFFER):
+        padding += len(chunk)
+        if chunk.count(0) != len(chunk) or padding > MAX_PADDING:
+            raise ArchiveError("the archive has trailing data after its end-of-archive blocks")
+
+
+class _Gunzip:
+    """The decompressed bytes of a gzip stream (several members, as gzip allows), at constant
+    memory however well it compresses; a stream that ends without a member's CRC and size, or
+    with a wrong one, is an ``ArchiveError``."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.inflate = zlib.decompressobj(31)
+        self.members = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else STREAM_BUFFER
+        try:
+            while True:
+                if self.inflate.unconsumed_tail:
+                    data = self.inflate.decompress(self.inflate.unconsumed_tail, size)
+                else:
+                    data = self._inflate_more(size)
+                    if data is None:
+                        return b""
+                if data:
+                    return data
+        except zlib.error as e:
+            if self.members > 1:
+                raise ArchiveError(f"the body has trailing data after its gzip stream ({e})") from None
+            raise ArchiveError(f"the gzip stream is corrupt: {e}") from None
+
+    def _inflate_more(self, size: int) -> bytes | None:
+        """Decompress the next input; None at the end of a complete stream."""
+        if self.inflate.eof:
+            rest = self.inflate.unused_data or self.raw.read(STREAM_BUFFER)
+            if not rest:
+                return None
+            self.inflate = zlib.decompressobj(31)  # another gzip member follows
+            self.members += 1
+            return self.inflate.decompress(rest, size)
+        chunk = self.raw.read(STREAM_BUFFER)
+        if not chunk:
+            if not self.members:
+                raise ArchiveError("the body is empty: send a tar.gz archive")
+            raise ArchiveError("the gzip stream is truncated: it ends without its CRC and size")
+        self.members = self.members or 1
+        return self.inflate.decompress(chunk, size)
 
 
 def _mode(member: tarfile.TarInfo) -> int | None:
@@ -112,12 +247,12 @@ def _mode(member: tarfile.TarInfo) -> int | None:
 
 def _check(member: tarfile.TarInfo) -> None:
     name = member.name
-    if name.startswith("/") or ".." in name.split("/"):
-        raise ArchiveError(f"unsafe entry in the archive: {name!r} is not inside the Data")
+    if member.ischr() or member.isblk() or member.isfifo():
+        raise unsafe(f"{shown(name)} is a device or fifo")
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise ArchiveError(f"unsafe entry in the archive: {name!r} is a device or fifo")
+        raise unsafe(f"{shown(name)} has the entry type {member.type!r}, which a Data cannot hold")
     if member.issym() and (member.linkname.startswith("/") or _escapes(name, member.linkname)):
-        raise ArchiveError(f"unsafe entry in the archive: symlink {name!r} points outside the Data")
+        raise unsafe(f"symlink {shown(name)} points outside the Data")
 
 
 def _escapes(name: str, target: str) -> bool:
@@ -158,24 +293,30 @@ class Archive:
         return bytes(data)
 
     def _tar(self) -> Iterator[bytes]:
-        for path in _walk(self.root, self.dereference) if self.root and self.root.is_dir() else []:
-            info = _info(self.root, path, self.dereference)
-            yield info.tobuf(format=tarfile.PAX_FORMAT)
-            if info.isreg():
-                yield from self._content(path, info.size)
+        for name, dirfd, entry in _walk(self.root, self.dereference) if self.root and self.root.is_dir() else []:
+            found = _entry(self.root, name, dirfd, entry, self.dereference)
+            if found is None:
+                continue  # gone since it was listed, or neither a file, a directory nor a symlink
+            info, fd = found
+            try:
+                yield info.tobuf(format=tarfile.PAX_FORMAT)
+                if fd is not None:
+                    yield from self._content(fd, info.size)
+            finally:
+                if fd is not None:
+                    os.close(fd)
         yield b"\0" * (tarfile.BLOCKSIZE * 2)
 
-    def _content(self, path: Path, size: int) -> Iterator[bytes]:
+    def _content(self, fd: int, size: int) -> Iterator[bytes]:
         sent = 0
-        with open(path, "rb") as f:
-            while sent < size:
-                chunk = f.read(min(CHUNK, size - sent))
-                if not chunk:  # the file shrank while it was sent: pad, the header is out already
-                    chunk = b"\0" * min(CHUNK, size - sent)
-                sent += len(chunk)
-                if self.on_read:
-                    self.on_read(len(chunk))
-                yield chunk
+        while sent < size:
+            chunk = os.read(fd, min(CHUNK, size - sent))
+            if not chunk:  # the file shrank while it was sent: pad, the header is out already
+                chunk = b"\0" * min(CHUNK, size - sent)
+            sent += len(chunk)
+            if self.on_read:
+                self.on_read(len(chunk))
+            yield chunk
         remainder = size % tarfile.BLOCKSIZE
         if remainder:
             yield b"\0" * (tarfile.BLOCKSIZE - remainder)
@@ -183,41 +324,66 @@ class Archive:
 
 def pack(root: Path | None, compressed: bool = True, dereference: bool = False, on_read=None) -> Archive:
     """The archive of ``root``'s contents (an empty archive when it does not exist). With
-    ``dereference``, symlinks are replaced by what they point to; a loop is an ``ArchiveError``."""
+    ``dereference``, symlinks are replaced by what they point to; a loop is an ``ArchiveError``.
+    Without it, no symlink is ever followed, even one swapped in while the archive is read: the
+    walk holds each directory open and opens entries in it with ``O_NOFOLLOW``."""
     return Archive(root, compressed, dereference, on_read)
 
 
-def _walk(root: Path, dereference: bool) -> Iterator[Path]:
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=dereference):
-        here = Path(dirpath)
+def _walk(root: Path, dereference: bool) -> Iterator[tuple[str, int, str | None]]:
+    """(name in the archive, its directory's descriptor, its name there) of every entry in
+    order; an empty directory comes as (its name, its own descriptor, None)."""
+    top, seen = os.fspath(root), set()
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(top, follow_symlinks=dereference):
         if dereference:
-            st = here.stat()
+            st = os.fstat(dirfd)
             if (st.st_dev, st.st_ino) in seen:
-                raise ArchiveError(f"symlink loop at {here}")
+                raise ArchiveError(f"symlink loop at {dirpath}")
             seen.add((st.st_dev, st.st_ino))
-        dirnames.sort()
-        if here != root and not dirnames and not filenames:
-            yield here  # an empty directory: keep it
-        links = [] if dereference else sorted(d for d in dirnames if (here / d).is_symlink())
-        for name in sorted(filenames) + links:
-            yield here / name
+        here = dirpath[len(top) + 1 :]
+        links = [] if dereference else [d for d in dirnames if _is_link(d, dirfd)]
+        dirnames[:] = sorted(d for d in dirnames if d not in links)  # never descend a symlink
+        if here and not dirnames and not filenames and not links:
+            yield here, dirfd, None  # an empty directory: keep it
+        for name in sorted(filenames) + sorted(links):
+            yield f"{here}/{name}" if here else name, dirfd, name
 
 
-def _info(root: Path, path: Path, dereference: bool) -> tarfile.TarInfo:
+def _is_link(name: str, dirfd: int) -> bool:
+    return stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+
+
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a fifo must not hang the walk
+
+
+def _entry(root: Path, name: str, dirfd: int, entry: str | None, dereference: bool):
+    """The header of an entry and, for a regular file, its open descriptor; None to skip it."""
+    info = tarfile.TarInfo(name)
+    if entry is None:
+        info.type = tarfile.DIRTYPE
+        return _stamped(info, os.fstat(dirfd)), None
     try:
-        st = path.stat() if dereference else path.lstat()
-    except FileNotFoundError:
-        raise ArchiveError(f"{path} is a dangling symlink") from None
-    info = tarfile.TarInfo(path.relative_to(root).as_posix())
+        fd = os.open(entry, _READ if dereference else _READ | os.O_NOFOLLOW, dir_fd=dirfd)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not dereference:
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(entry, dir_fd=dirfd)
+            return _stamped(info, os.stat(entry, dir_fd=dirfd, follow_symlinks=False)), None
+        if dereference and e.errno in (errno.ENOENT, errno.ELOOP) and _is_link(entry, dirfd):
+            raise ArchiveError(f"{root / name} is a dangling symlink or a symlink loop") from None
+        if e.errno in (errno.ENOENT, errno.ENXIO):
+            return None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    info.size = st.st_size
+    return _stamped(info, st), fd
+
+
+def _stamped(info: tarfile.TarInfo, st: os.stat_result) -> tarfile.TarInfo:
     info.mode = stat.S_IMODE(st.st_mode)
     info.mtime = int(st.st_mtime)
-    if stat.S_ISLNK(st.st_mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-    elif stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-    else:
-        info.size = st.st_size
     return info
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .diskspace import DEFAULT_RESERVE
 from .errors import KnitfabError
 
 
@@ -46,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, metavar="FILE",
         help="YAML with lifecycle hooks (hooks.lifecycle-hooks) and extra API routes (extraApi.endpoints)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-data-size", type=_bytes, metavar="QUANTITY",
+        help="the largest Data an upload may hold, e.g. 10Gi (default: whatever fits above --disk-reserve)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--disk-reserve", type=_bytes, default=DEFAULT_RESERVE, metavar="QUANTITY",
+        help="disk space uploads always leave free for the database, e.g. 2Gi (default 1Gi)",
     )  # fmt: skip
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
@@ -86,6 +95,19 @@ _K8S_FLAGS = [
 ]
 
 
+def _bytes(text: str) -> int:
+    """``10Gi``, ``500M``, ``1024``: a byte count (argparse's ``type``)."""
+    from . import quantity
+
+    try:
+        amount = quantity.value(text)
+    except KnitfabError as e:
+        raise argparse.ArgumentTypeError(e.advice) from None
+    if amount < 0 or amount != amount.to_integral_value():
+        raise argparse.ArgumentTypeError(f"a whole, non-negative number of bytes, like 10Gi: {text!r}")
+    return int(amount)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .local import parse_capacity
     from .plans import parse_image
@@ -109,6 +131,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
         local_images=images, public=_public(args.public),
         max_header_size=args.max_header_size, client_timeout=args.client_timeout, **_extensions(args.config),
+        max_data_size=args.max_data_size, disk_reserve=args.disk_reserve,
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 
@@ -117,6 +140,8 @@ def _public(folder: Path | None) -> Path | None:
     if folder is not None and not (folder / "index.html").is_file():
         raise SystemExit(f"knitfab serve: --public wants a directory with an index.html: {folder}")
     return folder
+
+
 def _extensions(path: Path | None) -> dict:
     """``Config`` fields of the ``--config`` file: Knitfab's Helm values for hooks and extra API."""
     import yaml

@@ -5,10 +5,17 @@ Public functions open their own transaction and return Knitfab's ``DataDetail`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from knit import archive
 
 from . import nominate, runs
-from .errors import NotFound
+from .diskspace import DEFAULT_RESERVE, Reserve, size_text
+from .errors import BadRequest, KnitfabError, NotFound, PayloadTooLarge, disk_full
 from .paging import WHOLE, Page
 from .planstore import UPLOADED, input_points, output_points, plan_summaries
 from .status import PROCESSING, RunStatus
@@ -26,6 +33,7 @@ from .tags import (
 )
 from .times import parse_rfc3339
 
+log = logging.getLogger("knitfab.upload")
 _PROCESSING_SQL = ",".join(f"'{s.value}'" for s in PROCESSING)
 
 
@@ -152,6 +160,96 @@ def _remove_tags(store: Store, knit_id: str, remove: list[Tag], remove_key: list
 # -- uploads (spec §4.1) ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may take: at most ``max_size`` bytes (None: whatever fits above the
+    reserve), and never the disk's last ``reserve`` bytes."""
+
+    max_size: int | None = None
+    reserve: int = DEFAULT_RESERVE
+
+
+def receive_upload(
+    store: Store,
+    stream: BinaryIO,
+    compressed: bool,
+    limits: UploadLimits = UploadLimits(),
+    length: int | None = None,
+    claimed_md5: Callable[[], str | None] = lambda: None,
+) -> dict:
+    """``POST /api/data``: the whole life of an upload, as one pseudo run of ``knit#uploaded``.
+
+    The archive is unpacked into staging while it arrives (limits checked as it grows), then
+    checked against its declared ``length`` and the MD5 the client claims (asked once the body
+    is read: it may come in a trailer), and published as one rename; the run is then done. On
+    any failure the staging directory goes and the run fails with the reason, so nothing
+    partial is ever seen; the error is raised again (``ArchiveError`` for a bad archive)."""
+    reserve = Reserve(store.layout.root, limits.reserve)
+    reserve.check()  # a full disk refuses before anything is recorded
+    run_id, knit_id = begin_upload(store)
+    staging = store.layout.staging(knit_id)
+    received = [0]
+    body = archive.CountingReader(stream, lambda n: received.__setitem__(0, received[0] + n))
+    try:
+        staging.mkdir(parents=True)
+        digest = archive.unpack(body, staging, compressed, room=_Room(limits, reserve))
+        _check_body(received[0], length, digest, claimed_md5())
+        store.layout.publish(knit_id)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        error = _as_error(e)
+        log.warning("upload %s failed: %s", knit_id, _message(error))
+        end_upload(store, run_id, ok=False, message=_message(error).replace("\n", ": "))
+        raise error from None
+    end_upload(store, run_id, ok=True)
+    return show_data(store, knit_id)
+
+
+class _Room:
+    """The check ``archive.unpack`` asks as a Data grows: the size limit on every entry, the
+    disk (one ``statvfs``) once the Data has grown by ``EVERY`` bytes or for a big entry."""
+
+    EVERY = 4 << 20
+
+    def __init__(self, limits: UploadLimits, reserve: Reserve):
+        self.limit, self.reserve = limits.max_size, reserve
+        self.checked = 0
+
+    def __call__(self, total: int, coming: int) -> None:
+        if self.limit is not None and total > self.limit:
+            raise PayloadTooLarge(
+                f"the Data is larger than this server accepts: at most {size_text(self.limit)} (--max-data-size)"
+            )
+        if coming >= self.EVERY or total - self.checked >= self.EVERY:
+            self.reserve.check(coming)
+            self.checked = total
+
+
+def _check_body(received: int, length: int | None, digest: str, claimed: str | None) -> None:
+    if length is not None and received != length:
+        raise BadRequest(f"the body ended after {received} bytes, but its Content-Length is {length}")
+    if claimed and claimed.strip().lower() != digest:
+        raise BadRequest(f"the body's MD5 is {digest}, the client said {claimed.strip()}", reason="hash is not match.")
+
+
+def _as_error(e: BaseException) -> BaseException:
+    """What the client is told: disk errors in words (507 for a full disk), the rest as raised."""
+    full = disk_full(e)
+    if full is not None:
+        return full
+    if isinstance(e, OSError) and e.errno is not None:
+        return KnitfabError(f"cannot store the Data: {e.strerror}", reason="unexpected error")
+    return e
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, KnitfabError):
+        return e.message
+    if isinstance(e, archive.ArchiveError):
+        return f"{BadRequest.reason}\n{e}"
+    return f"upload failed: {type(e).__name__}: {e}"
+
+
 def begin_upload(store: Store) -> tuple[str, str]:
     """A running run of the pseudo plan ``knit#uploaded`` and its one output Data:
     (runId, knitId). The caller fills ``layout.staging(knitId)`` then calls ``end_upload``."""
@@ -173,6 +271,18 @@ def end_upload(store: Store, run_id: str, ok: bool, message: str = "") -> None:
         if not ok:
             runs.drop_outputs(store, run_id)
         runs.finish(store, run_id)
+
+
+def recover_uploads(store: Store) -> None:
+    """At start-up, before serving: uploads (runs of pseudo plans) that were in flight when the
+    server died can never complete, so they fail, and their half-received Data go."""
+    orphans = store.column(
+        "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
+        " WHERE +p.name IS NOT NULL AND r.status = 'running'"
+    )
+    for run_id in orphans:
+        log.warning("upload run %s was interrupted by a restart: failing it", run_id)
+        end_upload(store, run_id, ok=False, message="the server stopped during the upload")
 
 
 # -- JSON shape (spec §2.3) -----------------------------------------------------------------------

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import shutil
-
 from flask import Blueprint, Response, request
 
 from knit import archive
 
 from . import data
-from .errors import BadRequest, KnitfabError, disk_full
+from .errors import BadRequest
 from .http import body, reply, services, store, string_list, time_window
 from .paging import parse_page
 from .tags import parse_tag, tag_from_json
 
 bp = Blueprint("data", __name__, url_prefix="/api/data")
-log = logging.getLogger("knitfab.upload")
 GZIP_TYPES = {"application/tar+gzip", "application/gzip", "application/x-gzip", "application/x-tar+gzip"}
 TAR_TYPES = {"application/x-tar", "application/tar"}
 
@@ -64,30 +60,12 @@ def change_tags(knit_id: str):
 
 @bp.post("/")
 def upload():
-    """Stream the archive into staging, then publish it as one rename (§4.1)."""
-    compressed = _compressed()
-    run_id, knit_id = data.begin_upload(store())
-    staging = store().layout.staging(knit_id)
-    try:
-        staging.mkdir(parents=True)
-        digest = archive.unpack(request.stream, staging, compressed)
-        _verify(digest)
-        store().layout.publish(knit_id)
-    except BaseException as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, archive.ArchiveError):
-            e = BadRequest(str(e))
-        message = e.message if isinstance(e, KnitfabError) else f"upload failed: {type(e).__name__}: {e}"
-        log.warning("upload %s failed: %s", knit_id, message)
-        data.end_upload(store(), run_id, ok=False, message=message.replace("\n", ": "))
-        if disk_full(e) is not None:
-            raise disk_full(e) from None
-        if isinstance(e, OSError) and e.errno is not None:
-            raise KnitfabError(f"cannot store the Data: {e.strerror}", reason="unexpected error") from None
-        raise e from None
-    data.end_upload(store(), run_id, ok=True)
+    """Unpack the archive as it arrives and publish it as a new Data (§4.1)."""
+    detail = data.receive_upload(
+        store(), request.stream, _compressed(), services().upload_limits, request.content_length, _claimed_md5
+    )
     services().wake()
-    return reply(data.show_data(store(), knit_id))
+    return reply(detail)
 
 
 def _compressed() -> bool:
@@ -99,9 +77,7 @@ def _compressed() -> bool:
     raise BadRequest(f"send the Data as application/tar+gzip or application/x-tar, not {mimetype}")
 
 
-def _verify(digest: str) -> None:
-    """Check the ``x-checksum-md5`` trailer (or header) when the client sent one."""
+def _claimed_md5() -> str | None:
+    """The ``x-checksum-md5`` trailer (or header) when the client sent one."""
     sent = request.environ.get("knitfab.request_trailers", {}).get("x-checksum-md5")
-    sent = sent or request.headers.get("x-checksum-md5")
-    if sent and sent.strip().lower() != digest:
-        raise BadRequest(f"the body's MD5 is {digest}, the client said {sent.strip()}", reason="hash is not match.")
+    return sent or request.headers.get("x-checksum-md5")

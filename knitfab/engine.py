@@ -45,9 +45,9 @@ from decimal import Decimal
 from . import data as datastore
 from . import quantity, runs
 from .errors import KnitfabError
+from .hooks import Hooks
 from .outputspace import discard_outputs, free_bytes, written_bytes
 from .projection import Projector
-from .hooks import Hooks
 from .runner import Job, Mount, Runner, RunnerError, WorkerState
 from .status import RunStatus
 from .store import Store, json_list
@@ -134,13 +134,7 @@ class Engine:
         """At start-up, before serving: uploads that were in flight when the server died can
         never complete, so they fail.
         Image runs need nothing here: ``watch`` finds their workers again, or reports 254."""
-        orphans = self.store.column(
-            "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE +p.name IS NOT NULL AND r.status = 'running'"
-        )
-        for run_id in orphans:
-            log.warning("upload run %s was interrupted by a restart: failing it", run_id)
-            datastore.end_upload(self.store, run_id, ok=False, message="the server stopped during the upload")
+        datastore.recover_uploads(self.store)
         reconcile = getattr(self.runner, "reconcile", None)  # runners whose workers outlive a run's record
         if reconcile is not None:
             live = self.store.column(

@@ -93,3 +93,10 @@ def disk_full(e: BaseException) -> InsufficientStorage | None:
             return InsufficientStorage("the database's disk is full: free some space and retry")
         e = e.__cause__ or e.__context__ or (e.args[0] if e.args else None)
     return None
+
+
+class PayloadTooLarge(KnitfabError):
+    """A Data larger than the operator allows (``--max-data-size``)."""
+
+    status = 413
+    reason = "payload too large"

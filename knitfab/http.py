@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from knit.archive import ArchiveError
+
+from .data import UploadLimits
 from .errors import BadRequest, KnitfabError, ServiceUnavailable, Unauthorized, disk_full
 from .runner import Runner
 from .store import Store
@@ -43,6 +46,7 @@ class Services:
     ready: Callable[[], bool] = field(default=lambda: True)
     turns: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(max(2, os.cpu_count() or 2)))
     public: str | None = None  # --public: the directory of another static console to serve at /
+    upload_limits: UploadLimits = field(default_factory=UploadLimits)
 
 
 def create_app(services: Services) -> Flask:
@@ -64,6 +68,7 @@ def create_app(services: Services) -> Flask:
     app.before_request(_take_a_turn)
     app.teardown_request(_end_turn)
     app.register_error_handler(KnitfabError, _error)
+    app.register_error_handler(ArchiveError, lambda e: _error(BadRequest(str(e))))  # a bad upload: 400
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     return app

@@ -27,6 +27,8 @@ from cheroot import wsgi
 from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
 
 from . import extraapi
+from .data import UploadLimits
+from .diskspace import DEFAULT_RESERVE
 from .engine import Engine
 from .errors import BadRequest
 from .hooks import Hooks
@@ -62,11 +64,12 @@ class Config:
     public: Path | None = None
     max_header_size: int = 64 << 10  # request line and headers, bytes: larger is a 431
     client_timeout: float = 10.0  # seconds for a request head, an idle keep-alive, each body read
-    disk_reserve: int = 1 << 30  # bytes kept free on the data volume (--disk-reserve)
     hooks_before: list[str] = field(default_factory=list)  # lifecycle hooks (hooks.py), from --config
     hooks_after: list[str] = field(default_factory=list)
     hook_timeout: float = 10.0
     extra_api: dict[str, str] = field(default_factory=dict)  # path → proxy_to (extraapi.py), from --config
+    max_data_size: int | None = None  # bytes one upload may hold; None: whatever fits above the reserve
+    disk_reserve: int = DEFAULT_RESERVE  # bytes uploads (and run outputs) always leave free on the disk
 
 
 class KnitfabServer:
@@ -88,6 +91,7 @@ class KnitfabServer:
         token = _read_token(config.token_file) if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
         services.public = str(config.public) if config.public else None
+        services.upload_limits = UploadLimits(config.max_data_size, config.disk_reserve)
         app = create_app(services)
         extraapi.install(app, config.extra_api, token)
         self.http = self._http(app)
