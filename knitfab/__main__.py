@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
         help="local runner: run plans of this image with DIR as /work (repeatable)",
     )  # fmt: skip
+    serve.add_argument("--run-uid", type=int, help="local runner as root: the uid runs execute as (default 65432)")
+    serve.add_argument("--run-pids", type=int, default=1024, help="local runner: processes per run (default 1024)")
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
@@ -74,7 +76,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, data_dir=args.data_dir, runner=args.runner, token_file=args.token_file,
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
-        local_images=images,
+        local_images=images, run_uid=args.run_uid, run_pids=args.run_pids,
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 

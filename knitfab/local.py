@@ -15,6 +15,7 @@ process group and start time (the *handle*), and reads its exit code from the ``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ from .runuser import launch, run_user, sandbox_user_args
 from .store import Layout
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+log = logging.getLogger(__name__)
 PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
 WRAPPER = '"$@"; code=$?; echo "$code" > exit.tmp && mv exit.tmp exit'
 # Host files a run must not see even though their directory is visible (DAC would refuse them to
@@ -78,7 +80,8 @@ class LocalRunner:
         self.on_exit = on_exit
         self.user = run_user(run_uid)
         self.pids = pids
-        self.cgroups = Cgroups.probe() if self.user.privileged else Cgroups({})
+        self.cgroups = Cgroups.probe()
+        log.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -205,7 +208,7 @@ class LocalRunner:
         cover = [a for f in SECRETS if os.path.isfile(f) for a in ("--ro-bind", "/dev/null", f)]
         root = str(self.layout.root)
         if any(root == d or root.startswith(d + "/") for d in SYSTEM_DIRS if os.path.isdir(d)):
-            cover += ["--tmpfs", root]
+            cover += ["--tmpfs", root, "--remount-ro", root]  # empty, read-only
         return cover
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ bubblewrap resolves bind sources as the user it runs as, and the data directory 
 the run's uid. So a root worker first *stages* every bind source: in a mount namespace of its
 own (``unshare --mount``), it binds each source into a small tmpfs and moves that tmpfs over
 its ``/tmp``, then hands bubblewrap the staged paths. Nothing of this is visible to the host or
-to other workers. Inputs are made readable by giving their files to the run's uid (``chown -R
--h``: ownership only, modes untouched; Data is only read through read-only binds), so a file
+to other workers. Inputs are made readable by giving their files to the run's uid (``chown -h``
+of what it does not own yet: ownership only, modes untouched; Data is only read through
+read-only binds, and not at all outside the sandbox by that uid), so a file
 uploaded with mode 0600 is readable in the run; outputs are written by that uid into staging
 directories it owns, which the root server reads and deletes as any other.
 """
@@ -94,7 +95,8 @@ def launch(user: RunUser, bwrap: list[str], cgroups: Iterable[Path] = (),
         return ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch", *tail] if enter else tail
     staged, mounts = stage(bwrap)
     owner = f"{user.uid}:{user.gid}"
-    give = [f"chown -R -h {owner} -- {shlex.quote(str(p))}" for p in readable]
+    mine = f"-user {user.uid} -group {user.gid}"
+    give = [f"find -P {shlex.quote(str(p))} ! \\( {mine} \\) -exec chown -h {owner} {{}} +" for p in readable]
     drop = f'exec setpriv --reuid={user.uid} --regid={user.gid} {" ".join(DROP)} -- "$@"'
     script = "\n".join(["set -e", *give, *mounts, *enter, drop])  # give before /tmp is covered
     tail = [*(rlimits or []), *staged]

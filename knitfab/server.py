@@ -49,6 +49,8 @@ class Config:
     capacity: dict[str, Decimal] | None = None
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
+    run_uid: int | None = None  # local runner, server as root: the uid runs execute as
+    run_pids: int = 1024  # local runner: processes a run may have at once
 
 
 class KnitfabServer:
@@ -127,7 +129,8 @@ class KnitfabServer:
             from .k8s import KubernetesRunner  # only this path imports the kubernetes client
 
             return KubernetesRunner.from_environment(self.store.layout)
-        runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images)
+        runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images,
+                             run_uid=config.run_uid, pids=config.run_pids)  # fmt: skip
         runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
         return runner
 

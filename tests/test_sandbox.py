@@ -3,7 +3,9 @@ bubblewrap, real cgroups where the host has them; the server as root where the t
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from knitfab import data, runs
 from knitfab.engine import Engine, load_job
 from knitfab.limits import Cgroups
 from knitfab.local import LocalRunner
+from knitfab.store import Store
 
 pytestmark = [
     pytest.mark.slow,
@@ -81,6 +84,21 @@ def test_a_run_cannot_read_host_secrets_or_other_data(store, tmp_path):
     # /root holds at most the way to the server's Python, when that is installed below /root
     python = {Path(p).parts[2] for p in (sys.base_prefix, sys.exec_prefix) if p.startswith("/root/")}
     assert set(output(store, run, "root").read_text().split()) <= python
+
+
+@as_root
+@pytest.mark.skipif(not os.path.isdir("/opt"), reason="no /opt on this host")
+def test_a_data_directory_inside_a_visible_system_directory_is_covered():
+    root = Path(tempfile.mkdtemp(dir="/opt", prefix="knitfab-test-"))
+    store = Store(root)
+    try:
+        probes = refused(f'test -n "$(ls -A {root})"', f"touch {root}/x", f"cat {store.layout.db}")
+        run, log = run_plan(store, probes + " > /out/probes")
+        assert run["status"] == "done", log
+        assert "ALLOWED" not in output(store, run, "probes").read_text()
+    finally:
+        store.close()
+        shutil.rmtree(root)
 
 
 def test_a_run_cannot_write_the_kernel_settings_or_its_root(store):
