@@ -5,12 +5,15 @@
 resource), and the size of the run's writable tmpfs (``ephemeral-storage``, else its memory).
 
 ``Cgroups.probe()`` finds, per controller (memory, pids, cpu), where this host lets the server
-make child cgroups: a cgroup v2 subtree with the controller enabled, else the v1 hierarchy of
-that controller, below the server's own cgroup, in a ``knitfab`` directory. ``create()`` makes a
+make child cgroups: a cgroup v2 subtree with the controller enabled (below the server's own
+cgroup, else at the top of the hierarchy), else the v1 hierarchy of that controller below the
+server's own cgroup, in a ``knitfab`` directory. ``create()`` makes a
 run's cgroups and writes their limits; the worker enters them itself before it drops privileges
 (``cgroup.procs``), so everything the run forks is counted. What no cgroup covers falls back to
-rlimits (``rlimit_args``): ``RLIMIT_AS`` for memory (an allocation fails instead of an OOM kill)
-and ``RLIMIT_NPROC`` for processes (counted per host uid); cpu then has no limit.
+rlimits (``rlimit_args``): ``RLIMIT_DATA`` for memory (an allocation fails instead of an OOM
+kill; unlike ``RLIMIT_AS`` it leaves address-space reservations and shared libraries alone) and
+``RLIMIT_NPROC`` for processes (counted per host uid, so only for a dedicated run uid); cpu then
+has no limit.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Cgroups:
         mounts = _cgroup_mounts()
         own = _own_cgroups()
         parents: dict[str, Path] = {}
-        v2 = _v2_parent(mounts.get(""), own.get(""))
+        v2 = _v2_parent(mounts.get(""), own.get("")) or _v2_parent(mounts.get(""), "/")
         for controller in CONTROLLERS:
             if v2 is not None and controller in _enabled(v2):
                 parents[controller] = v2
@@ -74,8 +77,8 @@ class Cgroups:
     def enforced(self) -> dict[str, str]:
         """What enforces each limit here, for the log and docs/security.md."""
         how = {c: ("cgroup v2" if _is_v2(p) else "cgroup v1") for c, p in self.parents.items()}
-        how.setdefault("memory", "RLIMIT_AS")
-        how.setdefault("pids", "RLIMIT_NPROC")
+        how.setdefault("memory", "RLIMIT_DATA")
+        how.setdefault("pids", "RLIMIT_NPROC (dedicated run uid only)")
         how.setdefault("cpu", "none")
         return how
 
@@ -89,12 +92,13 @@ class Cgroups:
         return list(made.values())
 
 
-def rlimit_args(cgroups: Cgroups, limits: Limits) -> list[str]:
-    """``prlimit`` for what no cgroup enforces (empty when cgroups cover it all)."""
+def rlimit_args(cgroups: Cgroups, limits: Limits, own_uid: bool = False) -> list[str]:
+    """``prlimit`` for what no cgroup enforces (empty when cgroups cover it all). ``own_uid``:
+    runs are the server's own uid, whose every process RLIMIT_NPROC would count."""
     args = []
     if "memory" not in cgroups.parents and limits.memory:
-        args.append(f"--as={limits.memory}")
-    if "pids" not in cgroups.parents:
+        args.append(f"--data={limits.memory}")
+    if "pids" not in cgroups.parents and not own_uid:
         args.append(f"--nproc={limits.pids}")
     return ["prlimit", *args, "--"] if args else []
 

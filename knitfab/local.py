@@ -178,7 +178,8 @@ class LocalRunner:
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
         inputs = [self.layout.data(m.knit_id) for m in job.inputs]
-        return launch(self.user, bwrap, groups, inputs, rlimits.rlimit_args(self.cgroups, limits))
+        prlimit = rlimits.rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
+        return launch(self.user, bwrap, groups, inputs, prlimit)
 
     def sandbox(self, job: Job) -> list[str]:
         """The bubblewrap command line of a run."""

@@ -139,7 +139,7 @@ def test_a_run_over_its_memory_limit_is_oom_killed_with_137(store):
     assert run["exit"] == {"code": 137, "message": "(container main) OOMKilled: memory limit 64Mi exceeded"}
 
 
-def test_without_cgroups_memory_falls_back_to_an_address_space_limit(store):
+def test_without_cgroups_memory_falls_back_to_a_data_size_limit(store):
     runner = LocalRunner(store.layout, grace=1)
     runner.cgroups = Cgroups({})
     run, log = run_plan(store, "python3 -c 'bytearray(256 * 1024 * 1024)'", runner=runner, resources={"memory": "64Mi"})
