@@ -4,6 +4,7 @@ bubblewrap, real cgroups where the host has them; the server as root where the t
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -217,3 +218,68 @@ def _worker_processes(runner, job, uid):
         if int(stat[2]) == pgid and int(status["Uid"].split()[0]) == uid:
             found.append(entry.name)
     return found
+
+
+NON_ROOT_SERVER = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from helpers import apply, drive, push, runs_of
+from knitfab import runs
+from knitfab.engine import Engine
+from knitfab.local import LocalRunner
+from knitfab.store import Store
+
+store = Store(sys.argv[1])
+runner = LocalRunner(store.layout, grace=1)
+engine = Engine(store, runner)
+script = "id -u > /out/id; cat /in/train.csv > /out/copy; python3 -c 'bytearray(256 << 20)'; echo $? > /out/py"
+plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, log={"tags": ["type:log"]},
+             entrypoint=["sh", "-c", script], args=[], resources={"memory": "64Mi"})
+push(store, "type:dataset", files={"train.csv": "1,2,3\\n"})
+drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"), timeout=30)
+(run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
+out = store.layout.data(run["outputs"][0]["knitId"])
+files = {name: (out / name).read_text().strip() for name in ("id", "copy", "py")}
+print(json.dumps({"status": run["status"], "files": files, "enforced": runner.cgroups.enforced()}))
+"""
+
+
+def python_for(drop, path):
+    """This Python, or the system's of the same version, if the unprivileged user can run it."""
+    for python in (sys.executable, "/usr/bin/python3"):
+        try:
+            version = subprocess.run(
+                [*drop, python, "-c", "import sys, peewee; print(sys.version_info[:2])"],
+                env={"PYTHONPATH": path},
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+        except OSError:
+            continue
+        if version.strip() == str(sys.version_info[:2]):
+            return python
+    pytest.skip("no Python with the test's packages that an unprivileged user may run")
+
+
+@as_root
+@pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv"), reason="setpriv is not installed")
+def test_a_server_that_is_not_root_runs_runs_as_itself_with_rlimits():
+    uid = 65429
+    here = Path(__file__).parent
+    path = os.pathsep.join([str(here.parent), *(p for p in sys.path if p.endswith("site-packages"))])
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all"]
+    python = python_for(drop, path)
+    root = Path(tempfile.mkdtemp(prefix="knitfab-nonroot-"))
+    os.chown(root, uid, uid)
+    try:
+        done = subprocess.run([*drop, python, "-c", NON_ROOT_SERVER, str(root / "data"), str(here)],
+                              env={"PYTHONPATH": path, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                              timeout=90)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads(done.stdout.splitlines()[-1])
+    finally:
+        shutil.rmtree(root)
+    assert result["status"] == "done"
+    assert result["files"] == {"id": str(uid), "copy": "1,2,3", "py": "1"}  # MemoryError: RLIMIT_DATA
+    assert result["enforced"]["memory"] == "RLIMIT_DATA"
