@@ -116,7 +116,7 @@ def oom_killed(groups: list[Path]) -> bool:
     return False
 
 
-def remove(groups: list[Path], timeout: float = 5.0) -> None:
+def remove_cgroups(groups: list[Path], timeout: float = 5.0) -> None:
     """Kill what is left in the run's cgroups and remove them (an emptied cgroup goes at once)."""
     deadline = time.monotonic() + timeout
     for group in groups:

@@ -3,6 +3,10 @@
 A run executes the plan's ``entrypoint`` + ``args`` with every input Data bind-mounted
 read-only at its path, every output (staging) directory read-write at its path, a private
 ``/tmp``, the host's system and Python read-only, and no network unless the operator allows it.
+It is never root on the host (``runuser``: a dedicated uid when the server is root) and runs
+under the plan's limits (``limits``: cgroups, else rlimits); ``confine()`` wraps any sandbox
+command line (host mode's ``sandbox()``, or an image's) in both. docs/security.md says exactly
+what a run sees.
 A plan ``image`` the operator maps to a directory (``--local-image NAME:TAG=DIR``) has that
 directory at ``/work`` as the working directory, as ``WORKDIR /work`` + ``COPY`` would.
 
@@ -27,15 +31,14 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
-from . import limits as rlimits
 from . import quantity
-from .limits import DEFAULT_PIDS, Cgroups, Limits
+from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, remove_cgroups, rlimit_args
 from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .runuser import launch, run_user, sandbox_user_args
 from .store import Layout
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
 WRAPPER = '"$@"; code=$?; echo "$code" > exit.tmp && mv exit.tmp exit'
 # Host files a run must not see even though their directory is visible (DAC would refuse them to
@@ -81,7 +84,7 @@ class LocalRunner:
         self.user = run_user(run_uid)
         self.pids = pids
         self.cgroups = Cgroups.probe()
-        log.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
+        logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -127,7 +130,7 @@ class LocalRunner:
             return GONE
         if code == 0:
             return WorkerStatus(WorkerState.SUCCEEDED, 0, "")
-        if rlimits.oom_killed(self._cgroups_of(job)):
+        if oom_killed(self._cgroups_of(job)):
             memory = Limits.of(job.resources).memory_text
             return WorkerStatus(WorkerState.FAILED, code, f"(container main) OOMKilled: memory limit {memory} exceeded")
         return WorkerStatus(WorkerState.FAILED, code, _exit_message(code))
@@ -162,7 +165,7 @@ class LocalRunner:
             deadline = time.monotonic() + 5
             while self._alive(job) and time.monotonic() < deadline:
                 time.sleep(0.01)
-        rlimits.remove(self._cgroups_of(job))
+        remove_cgroups(self._cgroups_of(job))
         with self._lock:
             self._procs.pop(job.run_id, None)
         self._stopping.pop(job.run_id, None)
@@ -178,17 +181,17 @@ class LocalRunner:
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
         inputs = [self.layout.data(m.knit_id) for m in job.inputs]
-        prlimit = rlimits.rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
+        prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
         return launch(self.user, bwrap, groups, inputs, prlimit)
 
     def sandbox(self, job: Job) -> list[str]:
         """The bubblewrap command line of a run."""
         # The private /tmp comes first: a bind below /tmp (a venv, a data dir) must not be hidden.
-        cmd = ["bwrap", *sandbox_user_args(self.user), "--die-with-parent", "--tmpfs", "/"]
-        cmd += private_tmp(Limits.of(job.resources, self.pids))
+        limits = Limits.of(job.resources, self.pids)
+        cmd = ["bwrap", *sandbox_user_args(self.user), "--die-with-parent", "--tmpfs", "/", *private_tmp(limits)]
         if self.network:
             cmd += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        cmd += _system_binds() + self._hidden() + kernel_views(Limits.of(job.resources, self.pids))
+        cmd += _system_binds() + self._hidden() + kernel_views(limits)
         for m in job.inputs:
             cmd += ["--ro-bind", str(self.layout.data(m.knit_id)), m.path]
         for m in job.outputs:

@@ -30,7 +30,7 @@ class TestLocalRunner(RunnerContract):
     def runner(self, store):
         yield LocalRunner(store.layout, grace=2)
         for groups in store.layout.root.glob("workers/*/cgroups"):  # of workers a test never cleans up
-            limits.remove([Path(g) for g in json.loads(groups.read_text())])
+            limits.remove_cgroups([Path(g) for g in json.loads(groups.read_text())])
 
     def program(self, kind):
         script = {
