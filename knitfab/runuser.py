@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import stat
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -94,19 +95,25 @@ def launch(user: RunUser, bwrap: list[str], cgroups: Iterable[Path] = (),
         tail = [*(rlimits or []), *bwrap]
         return ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch", *tail] if enter else tail
     staged, mounts = stage(bwrap)
-    owner = f"{user.uid}:{user.gid}"
-    mine = f"-user {user.uid} -group {user.gid}"
-    give = [f"find -P {shlex.quote(str(p))} ! \\( {mine} \\) -exec chown -h {owner} {{}} +" for p in readable]
     drop = f'exec setpriv --reuid={user.uid} --regid={user.gid} {" ".join(DROP)} -- "$@"'
-    script = "\n".join(["set -e", *give, *mounts, *enter, drop])  # give before /tmp is covered
-    tail = [*(rlimits or []), *staged]
-    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "knitfab-launch", *tail]
+    script = "\n".join(["set -e", *_give(user, readable), *mounts, *enter, drop])  # give before /tmp is covered
+    shell = ["/bin/sh", "-c", script, "knitfab-launch", *(rlimits or []), *staged]
+    return ["unshare", "--mount", "--propagation", "private", "--", *shell] if mounts else shell
+
+
+def _give(user: RunUser, paths: Iterable[Path]) -> list[str]:
+    """``find`` lines that give the files under ``paths`` to the run's uid, where not yet its."""
+    quoted = " ".join(shlex.quote(str(p)) for p in paths)
+    mine = f"-user {user.uid} -group {user.gid}"
+    return [f"find -P {quoted} ! \\( {mine} \\) -exec chown -h {user.uid}:{user.gid} {{}} +"] if quoted else []
 
 
 def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
-    """bwrap's command line with every bind source replaced by a staged path, and the shell lines
-    (run as root in the worker's mount namespace) that bind the sources there."""
-    args, lines = [], ["mkdir -p stage", 'mount -t tmpfs -o mode=0755,size=1m knitfab-stage "$PWD/stage"']
+    """bwrap's command line with every bind source the run's uid cannot reach replaced by a
+    staged path, and the shell lines (run as root in the worker's mount namespace) that bind
+    them there: one bind per closed directory below which sources lie (the data directory)."""
+    args: list[str] = []
+    anchors: dict[Path, int] = {}
     i = 1
     while i < len(bwrap) and bwrap[i] != "--":
         option = bwrap[i]
@@ -115,21 +122,43 @@ def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
             raise ValueError(f"cannot stage the sandbox: unknown bwrap option {option!r}")
         values = bwrap[i + 1 : i + 1 + width]
         if option in BINDS:
-            option, values = _staged(option, values, len(lines), lines)
+            option, values = _staged(option, values, anchors)
         if option:
             args += [option, *values]
         i += 1 + width
-    lines.append(f'mount --move "$PWD/stage" {STAGE}')
-    return [bwrap[0], *args, *bwrap[i:]], lines
+    return [bwrap[0], *args, *bwrap[i:]], _stage_lines(anchors)
 
 
-def _staged(option: str, values: list[str], n: int, lines: list[str]) -> tuple[str | None, list[str]]:
+def _staged(option: str, values: list[str], anchors: dict[Path, int]) -> tuple[str | None, list[str]]:
     source, dest = values
     if not os.path.exists(source):
         if option in TRY_BINDS:
             return None, []  # as bwrap would: nothing to bind
         raise ValueError(f"cannot stage the sandbox: {source} does not exist")
-    point = f"stage/{n}"
-    make = f"mkdir {point}" if os.path.isdir(source) else f": > {point}"
-    lines.append(f"{make}; mount --rbind -- {shlex.quote(source)} {point}")
-    return option, [f"{STAGE}/{n}", dest]
+    anchor = _anchor(Path(source))
+    if anchor is None:
+        return option, values
+    n = anchors.setdefault(anchor, len(anchors))
+    rest = Path(source).relative_to(anchor)
+    return option, [f"{STAGE}/{n}" + ("" if rest == Path(".") else f"/{rest}"), dest]
+
+
+def _anchor(source: Path) -> Path | None:
+    """The directory (or file) just below the deepest ancestor of ``source`` that others may not
+    search; None when every ancestor is open (``/usr``, a checkout under ``/work``)."""
+    path = Path(os.path.abspath(source))
+    chain = [path, *path.parents]
+    for below, parent in zip(chain, chain[1:], strict=False):
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return below
+    return None
+
+
+def _stage_lines(anchors: dict[Path, int]) -> list[str]:
+    if not anchors:
+        return []
+    lines = ["mkdir -p stage", 'mount -t tmpfs -o mode=0755,size=1m knitfab-stage "$PWD/stage"']
+    for anchor, n in anchors.items():
+        make = f"mkdir stage/{n}" if anchor.is_dir() else f": > stage/{n}"
+        lines.append(f"{make}; mount --rbind -- {shlex.quote(str(anchor))} stage/{n}")
+    return lines + [f'mount --move "$PWD/stage" {STAGE}']

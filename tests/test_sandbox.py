@@ -17,6 +17,7 @@ from knitfab import data, runs
 from knitfab.engine import Engine, load_job
 from knitfab.limits import Cgroups
 from knitfab.local import LocalRunner
+from knitfab.runuser import stage
 from knitfab.store import Store
 
 pytestmark = [
@@ -227,6 +228,7 @@ from helpers import apply, drive, push, runs_of
 from knitfab import runs
 from knitfab.engine import Engine
 from knitfab.local import LocalRunner
+from knitfab.runuser import stage
 from knitfab.store import Store
 
 store = Store(sys.argv[1])
@@ -283,3 +285,20 @@ def test_a_server_that_is_not_root_runs_runs_as_itself_with_rlimits():
     assert result["status"] == "done"
     assert result["files"] == {"id": str(uid), "copy": "1,2,3", "py": "1"}  # MemoryError: RLIMIT_DATA
     assert result["enforced"]["memory"] == "RLIMIT_DATA"
+
+
+def test_staging_stages_only_what_the_run_uid_cannot_reach(tmp_path):
+    closed = tmp_path / "closed"
+    (closed / "data" / "x").mkdir(parents=True)
+    closed.chmod(0o700)
+    bwrap = ["bwrap", "--ro-bind", "/usr", "/usr", "--ro-bind", str(closed / "data" / "x"), "/in",
+             "--setenv", "A", "--bind", "--ro-bind-try", "/nonexistent", "/x", "--", "--bind", "/", "/"]  # fmt: skip
+    staged, lines = stage(bwrap)
+    assert staged == ["bwrap", "--ro-bind", "/usr", "/usr", "--ro-bind", "/tmp/0/x", "/in",
+                      "--setenv", "A", "--bind", "--", "--bind", "/", "/"]  # fmt: skip
+    assert f"mount --rbind -- {closed / 'data'} stage/0" in "\n".join(lines)
+
+
+def test_staging_refuses_a_bwrap_option_it_does_not_know():
+    with pytest.raises(ValueError, match="unknown bwrap option"):
+        stage(["bwrap", "--bind-somehow", "/etc", "/host-etc", "--", "true"])
