@@ -6,10 +6,11 @@ user (``setpriv``), in a user namespace of its own whose only uid is that one, w
 capabilities and no further user namespaces. With the server as another user, runs are that
 user, in the same kind of namespace.
 
-bubblewrap resolves bind sources as the user it runs as, and the data directory is not open to
-the run's uid. So a root worker first *stages* every bind source: in a mount namespace of its
-own (``unshare --mount``), it binds each source into a small tmpfs and moves that tmpfs over
-its ``/tmp``, then hands bubblewrap the staged paths. Nothing of this is visible to the host or
+bubblewrap resolves bind sources as the user it runs as, and the data directory need not be
+open to the run's uid. So a root worker first *stages* the bind sources that uid cannot reach:
+in a mount namespace of its own (``unshare --mount``), it binds each closed directory holding
+sources into a small tmpfs and moves that tmpfs over its ``/tmp``, then hands bubblewrap the
+staged paths. Nothing of this is visible to the host or
 to other workers. Inputs are made readable by giving their files to the run's uid (``chown -h``
 of what it does not own yet: ownership only, modes untouched; Data is only read through
 read-only binds, and not at all outside the sandbox by that uid), so a file
