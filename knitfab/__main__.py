@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "--disk-reserve", type=_bytes, default=DEFAULT_RESERVE, metavar="QUANTITY",
         help="disk space uploads always leave free for the database, e.g. 2Gi (default 1Gi)",
     )  # fmt: skip
+    serve.add_argument("--run-uid", type=int, help="local runner as root: the uid runs execute as (default 65432)")
+    serve.add_argument("--run-pids", type=int, default=1024, help="local runner: processes per run (default 1024)")
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
@@ -132,6 +134,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         local_images=images, public=_public(args.public),
         max_header_size=args.max_header_size, client_timeout=args.client_timeout, **_extensions(args.config),
         max_data_size=args.max_data_size, disk_reserve=args.disk_reserve,
+        run_uid=args.run_uid, run_pids=args.run_pids,
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 

@@ -3,6 +3,10 @@
 A run executes the plan's ``entrypoint`` + ``args`` with every input Data bind-mounted
 read-only at its path, every output (staging) directory read-write at its path, a private
 ``/tmp``, the host's system and Python read-only, and no network unless the operator allows it.
+It is never root on the host (``runuser``: a dedicated uid when the server is root) and runs
+under the plan's limits (``limits``: cgroups, else rlimits); ``confine()`` wraps any sandbox
+command line (host mode's ``sandbox()``, or an image's) in both. docs/security.md says exactly
+what a run sees.
 A plan ``image`` the operator maps to a directory (``--local-image NAME:TAG=DIR``) has that
 directory at ``/work`` as the working directory, as ``WORKDIR /work`` + ``COPY`` would.
 
@@ -15,6 +19,7 @@ process group and start time (the *handle*), and reads its exit code from the ``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -27,21 +32,27 @@ from decimal import Decimal
 from pathlib import Path
 
 from . import quantity
+from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, remove_cgroups, rlimit_args
 from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from .runuser import launch, run_user, sandbox_user_args
 from .store import Layout
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+logger = logging.getLogger(__name__)
 PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
 # The exit code overwrites, in place, a placeholder written before the worker starts: on a full
 # disk a new file (or a rename's directory entry) may find no block, the placeholder's block is there.
 WRAPPER = '"$@"; code=$?; printf "%s\\n" "$code" 1<>exit'
 EXIT_PLACEHOLDER = " " * 15 + "\n"  # no number: not ended yet
+# Host files a run must not see even though their directory is visible (DAC would refuse them to
+# the run's uid as well; these are covered so that not even their size shows).
+SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd")
 
 
 def machine_capacity() -> dict[str, Decimal]:
-    """All of this machine's cores and memory."""
-    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return {"cpu": Decimal(os.cpu_count() or 1), "memory": Decimal(pages)}
+    """All of this machine's cores and memory; a run's ``ephemeral-storage`` is its tmpfs, in memory."""
+    pages = Decimal(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return {"cpu": Decimal(os.cpu_count() or 1), "memory": pages, "ephemeral-storage": pages}
 
 
 def parse_capacity(text: str) -> dict[str, Decimal]:
@@ -64,6 +75,8 @@ class LocalRunner:
         images: dict[str, Path] | None = None,
         grace: float = 10.0,
         on_exit: Callable[[], None] | None = None,
+        run_uid: int | None = None,
+        pids: int = DEFAULT_PIDS,
     ):
         self.layout = layout
         self.capacity = capacity if capacity is not None else machine_capacity()
@@ -71,6 +84,10 @@ class LocalRunner:
         self.images = {name: Path(d).resolve() for name, d in (images or {}).items()}
         self.grace = grace
         self.on_exit = on_exit
+        self.user = run_user(run_uid)
+        self.pids = pids
+        self.cgroups = Cgroups.probe()
+        logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -79,6 +96,9 @@ class LocalRunner:
 
     def prepare(self, job: Job) -> None:
         empty_outputs(self.layout, job)
+        if self.user.privileged:
+            for m in job.outputs:  # written by the run's uid; the log is written through our fd
+                os.chown(self.layout.staging(m.knit_id), self.user.uid, self.user.gid)
 
     def start(self, job: Job) -> str:
         if not job.entrypoint:
@@ -91,7 +111,7 @@ class LocalRunner:
             return (workdir / "handle").read_text()  # started before a crash: it is that worker
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "exit").write_text(EXIT_PLACEHOLDER)
-        command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.sandbox(job)]
+        command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, self.sandbox(job))]
         with open(self._log_path(job), "ab") as log:
             proc = subprocess.Popen(
                 command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -114,6 +134,9 @@ class LocalRunner:
             return GONE
         if code == 0:
             return WorkerStatus(WorkerState.SUCCEEDED, 0, "")
+        if oom_killed(self._cgroups_of(job)):
+            memory = Limits.of(job.resources).memory_text
+            return WorkerStatus(WorkerState.FAILED, code, f"(container main) OOMKilled: memory limit {memory} exceeded")
         return WorkerStatus(WorkerState.FAILED, code, _exit_message(code))
 
     def logs(self, job: Job, follow: bool = False) -> Iterator[bytes]:
@@ -146,6 +169,7 @@ class LocalRunner:
             deadline = time.monotonic() + 5
             while self._alive(job) and time.monotonic() < deadline:
                 time.sleep(0.01)
+        remove_cgroups(self._cgroups_of(job))
         with self._lock:
             self._procs.pop(job.run_id, None)
         self._stopping.pop(job.run_id, None)
@@ -153,13 +177,25 @@ class LocalRunner:
 
     # -- the sandbox ------------------------------------------------------------------------------
 
+    def confine(self, job: Job, bwrap: list[str]) -> list[str]:
+        """What the worker executes around a sandbox's bwrap command line (host mode or image
+        mode): the run's cgroups entered, its inputs readable by the run's unprivileged user,
+        privileges dropped to that user, and rlimits for what no cgroup enforces."""
+        limits = Limits.of(job.resources, self.pids)
+        groups = self.cgroups.create(f"run-{job.run_id}", limits)
+        (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
+        inputs = [self.layout.data(m.knit_id) for m in job.inputs]
+        prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
+        return launch(self.user, bwrap, groups, inputs, prlimit)
+
     def sandbox(self, job: Job) -> list[str]:
         """The bubblewrap command line of a run."""
         # The private /tmp comes first: a bind below /tmp (a venv, a data dir) must not be hidden.
-        cmd = ["bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--tmpfs", "/", "--tmpfs", "/tmp"]
+        limits = Limits.of(job.resources, self.pids)
+        cmd = ["bwrap", *sandbox_user_args(self.user), "--die-with-parent", "--tmpfs", "/", *private_tmp(limits)]
         if self.network:
             cmd += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        cmd += _system_binds() + ["--proc", "/proc", "--dev", "/dev"]
+        cmd += _system_binds() + self._hidden() + kernel_views(limits)
         for m in job.inputs:
             cmd += ["--ro-bind", str(self.layout.data(m.knit_id)), m.path]
         for m in job.outputs:
@@ -172,7 +208,16 @@ class LocalRunner:
                "LANG": "C.UTF-8", "KNIT_RUN_ID": job.run_id}  # fmt: skip
         for key, value in {**env, **job.env}.items():
             cmd += ["--setenv", key, value]
-        return cmd + ["--", *job.entrypoint, *job.args]
+        return cmd + ["--remount-ro", "/", "--", *job.entrypoint, *job.args]
+
+    def _hidden(self) -> list[str]:
+        """Covers for host secrets inside the visible system directories, and for the data
+        directory itself when it lives in one of them (``/opt/knitfab``)."""
+        cover = [a for f in SECRETS if os.path.isfile(f) for a in ("--ro-bind", "/dev/null", f)]
+        root = str(self.layout.root)
+        if any(root == d or root.startswith(d + "/") for d in SYSTEM_DIRS if os.path.isdir(d)):
+            cover += ["--tmpfs", root, "--remount-ro", root]  # empty, read-only
+        return cover
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -180,6 +225,12 @@ class LocalRunner:
         if job.log:
             return self.layout.staging(job.log) / "log"
         return self.layout.worker(job.run_id) / "log"  # a plan without log: discarded at cleanup
+
+    def _cgroups_of(self, job: Job) -> list[Path]:
+        try:
+            return [Path(g) for g in json.loads((self.layout.worker(job.run_id) / "cgroups").read_text())]
+        except (FileNotFoundError, ValueError):
+            return []
 
     def _exit_code(self, job: Job) -> int | None:
         try:
@@ -211,6 +262,19 @@ class LocalRunner:
 # A virtualenv is mounted at this fixed place in the sandbox, not at its own path: a plan's image
 # folder is mounted at /work, which would hide a venv living under /work (a checkout's .venv).
 VENV_MOUNT = "/knitfab-python"
+
+
+def private_tmp(limits: Limits) -> list[str]:
+    """A writable /tmp of the run's tmpfs size (in memory: it counts against the memory limit)."""
+    return ["--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
+
+
+def kernel_views(limits: Limits) -> list[str]:
+    """/proc of the run's own pid namespace, read-only (no /proc/sys writes, no sysrq); /dev with
+    the usual devices and a /dev/shm of the tmpfs size; no /sys at all."""
+    proc = ["--proc", "/proc", "--remount-ro", "/proc"]
+    dev = ["--dev", "/dev", "--size", str(limits.tmp_size), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    return proc + dev
 
 
 def _in_venv() -> bool:

@@ -70,6 +70,8 @@ class Config:
     extra_api: dict[str, str] = field(default_factory=dict)  # path → proxy_to (extraapi.py), from --config
     max_data_size: int | None = None  # bytes one upload may hold; None: whatever fits above the reserve
     disk_reserve: int = DEFAULT_RESERVE  # bytes uploads (and run outputs) always leave free on the disk
+    run_uid: int | None = None  # local runner, server as root: the uid runs execute as
+    run_pids: int = 1024  # local runner: processes a run may have at once
 
 
 class KnitfabServer:
@@ -164,7 +166,8 @@ class KnitfabServer:
             from .k8s import KubernetesRunner  # only this path imports the kubernetes client
 
             return KubernetesRunner.from_environment(self.store.layout)
-        runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images)
+        runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images,
+                             run_uid=config.run_uid, pids=config.run_pids)  # fmt: skip
         runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
         return runner
 

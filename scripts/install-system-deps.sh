@@ -1,12 +1,16 @@
 #!/bin/sh
-# Debian packages Knitfab needs: bubblewrap (the local runner's sandbox), graphviz (lineage
-# pictures, the console's graphs), chromium and chromium-driver (the console's tests) and
+# Debian packages Knitfab needs: bubblewrap and util-linux (the local runner's sandbox), graphviz
+# (lineage pictures, the console's graphs), chromium and chromium-driver (the console's tests) and
 # python3-venv (to create .venv). Installs what is missing when run as root; otherwise says
 # what to install.
 set -eu
 PYTHON=${PYTHON:-python3}
 missing=""
 command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+# setpriv, prlimit, unshare: the local runner's unprivileged run user and rlimits
+for tool in setpriv prlimit unshare; do
+    command -v "$tool" >/dev/null 2>&1 || { missing="$missing util-linux"; break; }
+done
 command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
 "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
 command -v make >/dev/null 2>&1 || missing="$missing make"

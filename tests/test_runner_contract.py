@@ -1,11 +1,14 @@
 """Every runner passes the same contract (runner_contract.py)."""
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 from fake_runner import FakeRunner
 from runner_contract import RunnerContract
 
+from knitfab import limits
 from knitfab.local import LocalRunner
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (make install)")
@@ -25,7 +28,9 @@ class TestFakeRunner(RunnerContract):
 class TestLocalRunner(RunnerContract):
     @pytest.fixture
     def runner(self, store):
-        return LocalRunner(store.layout, grace=2)
+        yield LocalRunner(store.layout, grace=2)
+        for groups in store.layout.root.glob("workers/*/cgroups"):  # of workers a test never cleans up
+            limits.remove_cgroups([Path(g) for g in json.loads(groups.read_text())])
 
     def program(self, kind):
         script = {

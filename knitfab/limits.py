@@ -1,0 +1,279 @@
+"""A run's resource limits on this host: cgroups where the host has them, rlimits where not.
+
+``Limits.of(resources)`` turns a plan's ``resources`` into numbers: ``memory`` (bytes), ``cpu``
+(cores, as a CFS quota), a process count (``pids``, an operator setting: plans have no such
+resource), and the size of the run's writable tmpfs (``ephemeral-storage``, else its memory).
+
+``Cgroups.probe()`` finds, per controller (memory, pids, cpu), where this host lets the server
+make child cgroups: a cgroup v2 subtree with the controller enabled (below the server's own
+cgroup, else at the top of the hierarchy), else the v1 hierarchy of that controller below the
+server's own cgroup, in a ``knitfab`` directory. ``create()`` makes a
+run's cgroups and writes their limits; the worker enters them itself before it drops privileges
+(``cgroup.procs``), so everything the run forks is counted. What no cgroup covers falls back to
+rlimits (``rlimit_args``): ``RLIMIT_DATA`` for memory (an allocation fails instead of an OOM
+kill; unlike ``RLIMIT_AS`` it leaves address-space reservations and shared libraries alone) and
+``RLIMIT_NPROC`` for processes (counted per host uid, so only for a dedicated run uid); cpu then
+has no limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from . import quantity
+
+CONTROLLERS = ("memory", "pids", "cpu")
+CFS_PERIOD = 100_000  # microseconds: the kernel's default period, as Kubernetes uses it
+DEFAULT_PIDS = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None  # bytes
+    cpu: Decimal | None  # cores
+    pids: int
+    tmp_size: int  # bytes of each writable tmpfs (/tmp, /dev/shm)
+    memory_text: str = ""  # the plan's own spelling, for messages ("64Mi")
+
+    @classmethod
+    def of(cls, resources: dict[str, str], pids: int = DEFAULT_PIDS) -> Limits:
+        memory = _bytes(resources.get("memory"))
+        cpu = quantity.value(resources["cpu"]) if resources.get("cpu") else None
+        tmp = _bytes(resources.get("ephemeral-storage")) or memory or 1 << 30
+        return cls(memory, cpu or None, pids, tmp, resources.get("memory", ""))
+
+
+def _bytes(text: str | None) -> int | None:
+    return int(quantity.value(text)) if text else None
+
+
+@dataclass(frozen=True)
+class Cgroups:
+    """Where each controller's run cgroups go (``{controller: parent dir}``); v2 shares one."""
+
+    parents: dict[str, Path]
+
+    @classmethod
+    def probe(cls) -> Cgroups:
+        mounts = _cgroup_mounts()
+        own = _own_cgroups()
+        parents: dict[str, Path] = {}
+        v2 = _v2_parent(mounts.get(""), own.get("")) or _v2_parent(mounts.get(""), "/")
+        for controller in CONTROLLERS:
+            if v2 is not None and controller in _enabled(v2):
+                parents[controller] = v2
+            elif controller in mounts:
+                parent = _v1_parent(mounts[controller], own.get(controller, "/"))
+                if parent is not None:
+                    parents[controller] = parent
+        return cls(parents)
+
+    def enforced(self) -> dict[str, str]:
+        """What enforces each limit here, for the log and docs/security.md."""
+        how = {c: ("cgroup v2" if _is_v2(p) else "cgroup v1") for c, p in self.parents.items()}
+        how.setdefault("memory", "RLIMIT_DATA")
+        how.setdefault("pids", "RLIMIT_NPROC (dedicated run uid only)")
+        how.setdefault("cpu", "none")
+        return how
+
+    def create(self, name: str, limits: Limits) -> list[Path]:
+        """Make the run's cgroups (one per hierarchy) with its limits; their directories."""
+        made: dict[Path, Path] = {}
+        for controller, parent in self.parents.items():
+            group = made.setdefault(parent, parent / name)
+            group.mkdir(exist_ok=True)
+            _WRITERS[(controller, _is_v2(parent))](group, limits)
+        return list(made.values())
+
+
+def rlimit_args(cgroups: Cgroups, limits: Limits, own_uid: bool = False) -> list[str]:
+    """``prlimit`` for what no cgroup enforces (empty when cgroups cover it all). ``own_uid``:
+    runs are the server's own uid, whose every process RLIMIT_NPROC would count."""
+    args = []
+    if "memory" not in cgroups.parents and limits.memory:
+        args.append(f"--data={limits.memory}")
+    if "pids" not in cgroups.parents and not own_uid:
+        args.append(f"--nproc={limits.pids}")
+    return ["prlimit", *args, "--"] if args else []
+
+
+def oom_killed(groups: list[Path]) -> bool:
+    """Whether the kernel's OOM killer ended a process of the run for its memory limit."""
+    for group in groups:
+        for name in ("memory.events", "memory.oom_control"):  # v2, v1
+            try:
+                fields = dict(line.split() for line in (group / name).read_text().splitlines())
+            except (OSError, ValueError):
+                continue
+            if int(fields.get("oom_kill", 0)) > 0:
+                return True
+    return False
+
+
+def remove_cgroups(groups: list[Path], timeout: float = 5.0) -> None:
+    """Kill what is left in the run's cgroups and remove them (an emptied cgroup goes at once)."""
+    deadline = time.monotonic() + timeout
+    for group in groups:
+        while group.exists():
+            _kill_all(group)
+            try:
+                group.rmdir()
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break  # a process stuck in the kernel: left for the next cleanup
+                time.sleep(0.02)
+
+
+# -- probing ----------------------------------------------------------------------------------------
+
+
+def _cgroup_mounts() -> dict[str, Path]:
+    """``{controller: v1 mount point}`` and ``{"": v2 mount point}`` from /proc/self/mountinfo."""
+    mounts: dict[str, Path] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fstype, _source, options = (right.split() + ["", "", ""])[:3]
+        point = Path(left.split()[4])
+        if fstype == "cgroup2":
+            mounts.setdefault("", point)
+        elif fstype == "cgroup":
+            for option in options.split(","):
+                if option in CONTROLLERS:
+                    mounts.setdefault(option, point)
+    return mounts
+
+
+def _own_cgroups() -> dict[str, str]:
+    """``{controller: path}`` of this process, ``{"": path}`` for v2."""
+    own: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path
+    return own
+
+
+def _v2_parent(mount: Path | None, own: str | None) -> Path | None:
+    """``<own cgroup>/knitfab`` with the controllers enabled for its children, or None. Our own
+    cgroup can give controllers to children only if it holds no process or is the root."""
+    if mount is None or own is None:
+        return None
+    base = mount / own.lstrip("/")
+    wanted = [c for c in CONTROLLERS if c in _available(base)]
+    if not wanted:
+        return None
+    try:
+        _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+        parent = base / "knitfab"
+        parent.mkdir(exist_ok=True)
+        available = [c for c in CONTROLLERS if c in _available(parent)]
+        if available:
+            _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in available))
+    except OSError:
+        return None
+    return parent if _enabled(parent) else None
+
+
+def _v1_parent(mount: Path, own: str) -> Path | None:
+    parent = mount / own.lstrip("/") / "knitfab"
+    try:
+        parent.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return parent if os.access(parent / "cgroup.procs", os.W_OK) else None
+
+
+def _available(group: Path) -> set[str]:
+    try:
+        return set((group / "cgroup.controllers").read_text().split())
+    except OSError:
+        return set()
+
+
+def _enabled(group: Path) -> set[str]:
+    try:
+        return set((group / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return set()
+
+
+def _is_v2(group: Path) -> bool:
+    return (group / "cgroup.controllers").exists()
+
+
+# -- writing limits ---------------------------------------------------------------------------------
+
+
+def _write(path: Path, value: object) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def _write_if(path: Path, value: object) -> None:
+    """For files a kernel may lack (swap accounting turned off)."""
+    if path.exists():
+        _write(path, value)
+
+
+def _memory_v1(group: Path, limits: Limits) -> None:
+    if limits.memory:
+        _write(group / "memory.limit_in_bytes", limits.memory)
+        _write_if(group / "memory.memsw.limit_in_bytes", limits.memory)  # no escape into swap
+
+
+def _memory_v2(group: Path, limits: Limits) -> None:
+    if limits.memory:
+        _write(group / "memory.max", limits.memory)
+        _write_if(group / "memory.swap.max", 0)
+        _write_if(group / "memory.oom.group", 1)  # the whole run ends, as a pod's container does
+
+
+def _pids(group: Path, limits: Limits) -> None:
+    _write(group / "pids.max", limits.pids)
+
+
+def _quota(limits: Limits) -> int | None:
+    return max(1000, math.ceil(limits.cpu * CFS_PERIOD)) if limits.cpu else None
+
+
+def _cpu_v1(group: Path, limits: Limits) -> None:
+    quota = _quota(limits)
+    if quota:
+        _write(group / "cpu.cfs_period_us", CFS_PERIOD)
+        _write(group / "cpu.cfs_quota_us", quota)
+
+
+def _cpu_v2(group: Path, limits: Limits) -> None:
+    quota = _quota(limits)
+    if quota:
+        _write(group / "cpu.max", f"{quota} {CFS_PERIOD}")
+
+
+_WRITERS = {
+    ("memory", False): _memory_v1, ("memory", True): _memory_v2,
+    ("pids", False): _pids, ("pids", True): _pids,
+    ("cpu", False): _cpu_v1, ("cpu", True): _cpu_v2,
+}  # fmt: skip
+
+
+def _kill_all(group: Path) -> None:
+    if (group / "cgroup.kill").exists():
+        _write(group / "cgroup.kill", 1)
+        return
+    try:
+        pids = (group / "cgroup.procs").read_text().split()
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,165 @@
+"""Who a run is on this host, and the root-side steps of a worker that make it so.
+
+A run never has the server's privileges. With the server as root, it executes as a dedicated
+unprivileged uid and gid (``DEFAULT_RUN_UID``, or ``--run-uid``): bubblewrap then runs as that
+user (``setpriv``), in a user namespace of its own whose only uid is that one, with no
+capabilities and no further user namespaces. With the server as another user, runs are that
+user, in the same kind of namespace.
+
+bubblewrap resolves bind sources as the user it runs as, and the data directory need not be
+open to the run's uid. So a root worker first *stages* the bind sources that uid cannot reach:
+in a mount namespace of its own (``unshare --mount``), it binds each closed directory holding
+sources into a small tmpfs and moves that tmpfs over its ``/tmp``, then hands bubblewrap the
+staged paths. Nothing of this is visible to the host or
+to other workers. Inputs are made readable by giving their files to the run's uid (``chown -h``
+of what it does not own yet: ownership only, modes untouched; Data is only read through
+read-only binds, and not at all outside the sandbox by that uid), so a file
+uploaded with mode 0600 is readable in the run; outputs are written by that uid into staging
+directories it owns, which the root server reads and deletes as any other.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import stat
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_RUN_UID = 65432  # Debian reserves 65000-65533 and allocates none of it to users
+STAGE = "/tmp"  # where a root worker's staged bind sources appear, in its own mount namespace
+
+# Options of bwrap 0.8 and how many arguments each takes: staging rewrites bind sources, so an
+# option it does not know is refused rather than guessed (a guess could stage a plan's path).
+BINDS = {"--bind", "--ro-bind", "--dev-bind", "--bind-try", "--ro-bind-try", "--dev-bind-try"}
+TRY_BINDS = {"--bind-try", "--ro-bind-try", "--dev-bind-try"}
+ARITY = dict.fromkeys(BINDS | {"--symlink", "--setenv", "--bind-fd", "--ro-bind-fd", "--file",
+                               "--bind-data", "--ro-bind-data", "--chmod"}, 2)  # fmt: skip
+ARITY.update(dict.fromkeys(
+    ["--tmpfs", "--proc", "--dev", "--dir", "--remount-ro", "--mqueue", "--chdir", "--uid", "--gid",
+     "--hostname", "--size", "--perms", "--cap-add", "--cap-drop", "--unsetenv", "--lock-file",
+     "--sync-fd", "--block-fd", "--userns-block-fd", "--info-fd", "--json-status-fd", "--seccomp",
+     "--add-seccomp-fd", "--userns", "--userns2", "--pidns", "--exec-label", "--file-label", "--argv0"],
+    1,
+))  # fmt: skip
+FLAGS = {"--unshare-all", "--unshare-user", "--unshare-user-try", "--unshare-ipc", "--unshare-pid",
+         "--unshare-net", "--unshare-uts", "--unshare-cgroup", "--unshare-cgroup-try", "--share-net",
+         "--die-with-parent", "--as-pid-1", "--new-session", "--clearenv", "--disable-userns",
+         "--assert-userns-disabled", "--level-prefix"}  # fmt: skip
+DROP = ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+
+
+@dataclass(frozen=True)
+class RunUser:
+    uid: int
+    gid: int
+    privileged: bool  # the server is root: workers stage, chown and drop to uid/gid themselves
+
+
+def run_user(uid: int | None = None) -> RunUser:
+    """The user runs execute as on this host: never root."""
+    if os.geteuid() != 0:
+        return RunUser(os.getuid(), os.getgid(), False)
+    uid = DEFAULT_RUN_UID if uid is None else uid
+    if uid <= 0:
+        raise ValueError(f"runs must not execute as uid {uid}: choose an unused unprivileged uid")
+    return RunUser(uid, uid, True)
+
+
+def sandbox_user_args(user: RunUser, inside_uid: int | None = None, inside_gid: int | None = None) -> list[str]:
+    """bwrap options: every namespace unshared, a user namespace holding only the run's uid (seen
+    inside as ``inside_uid``, by default the same number), no capabilities, no nested namespaces."""
+    uid = user.uid if inside_uid is None else inside_uid
+    gid = user.gid if inside_gid is None else inside_gid
+    args = ["--unshare-all", "--unshare-user", "--uid", str(uid), "--gid", str(gid), "--cap-drop", "ALL"]
+    return args + (["--disable-userns"] if bwrap_supports("--disable-userns") else [])
+
+
+@functools.cache
+def bwrap_supports(option: str) -> bool:
+    try:
+        help_text = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return f"{option} " in help_text
+
+
+def launch(user: RunUser, bwrap: list[str], cgroups: Iterable[Path] = (),
+           readable: Iterable[Path] = (), rlimits: list[str] | None = None) -> list[str]:  # fmt: skip
+    """The command a worker executes: enter ``cgroups``, and as root also stage bind sources,
+    give ``readable`` to the run's uid and drop to it, then ``rlimits`` (prlimit) and ``bwrap``."""
+    enter = [f"echo $$ > {shlex.quote(str(Path(g) / 'cgroup.procs'))}" for g in cgroups]
+    if not user.privileged:
+        tail = [*(rlimits or []), *bwrap]
+        return ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch", *tail] if enter else tail
+    staged, mounts = stage(bwrap)
+    drop = f'exec setpriv --reuid={user.uid} --regid={user.gid} {" ".join(DROP)} -- "$@"'
+    script = "\n".join(["set -e", *_give(user, readable), *mounts, *enter, drop])  # give before /tmp is covered
+    shell = ["/bin/sh", "-c", script, "knitfab-launch", *(rlimits or []), *staged]
+    return ["unshare", "--mount", "--propagation", "private", "--", *shell] if mounts else shell
+
+
+def _give(user: RunUser, paths: Iterable[Path]) -> list[str]:
+    """``find`` lines that give the files under ``paths`` to the run's uid, where not yet its."""
+    quoted = " ".join(shlex.quote(str(p)) for p in paths)
+    mine = f"-user {user.uid} -group {user.gid}"
+    return [f"find -P {quoted} ! \\( {mine} \\) -exec chown -h {user.uid}:{user.gid} {{}} +"] if quoted else []
+
+
+def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
+    """bwrap's command line with every bind source the run's uid cannot reach replaced by a
+    staged path, and the shell lines (run as root in the worker's mount namespace) that bind
+    them there: one bind per closed directory below which sources lie (the data directory)."""
+    args: list[str] = []
+    anchors: dict[Path, int] = {}
+    i = 1
+    while i < len(bwrap) and bwrap[i] != "--":
+        option = bwrap[i]
+        width = ARITY.get(option, 0)
+        if option.startswith("--") and width == 0 and option not in FLAGS:
+            raise ValueError(f"cannot stage the sandbox: unknown bwrap option {option!r}")
+        values = bwrap[i + 1 : i + 1 + width]
+        if option in BINDS:
+            option, values = _staged(option, values, anchors)
+        if option:
+            args += [option, *values]
+        i += 1 + width
+    return [bwrap[0], *args, *bwrap[i:]], _stage_lines(anchors)
+
+
+def _staged(option: str, values: list[str], anchors: dict[Path, int]) -> tuple[str | None, list[str]]:
+    source, dest = values
+    if not os.path.exists(source):
+        if option in TRY_BINDS:
+            return None, []  # as bwrap would: nothing to bind
+        raise ValueError(f"cannot stage the sandbox: {source} does not exist")
+    anchor = _anchor(Path(source))
+    if anchor is None:
+        return option, values
+    n = anchors.setdefault(anchor, len(anchors))
+    rest = Path(source).relative_to(anchor)
+    return option, [f"{STAGE}/{n}" + ("" if rest == Path(".") else f"/{rest}"), dest]
+
+
+def _anchor(source: Path) -> Path | None:
+    """The directory (or file) just below the deepest ancestor of ``source`` that others may not
+    search; None when every ancestor is open (``/usr``, a checkout under ``/work``)."""
+    path = Path(os.path.abspath(source))
+    chain = [path, *path.parents]
+    for below, parent in zip(chain, chain[1:], strict=False):
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return below
+    return None
+
+
+def _stage_lines(anchors: dict[Path, int]) -> list[str]:
+    if not anchors:
+        return []
+    lines = ["mkdir -p stage", 'mount -t tmpfs -o mode=0755,size=1m knitfab-stage "$PWD/stage"']
+    for anchor, n in anchors.items():
+        make = f"mkdir stage/{n}" if anchor.is_dir() else f": > stage/{n}"
+        lines.append(f"{make}; mount --rbind -- {shlex.quote(str(anchor))} stage/{n}")
+    return lines + [f'mount --move "$PWD/stage" {STAGE}']
