@@ -32,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
         "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
         help="local runner: run plans of this image with DIR as /work (repeatable)",
     )  # fmt: skip
+    serve.add_argument(
+        "--registry-port", type=int, default=30503, metavar="PORT",
+        help="port of the image registry (docker push localhost:PORT/...); 0 disables it (default 30503)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--no-host-mode", action="store_true",
+        help="local runner: refuse plans whose image is not in the registry, instead of running their entrypoint",
+    )  # fmt: skip
+    serve.add_argument(
+        "--rootfs-cache", default="20Gi", metavar="QUANTITY",
+        help="local runner: bytes of unpacked images kept, least recently used removed first (default 20Gi)",
+    )  # fmt: skip
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
@@ -54,6 +66,7 @@ _K8S_FLAGS = [
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import quantity
     from .local import parse_capacity
     from .plans import parse_image
     from .server import Config, KnitfabServer
@@ -74,7 +87,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, data_dir=args.data_dir, runner=args.runner, token_file=args.token_file,
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
-        local_images=images,
+        local_images=images, registry_port=args.registry_port or None, host_mode=not args.no_host_mode,
+        rootfs_cache=int(quantity.value(args.rootfs_cache)),
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 

@@ -20,12 +20,14 @@ import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from cheroot import wsgi
 from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
 
 from .engine import Engine
+from .errors import KnitfabError
 from .http import Services, create_app
 from .local import LocalRunner
 from .store import Store
@@ -49,6 +51,9 @@ class Config:
     capacity: dict[str, Decimal] | None = None
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
+    registry_port: int | None = None  # the image registry's port (0: any free one); None: no registry
+    host_mode: bool = True  # local runner: run plans whose image is not in the registry over the host
+    rootfs_cache: int = 20 << 30  # local runner: bytes of unpacked images kept
 
 
 class KnitfabServer:
@@ -58,25 +63,32 @@ class KnitfabServer:
         self.config = config
         self.runner = runner
         self.stopping = threading.Event()
+        self.registry: wsgi.Server | None = None
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         config = self.config
         self.store = Store(config.data_dir)
+        token = config.token_file.read_text().strip() if config.token_file else None
+        self.images = self._blob_store()
+        self.registry = self._registry(token)
         self.runner = self.runner or self._runner()
         self.engine = Engine(self.store, self.runner, poll=config.poll)
         self.engine.recover()  # before the API takes new uploads
-        token = config.token_file.read_text().strip() if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
         self.http = self._http(create_app(services))
         self._spawn("engine", self.engine.run_forever, self.stopping)
         self._spawn("http", self.http.serve)
+        if self.registry is not None:
+            self._spawn("registry", self.registry.serve)
         self.write_handout(token)
         log.info("knitfab %s is serving on %s (data in %s)", "API", self.url, self.store.layout.root)
 
     def stop(self) -> None:
         self.stopping.set()
         self.http.stop()  # stops accepting; requests in flight finish (up to shutdown_timeout)
+        if self.registry is not None:
+            self.registry.stop()
         self.engine.wake()
         for thread in self._threads:
             thread.join(timeout=60)
@@ -128,13 +140,55 @@ class KnitfabServer:
 
             return KubernetesRunner.from_environment(self.store.layout)
         runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images)
+        runner.use_images(self._image_cache(), config.host_mode)
         runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
         return runner
 
-    def _http(self, app) -> wsgi.Server:
-        server = wsgi.Server(
-            (self.config.host, self.config.port), app, numthreads=self.config.threads, request_queue_size=128
-        )
+    def _registry(self, token: str | None) -> wsgi.Server | None:
+        """The image registry on its own port, with the API's token and TLS (docs/images.md)."""
+        if self.config.registry_port is None:
+            return None
+        from .images.registry import create_registry
+
+        try:
+            server = self._http(create_registry(self.images, token), self.config.registry_port)
+        except OSError as e:
+            advice = f"port {self.config.registry_port}: {e.strerror}; choose one with --registry-port (0: none)"
+            raise KnitfabError(advice, "the image registry cannot listen") from None
+        log.info("the image registry listens on port %s", server.bind_addr[1])
+        return server
+
+    @property
+    def registry_host(self) -> str | None:
+        """``host:port`` of the registry, as ``docker push`` wants it."""
+        if self.registry is None:
+            return None
+        host = "localhost" if self.config.host in ("0.0.0.0", "::", "", "127.0.0.1") else self.config.host
+        return f"{host}:{self.registry.bind_addr[1]}"
+
+    def _blob_store(self):
+        from .images.blobs import DEFAULT_RESERVE, BlobStore
+
+        # disk_reserve and max_data_size come with the upload hardening (knitfab.diskspace)
+        reserve = getattr(self.config, "disk_reserve", None) or DEFAULT_RESERVE
+        max_blob = getattr(self.config, "max_data_size", None)
+        return BlobStore(self.store.layout.root / "registry", reserve, max_blob)
+
+    def _image_cache(self):
+        from .images.cache import ImageCache
+
+        hosts = {"localhost:30503", "127.0.0.1:30503"}
+        if self.registry is not None:
+            port = self.registry.bind_addr[1]
+            names = {"localhost", "127.0.0.1", self.config.host, urlsplit(self.config.public_url or "").hostname}
+            hosts |= {f"{name}:{port}" for name in names if name}
+        cache = ImageCache(self.images, self.store.layout.root / "rootfs", hosts, self.config.rootfs_cache)
+        cache.push_host = self.registry_host or cache.push_host
+        return cache
+
+    def _http(self, app, port: int | None = None) -> wsgi.Server:
+        address = (self.config.host, self.config.port if port is None else port)
+        server = wsgi.Server(address, app, numthreads=self.config.threads, request_queue_size=128)
         server.ConnectionClass = _Connection
         server.gateway = _Gateway
         server.shutdown_timeout = 30
