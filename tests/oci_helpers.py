@@ -99,7 +99,8 @@ def push_layout(layout: Path, registry: str, name: str, tag: str = "v1", *extra:
 
 def podman(tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """podman with its own storage under ``tmp`` (never the machine's) and runc (crun fails here)."""
-    store = ["--root", str(tmp / "podman-root"), "--runroot", str(tmp / "podman-run"), "--storage-driver", "vfs"]
+    runroot = f"/tmp/kf-podman-{hashlib.sha1(str(tmp).encode()).hexdigest()[:10]}"  # podman wants < 50 chars
+    store = ["--root", str(tmp / "podman-root"), "--runroot", runroot, "--storage-driver", "vfs"]
     cmd = ["podman", "--runtime", "runc", *store, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
