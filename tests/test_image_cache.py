@@ -59,3 +59,23 @@ def test_an_unpack_a_crash_interrupted_is_removed_and_a_bad_layer_leaves_nothing
     with pytest.raises(LayerError, match=r"\.\."):
         cache.rootfs(bad)
     assert list((tmp_path / "rootfs").iterdir()) == []
+
+
+def test_an_index_gives_the_manifest_of_this_machines_platform(blobs, tmp_path):
+    import json
+    import platform
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    image_of(blobs, "multi", b"native")
+    native, _ = blobs.resolve("multi", "v1")
+    image_of(blobs, "multi", b"foreign")
+    foreign, _ = blobs.resolve("multi", "v1")
+    index = {"schemaVersion": 2, "manifests": [
+        {"digest": foreign, "platform": {"os": "linux", "architecture": "s390x" if arch != "s390x" else "arm64"}},
+        {"digest": native, "platform": {"os": "linux", "architecture": arch}},
+    ]}  # fmt: skip
+    blobs.link_manifest(
+        "multi", blobs.put_bytes(json.dumps(index).encode()), "application/vnd.oci.image.index.v1+json", "all"
+    )
+    cache = ImageCache(blobs, tmp_path / "rootfs", set(), limit=1 << 30)
+    assert (cache.rootfs(cache.find("multi:all")) / "data").read_bytes() == b"native"

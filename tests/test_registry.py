@@ -133,3 +133,25 @@ def test_the_token_is_required_when_the_server_has_one(tmp_path):
         assert requests.get(url(srv, "secret/tags/list"), headers=bearer, timeout=10).json()["tags"] == ["v1"]
     finally:
         srv.stop()
+
+
+def test_docker_schema_2_manifests_and_oci_indexes_are_kept_as_sent(registry, tmp_path):
+    layout = oci_layout(tmp_path / "in")
+    assert push_layout(layout, registry.registry_host, "formats", "v1", "--format", "v2s2").returncode == 0
+    docker = requests.get(url(registry, "formats/manifests/v1"), timeout=10)
+    assert docker.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": docker.headers["Content-Type"], "digest": docker.headers["Docker-Content-Digest"],
+                       "size": len(docker.content), "platform": {"os": "linux", "architecture": "amd64"}}],
+    }  # fmt: skip
+    raw = json.dumps(index).encode()
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    headers = {"Content-Type": index["mediaType"]}
+    put = requests.put(url(registry, f"formats/manifests/{digest}"), data=raw, headers=headers, timeout=10)
+    assert put.status_code == 201 and put.headers["Docker-Content-Digest"] == digest
+    got = requests.get(url(registry, f"formats/manifests/{digest}"), timeout=10)
+    assert got.content == raw and got.headers["Content-Type"] == index["mediaType"]
+    wrong = requests.put(url(registry, f"formats/manifests/sha256:{'2' * 64}"), data=raw, headers=headers, timeout=10)
+    assert wrong.status_code == 400 and wrong.json()["errors"][0]["code"] == "DIGEST_INVALID"
