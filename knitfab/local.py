@@ -185,8 +185,11 @@ class LocalRunner:
     def check_plan(self, image: str, version: str, entrypoint: list[str] | None) -> None:
         """Refuse at ``plan apply`` a plan this runner could never start (raises ``BadRequest``)."""
         reference = f"{image}:{version}"
-        if reference in self.images or self._find_image(reference) is not None:
-            return
+        try:
+            if reference in self.images or self._find_image(reference) is not None:
+                return
+        except LayerError as e:
+            raise BadRequest(f"the image {reference} in this server's registry cannot be run: {e}") from None
         if entrypoint and self.host_mode:
             return
         raise BadRequest(self._push_advice(reference, entrypoint), "image not found")

@@ -6,6 +6,10 @@ extensions carry them: request trailers (the upload's ``x-checksum-md5``) are pa
 ``_ChunkedBody`` into ``environ["knitfab.request_trailers"]``, and a handler may put response
 trailers into ``environ["knitfab.trailers"]`` while it streams (the download's checksum).
 
+With ``Config.registry_port`` set, a second cheroot server on that port answers the OCI
+distribution API (``knitfab.images.registry``) with the same token and TLS, storing images under
+``<data-dir>/registry/``; the local runner runs plans' images from it.
+
 Signals only set a flag. On SIGTERM or SIGINT the server stops accepting, lets requests in
 flight finish, stops the engine between two stages and exits 0. Runs keep running: the next
 start finds them again.

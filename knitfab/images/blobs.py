@@ -83,12 +83,12 @@ class BlobStore:
         except FileNotFoundError:
             raise StorageError("BLOB_UNKNOWN", f"blob unknown to registry: {digest}", 404) from None
 
-    def put_bytes(self, data: bytes) -> str:
-        """Store small content (a manifest) and return its digest."""
+    def put_bytes(self, data: bytes, digest: str | None = None) -> str:
+        """Store small content (a manifest) and return its digest, which must be ``digest`` when given."""
         upload = self.start_upload()
         with open(self._upload(upload), "ab") as f:
             f.write(data)
-        return self.finish_upload(upload, "sha256:" + hashlib.sha256(data).hexdigest())
+        return self.finish_upload(upload, digest or "sha256:" + hashlib.sha256(data).hexdigest())
 
     # -- uploads --------------------------------------------------------------------------------
 

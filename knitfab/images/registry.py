@@ -206,15 +206,9 @@ class Handlers:
         tag = reference if TAG.fullmatch(reference) else None
         if tag is None and not DIGEST.fullmatch(reference):
             raise StorageError("TAG_INVALID", f"not a tag nor a digest: {reference!r}")
-        digest = self.store.put_bytes(raw) if tag else self.store.finish_upload(self._upload_bytes(raw), reference)
+        digest = self.store.put_bytes(raw, None if tag else reference)
         self.store.link_manifest(name, digest, media_type, tag)
         return _empty(201, {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest})
-
-    def _upload_bytes(self, raw: bytes) -> str:
-        upload = self.store.start_upload()
-        with open(self.store.root / "uploads" / upload, "ab") as f:
-            f.write(raw)
-        return upload
 
     def _check_manifest(self, name: str, raw: bytes) -> str:
         """The manifest's media type, once every blob (or manifest) it names is here."""
