@@ -155,3 +155,20 @@ def test_docker_schema_2_manifests_and_oci_indexes_are_kept_as_sent(registry, tm
     assert got.content == raw and got.headers["Content-Type"] == index["mediaType"]
     wrong = requests.put(url(registry, f"formats/manifests/sha256:{'2' * 64}"), data=raw, headers=headers, timeout=10)
     assert wrong.status_code == 400 and wrong.json()["errors"][0]["code"] == "DIGEST_INVALID"
+
+
+def _docker_engine() -> bool:
+    import subprocess
+
+    return have("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _docker_engine(), reason="no Docker engine on this machine")
+def test_the_docker_cli_pushes_where_an_engine_exists(registry, tmp_path):
+    import subprocess
+
+    push_layout(oci_layout(tmp_path / "in"), registry.registry_host, "dock/src")
+    src, dst = f"{registry.registry_host}/dock/src:v1", f"{registry.registry_host}/dock/dst:v1"
+    for cmd in (["pull", src], ["tag", src, dst], ["push", dst]):
+        assert subprocess.run(["docker", *cmd], capture_output=True, timeout=120).returncode == 0
+    assert requests.get(url(registry, "dock/dst/tags/list"), timeout=10).json()["tags"] == ["v1"]

@@ -109,3 +109,24 @@ def test_a_hardlink_to_outside_the_image_is_refused(tmp_path, outside, target):
 def test_a_layer_that_is_not_a_tar_is_refused(tmp_path):
     with pytest.raises(LayerError, match="tar"):
         unpack(tmp_path, b"\x1f\x8b not really gzip")
+
+
+def test_a_layer_is_streamed_never_held_in_memory(tmp_path):
+    import gzip
+    import tracemalloc
+
+    big = tmp_path / "layer.tar.gz"
+    with gzip.open(big, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        info = entry("big.bin")
+        info.size = 32 << 20
+        tar.addfile(info, io.BytesIO(os.urandom(1 << 10) * (32 << 10)))
+    (tmp_path / "root").mkdir()
+    unpacker = Unpacker(tmp_path / "root")
+    tracemalloc.start()
+    with open(big, "rb") as f:
+        unpacker.apply(f)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    unpacker.close()
+    assert (tmp_path / "root" / "big.bin").stat().st_size == 32 << 20
+    assert peak < 8 << 20, f"{peak} bytes held while unpacking a 32 MiB layer"

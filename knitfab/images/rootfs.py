@@ -1,10 +1,11 @@
 """Unpack image layers into a root filesystem, safely: a layer is untrusted input, like an upload.
 
 Each layer is read as one tar stream (gzip or plain), entry after entry, file contents copied in
-1 MiB pieces: a layer is never held in memory. Every entry is created relative to a directory
-file descriptor reached component by component with ``O_NOFOLLOW``, so no symlink is ever
-followed while creating, linking or removing: an entry under a symlink, a ``..`` anywhere, or a
-hardlink whose target is not already inside the tree refuses the layer (``LayerError``).
+1 MiB pieces: a layer is never held in memory, however well it compresses. Every entry is
+created relative to a directory file descriptor reached component by component with
+``O_NOFOLLOW``, so no symlink is ever followed while creating, linking or removing: an entry
+under a symlink, a ``..`` anywhere, or a hardlink whose target is not already inside the tree
+refuses the layer (``LayerError``).
 
 OCI/AUFS whiteouts apply to what lower layers made: ``.wh.NAME`` removes ``NAME``,
 ``.wh..wh..opq`` empties its directory. Device nodes and FIFOs are skipped (the sandbox has its
@@ -15,10 +16,12 @@ the sandbox's user namespace they belong to the run's user).
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import shutil
 import stat
 import tarfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,10 +69,10 @@ class Unpacker:
         """One layer (a tar stream, maybe gzipped), entry by entry."""
         self._layer_made = set()
         try:
-            with tarfile.open(fileobj=stream, mode="r|*", bufsize=PIECE) as tar:
+            with tarfile.open(fileobj=_decompressed(stream), mode="r|", bufsize=PIECE) as tar:
                 for member in tar:
                     self._entry(tar, member)
-        except tarfile.TarError as e:
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise LayerError(f"the layer is not a readable tar stream: {str(e).splitlines()[0]}") from None
 
     # -- entries --------------------------------------------------------------------------------
@@ -230,6 +233,19 @@ def read_file(root: Path, path: str, limit: int = 1 << 20) -> bytes | None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _decompressed(stream: BinaryIO) -> BinaryIO:
+    """The layer's tar bytes. ``gzip.GzipFile`` inflates at most what each read asks for, so a
+    gzip bomb cannot fill memory (tarfile's own ``r|gz`` inflates whole input blocks at once)."""
+    head = stream.read(6)
+    stream.seek(-len(head), os.SEEK_CUR)
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    for magic, name in ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ", "xz"), (b"BZh", "bzip2")):
+        if head.startswith(magic):
+            raise LayerError(f"the layer is {name}-compressed; push it gzip-compressed or plain")
+    return stream
 
 
 def _lstat(parent: int, name: str) -> os.stat_result | None:
