@@ -95,7 +95,7 @@ def go_json(value: object, indent: int = 4) -> str:
 
 
 def build_parser() -> Parser:
-    from . import datacmds, plancmds, runcmds
+    from . import datacmds, imagecmds, plancmds, runcmds
 
     common = Parser(add_help=False)
     common.add_argument("--profile", default=argparse.SUPPRESS, help="the knitprofile to use")
@@ -112,6 +112,7 @@ def build_parser() -> Parser:
     datacmds.register(groups, common)
     plancmds.register(groups, common)
     runcmds.register(groups, common)
+    imagecmds.register(groups, common)
     return root
 
 

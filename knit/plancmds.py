@@ -28,6 +28,10 @@ def register(groups, common) -> None:
     template.add_argument("image", nargs="?", metavar="IMAGE:TAG", help="the image to describe (when several)")
     template.add_argument("--scratch", action="store_true", help="a blank plan, without an image")
     template.add_argument("-i", "--input", default="-", metavar="FILE", help="`docker save` tar (default stdin)")
+    template.add_argument(
+        "--image", dest="from_registry", metavar="IMAGE:TAG", help="read it from the server's registry"
+    )
+    template.add_argument("--registry", metavar="HOST:PORT", help="that registry (default: the API host, port 30503)")
     template.set_defaults(func=cmd_template)
     apply = command(verbs, common, "plan apply", "register a plan from its YAML file")
     apply.add_argument("plan_file", metavar="PLAN_FILE")
@@ -80,6 +84,8 @@ def cmd_template(ctx: Context, args: argparse.Namespace) -> int:
     try:
         if args.scratch:
             text = plan_template(None, None, True, env.tags, env.resources)
+        elif args.from_registry:
+            text = _template_from_registry(ctx, args)
         elif args.input == "-":
             text = plan_template(sys.stdin.buffer, args.image, False, env.tags, env.resources)
         else:
@@ -90,6 +96,14 @@ def cmd_template(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out(text)
     ctx.log("# Plan file is generated. modify it as you like.")
     return 0
+
+
+def _template_from_registry(ctx: Context, args: argparse.Namespace) -> str:
+    from .registry import Registry
+    from .template import plan_template_from_config
+
+    config = Registry.of(ctx.client, args.registry).image_config(args.from_registry)
+    return plan_template_from_config(config, args.from_registry, ctx.env.tags, ctx.env.resources)
 
 
 MOUNTPOINT_KEYS = ("path", "tags")

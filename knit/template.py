@@ -187,14 +187,26 @@ def _scratch_plan(tags: list[Tag], resources: dict[str, str]) -> _Plan:
     return _Plan("image:version", [], [], [("/in", tags)], [("/out", tags)], log, resources)
 
 
+def plan_template_from_config(
+    image_config: dict, image: str, env_tags: Sequence[str] = (), env_resources: dict[str, str] | None = None
+) -> str:
+    """The plan YAML for an image config read from a registry (``knit plan template --image``)."""
+    resources = {key: str((env_resources or {}).get(key) or value) for key, value in DEFAULT_RESOURCES.items()}
+    return _render(_config_plan(image_config, image, _user_tags(env_tags), resources))
+
+
 def _image_plan(stream: BinaryIO, image: str | None, tags: list[Tag], resources: dict[str, str]) -> _Plan:
     configs, repo_tags = _scan(stream)
     name = _choose(configs, repo_tags, image)
-    config = configs[name].get("config")
+    return _config_plan(configs[name], image or next(iter(repo_tags.get(name, [])), "IMAGE:TAG"), tags, resources)
+
+
+def _config_plan(image_config: dict, image: str, tags: list[Tag], resources: dict[str, str]) -> _Plan:
+    config = image_config.get("config")
     config = config if isinstance(config, dict) else {}
     inputs, outputs = _mountpoints(config)
     return _Plan(
-        image=image or next(iter(repo_tags.get(name, [])), "IMAGE:TAG"),
+        image=image,
         entrypoint=_strings(config.get("Entrypoint")),
         args=_strings(config.get("Cmd")),
         inputs=[(path, _tagset([*tags, *_type_tag(path, "in")])) for path in inputs],

@@ -58,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument("--run-uid", type=int, help="local runner as root: the uid runs execute as (default 65432)")
     serve.add_argument("--run-pids", type=int, default=1024, help="local runner: processes per run (default 1024)")
+    serve.add_argument(
+        "--registry-port", type=int, default=30503, metavar="PORT",
+        help="port of the image registry (docker push localhost:PORT/...); 0 disables it (default 30503)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--no-host-mode", action="store_true",
+        help="local runner: refuse plans whose image is not in the registry, instead of running their entrypoint",
+    )  # fmt: skip
+    serve.add_argument(
+        "--rootfs-cache", default="20Gi", metavar="QUANTITY",
+        help="local runner: bytes of unpacked images kept, least recently used removed first (default 20Gi)",
+    )  # fmt: skip
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
     serve.set_defaults(func=_cmd_serve)
@@ -111,6 +123,7 @@ def _bytes(text: str) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import quantity
     from .local import parse_capacity
     from .plans import parse_image
     from .server import Config, KnitfabServer
@@ -135,6 +148,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_header_size=args.max_header_size, client_timeout=args.client_timeout, **_extensions(args.config),
         max_data_size=args.max_data_size, disk_reserve=args.disk_reserve,
         run_uid=args.run_uid, run_pids=args.run_pids,
+        registry_port=args.registry_port or None, host_mode=not args.no_host_mode,
+        rootfs_cache=int(quantity.value(args.rootfs_cache)),
     )  # fmt: skip
     return KnitfabServer(config).serve_forever()
 

@@ -32,6 +32,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from . import quantity
+from .errors import BadRequest
+from .images import sandbox as imagesandbox
+from .images.blobs import StorageError
+from .images.rootfs import LayerError
+from .images.sandbox import ImageConfigError
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, remove_cgroups, rlimit_args
 from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .runuser import launch, run_user, sandbox_user_args
@@ -91,6 +96,8 @@ class LocalRunner:
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.image_cache = None  # use_images() sets it: plans' images from the server's registry
+        self.host_mode = True
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -101,18 +108,15 @@ class LocalRunner:
                 os.chown(self.layout.staging(m.knit_id), self.user.uid, self.user.gid)
 
     def start(self, job: Job) -> str:
-        if not job.entrypoint:
-            raise RunnerError(
-                f"plan {job.plan_id} has no entrypoint: the local runner runs the plan's "
-                'entrypoint + args, so add e.g. `entrypoint: ["python", "-u", "main.py"]` to the plan'
-            )
         workdir = self.layout.worker(job.run_id)
         if (workdir / "handle").exists():
             return (workdir / "handle").read_text()  # started before a crash: it is that worker
+        sandbox, note = self._command(job)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "exit").write_text(EXIT_PLACEHOLDER)
-        command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, self.sandbox(job))]
+        command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, sandbox)]
         with open(self._log_path(job), "ab") as log:
+            log.write(note.encode())
             proc = subprocess.Popen(
                 command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, env={"PATH": _sandbox_path()},
@@ -218,6 +222,98 @@ class LocalRunner:
         if any(root == d or root.startswith(d + "/") for d in SYSTEM_DIRS if os.path.isdir(d)):
             cover += ["--tmpfs", root, "--remount-ro", root]  # empty, read-only
         return cover
+
+    # -- images (docs/images.md) ------------------------------------------------------------------
+
+    def use_images(self, cache, host_mode: bool = True) -> None:
+        """Run plans whose image is in ``cache``'s registry from that image; others in host mode
+        (their entrypoint over the host's system) unless ``host_mode`` is off."""
+        self.image_cache, self.host_mode = cache, host_mode
+        cache.in_use = self._rootfs_in_use
+
+    def check_plan(self, image: str, version: str, entrypoint: list[str] | None) -> None:
+        """Refuse at ``plan apply`` a plan this runner could never start (raises ``BadRequest``)."""
+        reference = f"{image}:{version}"
+        try:
+            if reference in self.images or self._find_image(reference) is not None:
+                return
+        except LayerError as e:
+            raise BadRequest(f"the image {reference} in this server's registry cannot be run: {e}") from None
+        if entrypoint and self.host_mode:
+            return
+        raise BadRequest(self._push_advice(reference, entrypoint), "image not found")
+
+    def _command(self, job: Job) -> tuple[list[str], str]:
+        """The sandbox command of a run and a note for the first line of its log."""
+        try:
+            image = self._find_image(job.image)
+            if image is not None:
+                return self._image_sandbox(job, image), ""
+        except (LayerError, ImageConfigError, StorageError) as e:
+            shutil.rmtree(self.layout.worker(job.run_id), ignore_errors=True)
+            raise RunnerError(f"cannot run the image {job.image}: {e}") from None
+        if not job.entrypoint or not self.host_mode:
+            raise RunnerError(self._push_advice(job.image, job.entrypoint))
+        if self.image_cache is None:
+            note = ""  # a runner without a registry has no other mode to tell of
+        elif job.image in self.images:
+            note = f"knitfab: host mode: {job.image} is the folder {self.images[job.image]} at /work\n"
+        else:
+            note = (
+                f"knitfab: host mode: {job.image} is not in this server's registry, so the plan's entrypoint runs"
+                f" over the host's system (read-only). To run the image, push it: {self._push_command(job.image)}\n"
+            )
+        return self.sandbox(job), note
+
+    def _find_image(self, reference: str):
+        return self.image_cache.find(reference) if self.image_cache is not None else None
+
+    def _push_command(self, reference: str) -> str:
+        host = self.image_cache.push_host if self.image_cache is not None else "localhost:30503"
+        found = self.image_cache.repository(reference) if self.image_cache is not None else None
+        if found:
+            return f"docker push {host}/{found[0]}:{found[1]}"
+        ours = f"{host}/{reference.partition('/')[2]}"  # the plan names another registry
+        return f"docker tag {reference} {ours} && docker push {ours}` with the plan's image set to `{ours}"
+
+    def _push_advice(self, reference: str, entrypoint: list[str] | None) -> str:
+        why = "host mode is off on this server" if entrypoint else "the plan has no entrypoint to run in host mode"
+        advice = (
+            f"the image {reference} is not in this server's registry and {why}: push the image first,"
+            f" `{self._push_command(reference)}` (or `knit image push IMAGE.tar`)"
+        )
+        if self.host_mode:
+            advice += ', or add e.g. `entrypoint: ["python", "-u", "main.py"]` to the plan to run it in host mode'
+        return advice
+
+    def _image_sandbox(self, job: Job, image) -> list[str]:
+        """The bubblewrap command line of a run of an image: its unpacked root as ``/``."""
+        workdir = self.layout.worker(job.run_id)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "rootfs").write_text(image.key)  # the cache never collects what a live run uses
+        root, config = self.image_cache.rootfs(image), image.config
+        cwd = imagesandbox.workdir(config)
+        limits = Limits.of(job.resources, self.pids)
+        uid, gid = imagesandbox.identity(root, config.get("User"))
+        cmd = ["bwrap", *sandbox_user_args(self.user, uid, gid), "--die-with-parent", "--tmpfs", "/"]
+        cmd += imagesandbox.root_binds(root, [m.path for m in job.inputs + job.outputs], cwd)
+        cmd += kernel_views(limits) + private_tmp(limits) + (["--share-net"] if self.network else [])
+        cmd += self._data_binds(job)
+        cmd += ["--remount-ro", "/", "--chdir", cwd, "--clearenv"]
+        for key, value in {**imagesandbox.environment(config), "KNIT_RUN_ID": job.run_id}.items():
+            cmd += ["--setenv", key, value]
+        return cmd + ["--", *imagesandbox.command(config, job.entrypoint, job.args)]
+
+    def _data_binds(self, job: Job) -> list[str]:
+        binds = []
+        for m in job.inputs:
+            binds += ["--ro-bind", str(self.layout.data(m.knit_id)), m.path]
+        for m in job.outputs:
+            binds += ["--bind", str(self.layout.staging(m.knit_id)), m.path]
+        return binds
+
+    def _rootfs_in_use(self) -> set[str]:
+        return {p.read_text() for p in (self.layout.root / "workers").glob("*/rootfs")}
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ extensions carry them: request trailers (the upload's ``x-checksum-md5``) are pa
 ``_ChunkedBody`` into ``environ["knitfab.request_trailers"]``, and a handler may put response
 trailers into ``environ["knitfab.trailers"]`` while it streams (the download's checksum).
 
+With ``Config.registry_port`` set, a second cheroot server on that port answers the OCI
+distribution API (``knitfab.images.registry``) with the same token and TLS, storing images under
+``<data-dir>/registry/``; the local runner runs plans' images from it.
+
 Signals only set a flag. On SIGTERM or SIGINT the server stops accepting, lets requests in
 flight finish, stops the engine between two stages and exits 0. Runs keep running: the next
 start finds them again.
@@ -21,6 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from cheroot import wsgi
@@ -30,7 +35,7 @@ from . import extraapi
 from .data import UploadLimits
 from .diskspace import DEFAULT_RESERVE
 from .engine import Engine
-from .errors import BadRequest
+from .errors import BadRequest, KnitfabError
 from .hooks import Hooks
 from .http import Services, create_app
 from .local import LocalRunner
@@ -72,6 +77,9 @@ class Config:
     disk_reserve: int = DEFAULT_RESERVE  # bytes uploads (and run outputs) always leave free on the disk
     run_uid: int | None = None  # local runner, server as root: the uid runs execute as
     run_pids: int = 1024  # local runner: processes a run may have at once
+    registry_port: int | None = None  # the image registry's port (0: any free one); None: no registry
+    host_mode: bool = True  # local runner: run plans whose image is not in the registry over the host
+    rootfs_cache: int = 20 << 30  # local runner: bytes of unpacked images kept
 
 
 class KnitfabServer:
@@ -81,16 +89,19 @@ class KnitfabServer:
         self.config = config
         self.runner = runner
         self.stopping = threading.Event()
+        self.registry: wsgi.Server | None = None
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         config = self.config
         self.store = Store(config.data_dir)
+        token = _read_token(config.token_file) if config.token_file else None
+        self.images = self._blob_store()
+        self.registry = self._registry(token)
         self.runner = self.runner or self._runner()
         self.engine = Engine(self.store, self.runner, poll=config.poll, reserve=config.disk_reserve)
         self.engine.hooks = Hooks(config.hooks_before, config.hooks_after, config.hook_timeout)
         self.engine.recover()  # before the API takes new uploads
-        token = _read_token(config.token_file) if config.token_file else None
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
         services.public = str(config.public) if config.public else None
         services.upload_limits = UploadLimits(config.max_data_size, config.disk_reserve)
@@ -99,12 +110,16 @@ class KnitfabServer:
         self.http = self._http(app)
         self._spawn("engine", self.engine.run_forever, self.stopping)
         self._spawn("http", self.http.serve)
+        if self.registry is not None:
+            self._spawn("registry", self.registry.serve)
         self.write_handout(token)
         log.info("knitfab %s is serving on %s (data in %s)", "API", self.url, self.store.layout.root)
 
     def stop(self) -> None:
         self.stopping.set()
         self.http.stop()  # stops accepting; requests in flight finish (up to shutdown_timeout)
+        if self.registry is not None:
+            self.registry.stop()
         self.engine.wake()
         for thread in self._threads:
             thread.join(timeout=60)
@@ -168,12 +183,57 @@ class KnitfabServer:
             return KubernetesRunner.from_environment(self.store.layout)
         runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images,
                              run_uid=config.run_uid, pids=config.run_pids)  # fmt: skip
+        runner.use_images(self._image_cache(), config.host_mode)
         runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
         return runner
 
-    def _http(self, app) -> wsgi.Server:
+
+    def _registry(self, token: str | None) -> wsgi.Server | None:
+        """The image registry on its own port, with the API's token and TLS (docs/images.md)."""
+        if self.config.registry_port is None:
+            return None
+        from .images.registry import create_registry
+
+        try:
+            server = self._http(create_registry(self.images, token), self.config.registry_port)
+        except OSError as e:
+            advice = f"port {self.config.registry_port}: {e.strerror}; choose one with --registry-port (0: none)"
+            raise KnitfabError(advice, "the image registry cannot listen") from None
+        log.info("the image registry listens on port %s", server.bind_addr[1])
+        return server
+
+    @property
+    def registry_host(self) -> str | None:
+        """``host:port`` of the registry, as ``docker push`` wants it."""
+        if self.registry is None:
+            return None
+        host = "localhost" if self.config.host in ("0.0.0.0", "::", "", "127.0.0.1") else self.config.host
+        return f"{host}:{self.registry.bind_addr[1]}"
+
+    def _blob_store(self):
+        from .images.blobs import DEFAULT_RESERVE, BlobStore
+
+        # disk_reserve and max_data_size come with the upload hardening (knitfab.diskspace)
+        reserve = getattr(self.config, "disk_reserve", None) or DEFAULT_RESERVE
+        max_blob = getattr(self.config, "max_data_size", None)
+        return BlobStore(self.store.layout.root / "registry", reserve, max_blob)
+
+    def _image_cache(self):
+        from .images.cache import ImageCache
+
+        hosts = {"localhost:30503", "127.0.0.1:30503"}
+        if self.registry is not None:
+            port = self.registry.bind_addr[1]
+            names = {"localhost", "127.0.0.1", self.config.host, urlsplit(self.config.public_url or "").hostname}
+            hosts |= {f"{name}:{port}" for name in names if name}
+        cache = ImageCache(self.images, self.store.layout.root / "rootfs", hosts, self.config.rootfs_cache)
+        cache.push_host = self.registry_host or cache.push_host
+        return cache
+
+    def _http(self, app, port: int | None = None) -> wsgi.Server:
         config = self.config
-        server = _Server((config.host, config.port), app, numthreads=config.threads, request_queue_size=128)
+        address = (config.host, config.port if port is None else port)
+        server = _Server(address, app, numthreads=config.threads, request_queue_size=128)
         server.ConnectionClass = _Connection
         server.gateway = _Gateway
         server.shutdown_timeout = 30

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Debian packages Knitfab needs: bubblewrap and util-linux (the local runner's sandbox), graphviz
-# (lineage pictures, the console's graphs), chromium and chromium-driver (the console's tests) and
-# python3-venv (to create .venv). Installs what is missing when run as root; otherwise says
-# what to install.
+# (lineage pictures, the console's graphs) and python3-venv (to create .venv); for the tests,
+# chromium and chromium-driver (the console), the real registry clients skopeo and podman (with
+# runc) and busybox-static (the test images' userland). Installs what is missing when run as
+# root; otherwise says what to install.
 set -eu
 PYTHON=${PYTHON:-python3}
 missing=""
@@ -17,6 +18,10 @@ command -v make >/dev/null 2>&1 || missing="$missing make"
 # The console's tests drive a headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
+command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
+command -v podman >/dev/null 2>&1 || missing="$missing podman"
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing="$missing runc"
+[ -x /bin/busybox ] || missing="$missing busybox-static"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "Knitfab needs these Debian packages: sudo apt-get install$missing" >&2

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_process(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    serve = ["serve", "--port", "0", "--data-dir", str(data_dir), "--registry-port", "0"]
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "knitfab.py"), "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
+        [sys.executable, str(ROOT / "knitfab.py"), *serve, *extra],
         stderr=subprocess.PIPE,
         text=True,
     )

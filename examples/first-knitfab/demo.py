@@ -63,6 +63,7 @@ class Demo:
             f"{image}={HERE / 'scripts'}" for image in ("knitfab-first-train:v1.0", "knitfab-first-validation:v1.0")
         ]
         command = [str(BIN / "knitfab"), "serve", "--port", "0", "--data-dir", str(self.out / "knitfab-data")]
+        command += ["--registry-port", "0"]  # the demo needs no registry; 30503 may be taken
         for image in images:
             command += ["--local-image", image]
         self.server = subprocess.Popen(command, stderr=log, stdout=log, env=self.env)
