@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one")
     serve.add_argument("--data-dir", type=Path, default=Path("./knitfab-data"), help="where Knitfab keeps its data")
+    serve.add_argument("--db", type=Path, help="the SQLite database file (default <data-dir>/knitfab.db); a local disk")
     serve.add_argument("--runner", choices=["local", "kubernetes"], default="local", help="where runs execute")
     serve.add_argument("--token-file", type=Path, help="require this bearer token on every request")
     serve.add_argument("--cert", type=Path, help="TLS certificate (PEM); needs --key")
@@ -76,6 +77,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
         local_images=images,
     )  # fmt: skip
+    config.db = args.db
     return KnitfabServer(config).serve_forever()
 
 

@@ -51,6 +51,7 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cursors: dict[str, int] = {}
+        self._notes: dict[str, str] = {}  # runId -> the message last noted while it starts or runs
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -151,6 +152,7 @@ class Engine:
     def watch(self, now: int | None = None) -> bool:
         def follow(job: Job) -> bool:
             status = self.runner.status(job)
+            self._note(job.run_id, status)
             if status.state == WorkerState.STARTING:
                 return False
             new, exit = _WATCHED.get(status.state, (S.ABORTING, (status.code, status.message)))
@@ -174,13 +176,29 @@ class Engine:
         return self._each("finish", [S.COMPLETING, S.ABORTING], settle)
 
     def collect_garbage(self, now: int | None = None) -> bool:
-        knit_ids = self.store.column("SELECT knit_id FROM garbage LIMIT ?", self.batch)
-        for knit_id in knit_ids:
-            shutil.rmtree(self.store.layout.data(knit_id), ignore_errors=True)
-            shutil.rmtree(self.store.layout.staging(knit_id), ignore_errors=True)
+        """Remove dropped Data; one that cannot be removed is logged and stays queued, to be tried
+        again after the others (round-robin by rowid)."""
+        cursor = self._cursors.get("gc", 0)
+        sql = "SELECT rowid, knit_id FROM garbage WHERE rowid {} ? ORDER BY rowid LIMIT ?"
+        rows = self.store.all(sql.format(">"), cursor, self.batch)
+        rows += self.store.all(sql.format("<="), cursor, self.batch - len(rows))
+        removed = [knit_id for _, knit_id in rows if self._remove(knit_id)]
+        if rows:
+            self._cursors["gc"] = rows[-1][0]
+        for knit_id in removed:
             with self.store.write():
                 self.store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
-        return bool(knit_ids)
+        return bool(removed)
+
+    def _remove(self, knit_id: str) -> bool:
+        try:
+            for path in (self.store.layout.data(knit_id), self.store.layout.staging(knit_id)):
+                if path.exists() or path.is_symlink():
+                    shutil.rmtree(path)
+            return True
+        except OSError as e:
+            log.error("cannot remove the files of dropped Data %s (will try again): %s", knit_id, e)
+            return False
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -208,6 +226,15 @@ class Engine:
         if rows:
             self._cursors[stage] = rows[-1][0]
         return [run_id for _, run_id in rows]
+
+    def _note(self, run_id: str, status) -> None:
+        """Keep a waiting worker's complaint as the run's message (written when it changes)."""
+        if status.state in (WorkerState.STARTING, WorkerState.RUNNING) and self._notes.get(run_id) != status.message:
+            with self.store.write():
+                runs.note(self.store, run_id, status.message)
+            self._notes[run_id] = status.message
+        elif status.state not in (WorkerState.STARTING, WorkerState.RUNNING):
+            self._notes.pop(run_id, None)
 
     def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now: int | None = None) -> bool:
         with self.store.write():

@@ -59,3 +59,9 @@ class SchemaTooNew(KnitfabError):
     """The database was written by a newer Knitfab; refusing protects it."""
 
     reason = "database schema is newer than this knitfab"
+
+
+class ConfigurationError(KnitfabError):
+    """A setup the server refuses to start with; the advice says what to change."""
+
+    reason = "knitfab cannot start so"

@@ -49,6 +49,7 @@ class Config:
     capacity: dict[str, Decimal] | None = None
     network: bool = False
     local_images: dict[str, Path] = field(default_factory=dict)
+    db: Path | None = None  # the SQLite file; default <data_dir>/knitfab.db
 
 
 class KnitfabServer:
@@ -62,7 +63,7 @@ class KnitfabServer:
 
     def start(self) -> None:
         config = self.config
-        self.store = Store(config.data_dir)
+        self.store = Store(config.data_dir, db=config.db)
         self.runner = self.runner or self._runner()
         self.engine = Engine(self.store, self.runner, poll=config.poll)
         self.engine.recover()  # before the API takes new uploads
@@ -126,7 +127,9 @@ class KnitfabServer:
         if config.runner == "kubernetes":
             from .k8s import KubernetesRunner  # only this path imports the kubernetes client
 
-            return KubernetesRunner.from_environment(self.store.layout)
+            runner = KubernetesRunner.from_environment(self.store.layout)
+            runner.refresh_in_background(self.stopping)  # the engine's status calls then read memory
+            return runner
         runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images)
         runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
         return runner
