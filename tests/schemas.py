@@ -3,6 +3,8 @@ the oldest supported (1.29) and the newest whose schema the installed kubernetes
 
 from __future__ import annotations
 
+import functools
+
 import kubernetes_validate.utils
 
 
@@ -13,3 +15,7 @@ def _newest() -> str:
 
 OLDEST = "1.29.0"
 K8S_VERSIONS = [OLDEST, _newest()]
+
+# kubernetes-validate parses its multi-megabyte definitions file again for every object: parse each
+# schema file once per test session instead (they are read-only data).
+kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents)

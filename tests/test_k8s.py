@@ -37,6 +37,7 @@ NS = "knitfab"
 PVC = "knitfab-data"
 PODS, JOBS, EVENTS = kmock.resource("v1/pods"), kmock.resource("batch/v1/jobs"), kmock.resource("v1/events")
 PVCS = kmock.resource("v1/persistentvolumeclaims")
+RUNNER_AGENT = "knitfab-runner-under-test"
 
 
 # -- the Jobs -------------------------------------------------------------------------------------
@@ -337,6 +338,7 @@ class Cluster:
     def runner(self, layout, **options) -> KubernetesRunner:
         """A runner that lists afresh for every status (``max_age=0``) unless told otherwise."""
         client = self.client()
+        client.user_agent = RUNNER_AGENT  # tells the runner's requests from the test's own
         self._clients.append(client)
         defaults = {"namespace": NS, "pvc": PVC, "poll": 0.02, "max_age": 0}
         runner = KubernetesRunner(layout, client, **defaults | options)
@@ -1003,3 +1005,40 @@ class TestApiLoad:
         print(f"\nAPI requests per engine tick, {self.RUNS} runs: {len(waiting)} while pending, {len(running)} running")
         statuses = store.column("SELECT status FROM run r JOIN plan p USING (plan_id) WHERE p.name IS NULL")
         assert statuses == ["running"] * self.RUNS
+
+
+class TestRbac:
+    def test_the_role_in_the_manifests_grants_exactly_what_the_runner_calls(self, cluster, store):
+        from knitfab.manifest import RUNNER_VERBS
+
+        runner = cluster.runner(store.layout)
+        cluster.claim(PVC, "ReadWriteOnce")
+        runner.pin_to_storage("node-1")
+        done, stopped = started(runner), started(runner)
+        for job, end in ((done, "finish"), (stopped, "stop")):
+            pod = cluster.create_pod(job.worker)
+            cluster.event("Pod", pod, "FailedScheduling", "0/1 nodes are available")
+            runner.status(job)
+            cluster.run(pod, "hello\n")
+            runner.status(job)
+            if end == "finish":
+                cluster.terminate(pod, 0, "Completed")
+                runner.stop(job)
+            else:
+                runner.stop(job)
+                cluster.collect(cluster.job(job.worker))
+            runner.cleanup(job)
+        runner.reconcile(set())
+        called: dict = {}
+        for r in cluster.emulator:
+            if r.headers.get("User-Agent") == RUNNER_AGENT:
+                key = (r.resource.group, r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))
+                called.setdefault(key, set()).add(_verb(r))
+        assert {key: sorted(verbs) for key, verbs in called.items()} == {k: sorted(v) for k, v in RUNNER_VERBS.items()}
+
+
+def _verb(request) -> str:
+    method = request.method.value
+    if method == "GET":
+        return "get" if request.name else "list"
+    return {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}[method]
