@@ -1,38 +1,38 @@
 # The Knitfab server image: `knitfab serve` with the Kubernetes runner.
 #
-#   docker build -t knitfab:latest .            # or: minikube image build -t knitfab:latest .
+#   make wheels       # once, with network: the pinned dependencies into build/wheels
+#   make image        # docker build --network=none: nothing is downloaded but the base image
+#   minikube image build -t knitfab:latest .   # or build inside minikube (after make wheels)
 #
-# manifests/knitfab.yaml runs it as UID/GID 10001 (the user below) with a read-only root
-# filesystem: the server writes only under --data-dir (a PVC) and /tmp (an emptyDir).
-FROM python:3.11-slim
+# Dependencies come only from build/wheels (requirements/server.txt, pinned; --no-index): the
+# build is repeatable and works offline once the base image is there. The base image is pinned by
+# tag; pin it by digest (python:3.11-slim-bookworm@sha256:...) for byte-for-byte rebuilds.
+#
+# The manifests run the server as root with every capability dropped but CHOWN, DAC_OVERRIDE and
+# FOWNER, and a read-only root filesystem: it must read and delete what workers write as any user
+# (knitfab/ownership.py), and it writes only under the data and database volumes and /tmp.
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_NO_INDEX=1
 
-WORKDIR /src
-COPY setup.cfg pyproject.toml README.md knitfab.py ./
-COPY knitfab/ knitfab/
-COPY knit/ knit/
-# The source stays out of the final filesystem: only the installed package is used.
-RUN pip install --no-cache-dir ".[k8s]" \
-    && cd / && rm -rf /src \
-    && knitfab --version
+COPY requirements/server.txt /tmp/requirements.txt
+COPY build/wheels/ /tmp/wheels/
+RUN pip install --no-cache-dir --find-links /tmp/wheels -r /tmp/requirements.txt \
+    && pip install --no-cache-dir --no-deps --find-links /tmp/wheels knitfab \
+    && rm -rf /tmp/wheels /tmp/requirements.txt \
+    && knitfab --version \
+    && install -d -m 0755 /var/lib/knitfab /var/lib/knitfab-db
 
-# A fixed, unprivileged user; the manifest's runAsUser/runAsGroup/fsGroup are these numbers.
-RUN groupadd --system --gid 10001 knitfab \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/knitfab --no-create-home \
-       --shell /usr/sbin/nologin knitfab \
-    && install -d -o 10001 -g 10001 -m 2775 /var/lib/knitfab
-
-USER 10001:10001
 WORKDIR /var/lib/knitfab
-EXPOSE 8080
+EXPOSE 8080 30503
 
 # For `docker run`; Kubernetes uses the probes in the manifest instead.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/api/healthz', timeout=4)"]
 
 ENTRYPOINT ["knitfab"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--data-dir", "/var/lib/knitfab", "--runner", "kubernetes"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--data-dir", "/var/lib/knitfab", "--db", "/var/lib/knitfab-db/knitfab.db", "--runner", "kubernetes"]

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install demo image test lint fix man clean
+.PHONY: help install demo manifests wheels image test lint fix man clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -27,8 +27,18 @@ $(VENV)/.demo: $(VENV)/.installed examples/first-knitfab/requirements.txt exampl
 demo: $(VENV)/.demo ## the getting-started tutorial on this machine: train, validate, draw the lineage
 	$(BIN)/python examples/first-knitfab/demo.py --out demo-out
 
-image: ## the server image for Kubernetes (docs/kubernetes.md)
-	docker build -t knitfab:latest .
+manifests: $(VENV)/.installed ## regenerate manifests/ from knitfab/manifest.py
+	$(BIN)/python -m knitfab.manifest
+
+# The image installs only wheels from build/wheels (no network in the build): `make wheels` fills
+# it once, from requirements/server.txt (pinned), with this machine's pip.
+wheels: ## download the server's pinned dependencies for an offline image build
+	$(BIN)/pip wheel -q --disable-pip-version-check -w build/wheels -r requirements/server.txt
+	$(BIN)/pip wheel -q --disable-pip-version-check --no-deps -w build/wheels .
+
+image: ## the server image for Kubernetes, built offline from build/wheels (docs/kubernetes.md)
+	@test -n "$$(ls build/wheels/knitfab-*.whl 2>/dev/null)" || { echo "run 'make wheels' first"; exit 1; }
+	docker build --network=none -t knitfab:latest .
 
 test: $(VENV)/.installed $(VENV)/.demo ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

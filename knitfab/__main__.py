@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one")
     serve.add_argument("--data-dir", type=Path, default=Path("./knitfab-data"), help="where Knitfab keeps its data")
+    serve.add_argument("--db", type=Path, help="the SQLite database file (default <data-dir>/knitfab.db); a local disk")
     serve.add_argument("--runner", choices=["local", "kubernetes"], default="local", help="where runs execute")
     serve.add_argument("--token-file", type=Path, help="require this bearer token on every request")
     serve.add_argument("--cert", type=Path, help="TLS certificate (PEM); needs --key")
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
     migrate.set_defaults(func=_cmd_migrate)
     _admin_commands(commands)
+    _install_parsers(commands)
     return parser
 
 
@@ -95,6 +97,66 @@ def _admin_commands(commands) -> None:
     imports.add_argument("--copy", action="store_true", help="copy DIR instead (another filesystem)")
     imports.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
     imports.set_defaults(func=_cmd_import)
+
+
+def _install_parsers(commands) -> None:
+    install = commands.add_parser("install", help="install or upgrade Knitfab on Kubernetes", description=_INSTALL)
+    install.add_argument("--namespace", "-n", default="knitfab", help="namespace of the install (default knitfab)")
+    install.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    install.add_argument("--storage-class", help="storage class of the data volume (default: the cluster's)")
+    install.add_argument("--rwx", action="store_true", help="ReadWriteMany data volume: workers run on any node")
+    install.add_argument("--tls", action="store_true", help="HTTPS for the API and the registry (a self-signed CA)")
+    install.add_argument("--node-port-base", type=int, help="API NodePort N, registry N+1 (default 30803 and 30503)")
+    install.add_argument("--image", default="knitfab:latest", help="the server image (default knitfab:latest)")
+    install.add_argument("--node-ip", help="node address for the handout (default: the first node's)")
+    install.add_argument(
+        "--settings", type=Path, default=Path("knitfab-install-settings"), help="where certs/ and handout/ go",
+    )  # fmt: skip
+    install.add_argument("--wait", type=float, default=300, help="seconds to wait for the rollout (default 300)")
+    install.add_argument("--dry-run", action="store_true", help="print the manifest and change nothing")
+    install.set_defaults(func=_cmd_install)
+    uninstall = commands.add_parser("uninstall", help="remove Knitfab from a namespace")
+    uninstall.add_argument("--namespace", "-n", default="knitfab", help="namespace of the install (default knitfab)")
+    uninstall.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    uninstall.add_argument("--hard", action="store_true", help="also delete the data and database volumes")
+    uninstall.set_defaults(func=_cmd_uninstall)
+
+
+_INSTALL = """Render the Kubernetes objects for a namespace (knitfab/manifest.py), apply them, wait for the
+server to roll out and write <settings>/handout/ (knitprofile for `knit init`, and with --tls the
+CA for docker). The server image must be in the cluster first: docs/kubernetes.md."""
+
+
+def _settings(args: argparse.Namespace):
+    from .manifest import Settings
+
+    fields = {"namespace": args.namespace, "storage_class": args.storage_class, "rwx": args.rwx, "tls": args.tls}
+    return Settings.from_base(args.node_port_base, image=args.image, **fields)
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from .manifest import render, to_yaml
+
+    settings = _settings(args)
+    if args.dry_run:
+        print(to_yaml(render(settings)), end="")
+        return 0
+    from . import install
+
+    handout = install.install(install.api_client(args.kubeconfig), settings, args.settings, args.node_ip, args.wait)
+    print(f"knitfab is installed in namespace {settings.namespace}; the handout is in {handout}/")
+    print(f"  knit init {handout / 'knitprofile'}")
+    return 0
+
+
+def _cmd_uninstall(args: argparse.Namespace) -> int:
+    from . import install
+
+    for gone in install.uninstall(install.api_client(args.kubeconfig), args.namespace, args.hard):
+        print(f"deleted {gone}")
+    if not args.hard:
+        print("the volumes knitfab-data and knitfab-db are kept: `knitfab uninstall --hard` deletes them")
+    return 0
 
 
 _SERVE = """Serve Knitfab's REST API under /api and run the engine in the same process. Runs execute
@@ -151,6 +213,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         registry_port=args.registry_port or None, host_mode=not args.no_host_mode,
         rootfs_cache=int(quantity.value(args.rootfs_cache)),
     )  # fmt: skip
+    config.db = args.db
     return KnitfabServer(config).serve_forever()
 
 

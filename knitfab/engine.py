@@ -89,6 +89,7 @@ class Engine:
         self._moves: list[tuple] = []  # status changes of the current stage, see _flush
         self._short = False  # the data volume is below the reserve
         self.hooks = Hooks()  # the operator's lifecycle hooks (hooks.py); the server sets them
+        self._notes: dict[str, str] = {}  # runId -> the message last noted while it starts or runs
 
     # -- driving --------------------------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class Engine:
     def watch(self, now: int | None = None) -> bool:
         def follow(job: Job) -> bool:
             status = self.runner.status(job)
+            self._note(job.run_id, status)
             if status.state == WorkerState.STARTING:
                 return False
             new, exit = _WATCHED.get(status.state, (S.ABORTING, (status.code, status.message)))
@@ -227,18 +229,29 @@ class Engine:
         return self._each("finish", self._pick("finish", [S.COMPLETING, S.ABORTING]), settle, now)
 
     def collect_garbage(self, now: int | None = None) -> bool:
-        knit_ids = self.store.column("SELECT knit_id FROM garbage LIMIT ?", self.batch)
-        did = False
-        for knit_id in knit_ids:
-            try:
-                shutil.rmtree(self.store.layout.data(knit_id), ignore_errors=True)
-                shutil.rmtree(self.store.layout.staging(knit_id), ignore_errors=True)
-                with self.store.write():
-                    self.store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
-                did = True
-            except Exception:  # this one is tried again next tick; the others go on
-                log.exception("could not remove the files of Data %s", knit_id)
-        return did
+        """Remove dropped Data; one that cannot be removed is logged and stays queued, to be tried
+        again after the others (round-robin by rowid)."""
+        cursor = self._cursors.get("gc", 0)
+        sql = "SELECT rowid, knit_id FROM garbage WHERE rowid {} ? ORDER BY rowid LIMIT ?"
+        rows = self.store.all(sql.format(">"), cursor, self.batch)
+        rows += self.store.all(sql.format("<="), cursor, self.batch - len(rows))
+        removed = [knit_id for _, knit_id in rows if self._remove(knit_id)]
+        if rows:
+            self._cursors["gc"] = rows[-1][0]
+        for knit_id in removed:
+            with self.store.write():
+                self.store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
+        return bool(removed)
+
+    def _remove(self, knit_id: str) -> bool:
+        try:
+            for path in (self.store.layout.data(knit_id), self.store.layout.staging(knit_id)):
+                if path.exists() or path.is_symlink():
+                    shutil.rmtree(path)
+            return True
+        except OSError as e:
+            log.error("cannot remove the files of dropped Data %s (will try again): %s", knit_id, e)
+            return False
 
     # -- the free-disk reserve ------------------------------------------------------------------
 
@@ -347,6 +360,15 @@ class Engine:
         if rows:
             self._cursors[stage] = rows[-1][0]
         return [run_id for _, run_id in rows]
+
+    def _note(self, run_id: str, status) -> None:
+        """Keep a waiting worker's complaint as the run's message (written when it changes)."""
+        if status.state in (WorkerState.STARTING, WorkerState.RUNNING) and self._notes.get(run_id) != status.message:
+            with self.store.write():
+                runs.note(self.store, run_id, status.message)
+            self._notes[run_id] = status.message
+        elif status.state not in (WorkerState.STARTING, WorkerState.RUNNING):
+            self._notes.pop(run_id, None)
 
     def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now=None, worker=None) -> bool:
         """Queue a compare-and-set status change (and the worker's handle) for ``_flush``; the

@@ -100,3 +100,9 @@ class PayloadTooLarge(KnitfabError):
 
     status = 413
     reason = "payload too large"
+
+
+class ConfigurationError(KnitfabError):
+    """A setup the server refuses to start with; the advice says what to change."""
+
+    reason = "knitfab cannot start so"

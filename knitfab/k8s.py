@@ -1,56 +1,62 @@
 """The Kubernetes runner: each run is a batch/v1 Job ``worker-run-<runId>`` in one namespace.
 
 The Job (``job_manifest``) runs the plan image as container ``main`` once (``backoffLimit: 0``,
-``restartPolicy: Never``), with ``command`` = entrypoint and ``args``. Its inputs and outputs are
-sub-paths of the one data PVC that the server mounts as its data directory (ReadWriteMany when
-workers may land on other nodes): an input is ``<data_root>/data/<knitId>`` (read-only), an output
-``<data_root>/staging/<knitId>`` (read-write), so ``prepare`` and the moves into place after the run
-stay plain file operations of the server, as with the local runner. (The server must be able to
-read, and delete, what an image writes there as whatever user it runs as.)
+``restartPolicy: Never``, PriorityClass ``knit-worker-priority``), with ``command`` = entrypoint
+and ``args``. Its inputs and outputs are sub-paths of the one data PVC that the server mounts as
+its data directory: an input is ``<data_root>/data/<knitId>`` (read-only), an output
+``<data_root>/staging/<knitId>`` (read-write), so ``prepare`` and the moves into place after the
+run stay plain file operations of the server, as with the local runner.
 
-* The handle ``start`` returns is the Job's name; ``status``, ``stop`` and ``cleanup`` find the
-  Job by it, and its pod by label. Jobs have no time-to-live: one that ends while the server is
-  down waits for it, and a restarted server simply carries on (``reconcile`` deletes strays).
-* ``status``: a pod not yet running is *starting*; one that has a Warning event is failed with 255
-  and ``(pod <pod>) [<reason>] <message>`` (at once for a hopeless reason, such as an image that
-  cannot be pulled, else once the pod is ``stuck_after`` seconds old); the ``main`` container's
-  end gives the exit code and ``(container main) <reason>``; a Job that is gone is 254 (and
-  so is one that failed without a container's result, with the Job's reason).
-* ``logs`` streams the pod's log; ``cleanup`` writes the whole of it into the log Data's file
-  ``log`` (``stop`` saves what there is before it deletes a running Job), then deletes the Job.
+* Storage decides where workers run (``pin_to_storage``): with a ReadWriteMany data PVC, on any
+  node; with ReadWriteOnce, on the server's own node (required node affinity on its name), since
+  a worker elsewhere would see another, empty disk or fail to attach the volume. Other modes, a
+  missing PVC, or ReadWriteOnce without the server's node name are refused at start.
+* The API is read once per ``max_age`` seconds for all runs together (``refresh``: Jobs and pods
+  by label, Warning events only while some worker waits), in a background thread in the server,
+  so the engine's ``status`` calls read memory: 2–3 requests per tick whatever the number of runs.
+* ``status`` follows ``k8sstatus``: unschedulable pods and Jobs that cannot make their pod wait,
+  with the complaint as the run's message; only what can never start fails.
+* Logs are followed into the log Data while the worker runs (``k8slog``); ``logs`` reads that
+  file, and ``cleanup`` fetches what the follower missed, trying for at most ``Deadlines.log``
+  seconds, so a failing log endpoint never holds a run in *completing*.
+* The handle ``start`` returns is the Job's name. Jobs have no time-to-live: one that ends while
+  the server is down waits for it, and a restarted server carries on (``reconcile`` deletes strays).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
+import threading
 import time
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import kubernetes
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
+from . import __version__
+from .errors import ConfigurationError
+from .k8slog import LogCopy, LogFollower
+from .k8sstatus import CONTAINER, Deadlines, main_state, worker_status
 from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .store import Layout
 
-CONTAINER = "main"
+log = logging.getLogger("knitfab.k8s")
 VOLUME = "data"
 RUN_LABEL = "knit/worker.runid"
 WORKER_SELECTOR = "app.kubernetes.io/managed-by=knitfab,app.kubernetes.io/component=worker"
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-# The kubelet's Warning reasons that waiting does not cure ("Failed": an image that could not be
-# pulled, a container that could not be created). Others (FailedScheduling above all: an autoscaler
-# may still bring a node) fail a pod only once it has waited ``stuck_after`` seconds.
-HOPELESS = frozenset({"Failed", "InspectFailed", "ErrImageNeverPull", "FailedMount"})
-# Why the main container may wait for ever, as its status says (events are best-effort).
-CANNOT_START = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"}
-)
-STARTING = WorkerStatus(WorkerState.STARTING)
-RUNNING = WorkerStatus(WorkerState.RUNNING)
+PRIORITY_CLASS = "knit-worker-priority"
+# SQLite needs POSIX locks and shared memory that network filesystems do not give reliably.
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p"})
+DEADLINES = Deadlines()
+ACTIVE = (WorkerState.STARTING, WorkerState.RUNNING)
 
 
 # -- the Job ------------------------------------------------------------------------------------
@@ -60,10 +66,13 @@ def job_name(run_id: str) -> str:
     return f"worker-run-{run_id}"
 
 
-def job_manifest(job: Job, namespace: str, pvc: str, data_root: str = "", priority_class: str | None = None) -> dict:
-    """The batch/v1 Job of a run, as the plain dict that is sent to the API server."""
+def job_manifest(
+    job: Job, namespace: str, pvc: str, data_root: str = "", priority_class: str | None = None, node: str | None = None
+) -> dict:
+    """The batch/v1 Job of a run, as the plain dict that is sent to the API server; ``node``: the
+    node every worker must run on (a ReadWriteOnce data volume), None for any node."""
     labels = worker_labels(job)
-    template = {"metadata": {"labels": labels}, "spec": pod_spec(job, pvc, data_root, priority_class)}
+    template = {"metadata": {"labels": labels}, "spec": pod_spec(job, pvc, data_root, priority_class, node)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -79,13 +88,16 @@ def worker_labels(job: Job) -> dict[str, str]:
         "app.kubernetes.io/component": "worker",
         "app.kubernetes.io/part-of": "knitfab",
         "app.kubernetes.io/managed-by": "knitfab",
+        "app.kubernetes.io/version": __version__,
         RUN_LABEL: job.run_id,
         "knit/worker.run": job.run_id,
         "knit/worker.plan": job.plan_id,
     }
 
 
-def pod_spec(job: Job, pvc: str, data_root: str = "", priority_class: str | None = None) -> dict:
+def pod_spec(
+    job: Job, pvc: str, data_root: str = "", priority_class: str | None = None, node: str | None = None
+) -> dict:
     spec = {
         "restartPolicy": "Never",
         "enableServiceLinks": False,
@@ -97,14 +109,13 @@ def pod_spec(job: Job, pvc: str, data_root: str = "", priority_class: str | None
         spec["serviceAccountName"] = job.service_account
     if priority_class:
         spec["priorityClassName"] = priority_class
-    return spec | scheduling(job.on_node)
+    return spec | scheduling(job.on_node, node)
 
 
 def main_container(job: Job, data_root: str = "") -> dict:
     mounts = [_mount(m.path, data_root, "data", m.knit_id) for m in job.inputs]
     mounts += [_mount(m.path, data_root, "staging", m.knit_id, writable=True) for m in job.outputs]
-    container = {"name": CONTAINER, "image": job.image, "env": [{"name": "KNIT_RUN_ID", "value": job.run_id}]}
-    container["env"] += [{"name": name, "value": value} for name, value in job.env.items()]  # from hooks.py
+    container = {"name": CONTAINER, "image": job.image, "env": worker_env(job)}
     if job.entrypoint:
         container["command"] = list(job.entrypoint)
     if job.args:
@@ -114,20 +125,28 @@ def main_container(job: Job, data_root: str = "") -> dict:
     return container | {"volumeMounts": mounts}
 
 
+def worker_env(job: Job) -> list[dict]:
+    """The ``main`` container's environment variables."""
+    env = [{"name": "KNIT_RUN_ID", "value": job.run_id}]
+    return env + [{"name": name, "value": value} for name, value in job.env.items()]  # from hooks.py
+
+
 def _mount(path: str, data_root: str, folder: str, knit_id: str, writable: bool = False) -> dict:
     sub_path = posixpath.join(data_root.strip("/"), folder, knit_id)
     return {"name": VOLUME, "mountPath": path, "subPath": sub_path, "readOnly": not writable}
 
 
-def scheduling(on_node: list[tuple[str, str, str]]) -> dict:
+def scheduling(on_node: list[tuple[str, str, str]], node: str | None = None) -> dict:
     """Tolerations and node affinity for the plan's ``on_node`` labels: *may* tolerates the
     NoSchedule taint ``key=value``; *prefer* and *must* tolerate PreferNoSchedule too, and prefer
-    (weight 1) or require a node labelled so (several *must* values of one key: any of them)."""
+    (weight 1) or require a node labelled so (several *must* values of one key: any of them).
+    ``node``, when given, is required too: the node by its name (``metadata.name``, which the
+    ``kubernetes.io/hostname`` label need not equal)."""
     result = {}
     tolerations = _tolerations(on_node)
     if tolerations:
         result["tolerations"] = tolerations
-    affinity = _node_affinity(on_node)
+    affinity = _node_affinity(on_node, node)
     if affinity:
         result["affinity"] = {"nodeAffinity": affinity}
     return result
@@ -143,7 +162,7 @@ def _tolerations(on_node: list[tuple[str, str, str]]) -> list[dict]:
     return tolerations
 
 
-def _node_affinity(on_node: list[tuple[str, str, str]]) -> dict:
+def _node_affinity(on_node: list[tuple[str, str, str]], node: str | None) -> dict:
     affinity: dict = {}
     preferred = [{"weight": 1, "preference": _term({key: [value]})} for mode, key, value in on_node if mode == "prefer"]
     if preferred:
@@ -152,8 +171,11 @@ def _node_affinity(on_node: list[tuple[str, str, str]]) -> dict:
     for mode, key, value in on_node:
         if mode == "must":
             required.setdefault(key, []).append(value)
-    if required:
-        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": [_term(required)]}
+    term = _term(required) if required else {}
+    if node:  # in the same term: the node's labels AND its name
+        term["matchFields"] = [{"key": "metadata.name", "operator": "In", "values": [node]}]
+    if term:
+        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": [term]}
     return affinity
 
 
@@ -165,8 +187,19 @@ def _term(values: dict[str, list[str]]) -> dict:
 # -- the runner ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Snapshot:
+    """The workers as one round of list requests saw them."""
+
+    taken: float = float("-inf")  # time.monotonic()
+    jobs: dict = field(default_factory=dict)  # name -> V1Job
+    pods: dict = field(default_factory=dict)  # runId -> [V1Pod]
+    warnings: dict = field(default_factory=dict)  # uid of the pod or Job -> [CoreV1Event]
+
+
 class KubernetesRunner:
-    """Runs each run as a Job; see the module docstring. ``capacity`` is None: the scheduler decides."""
+    """Runs each run as a Job; see the module docstring. ``capacity`` is None: the scheduler decides.
+    ``clock`` (wall time) measures the deadlines; tests pass their own."""
 
     capacity = None
 
@@ -177,38 +210,74 @@ class KubernetesRunner:
         namespace: str,
         pvc: str,
         data_root: str = "",
-        stuck_after: float = 300,
-        priority_class: str | None = None,
+        priority_class: str | None = PRIORITY_CLASS,
+        node: str | None = None,
+        deadlines: Deadlines = DEADLINES,
         timeout: float = 10,
         poll: float = 1.0,
+        max_age: float = 1.0,
+        clock=time.time,
     ):
         self.layout = layout
         self.namespace = namespace
         self.pvc = pvc
         self.data_root = data_root
-        self.stuck_after = stuck_after
         self.priority_class = priority_class
+        self.node = node
+        self.deadlines = deadlines
         self.poll = poll
+        self.max_age = max_age
+        self.clock = clock
         self.batch = BatchV1Api(api_client)
         self.core = CoreV1Api(api_client)
         self._timeout = {"_request_timeout": timeout}
+        self._snapshot = Snapshot()
+        self._followers: dict[str, LogFollower] = {}
+        self._log_failing: dict[str, float] = {}  # runId -> when fetching the rest of its log first failed
+        self._lock = threading.Lock()
 
     @classmethod
     def from_environment(cls, layout: Layout, **options) -> KubernetesRunner:
         """In a pod, its service account and namespace; elsewhere the kubeconfig. ``KNITFAB_NAMESPACE``
         (default: the pod's namespace, else ``knitfab``), ``KNITFAB_DATA_PVC`` (``knitfab-data``),
-        ``KNITFAB_DATA_SUBPATH`` (where the server's data directory is in that PVC, default its root)
-        and ``KNITFAB_WORKER_PRIORITY_CLASS`` (none) say the rest."""
+        ``KNITFAB_DATA_SUBPATH`` (where the server's data directory is in that PVC, default its root),
+        ``KNITFAB_WORKER_PRIORITY_CLASS`` (``knit-worker-priority``; empty for none) and
+        ``KNITFAB_NODE_NAME`` (the server's node, from the downward API) say the rest. Refuses
+        (``ConfigurationError``) a database on a network filesystem and storage that cannot work."""
+        refuse_network_database(layout.db)
         config = kubernetes.client.Configuration()
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             kubernetes.config.load_incluster_config(client_configuration=config)
         else:
             kubernetes.config.load_kube_config(client_configuration=config)
         env = os.environ.get
-        return cls(
+        runner = cls(
             layout, ApiClient(config), namespace=_namespace(), pvc=env("KNITFAB_DATA_PVC", "knitfab-data"),
-            data_root=env("KNITFAB_DATA_SUBPATH", ""), priority_class=env("KNITFAB_WORKER_PRIORITY_CLASS"), **options,
+            data_root=env("KNITFAB_DATA_SUBPATH", ""),
+            priority_class=env("KNITFAB_WORKER_PRIORITY_CLASS", PRIORITY_CLASS) or None, **options,
         )  # fmt: skip
+        runner.pin_to_storage(env("KNITFAB_NODE_NAME"))
+        return runner
+
+    def pin_to_storage(self, node: str | None) -> None:
+        """Where workers may run, from the data PVC's access modes (see the module docstring)."""
+        modes = self._access_modes()
+        if "ReadWriteMany" in modes:
+            self.node = None
+            log.info("the data volume %s is ReadWriteMany: workers run on any node", self.pvc)
+        elif "ReadWriteOnce" in modes and node:
+            self.node = node
+            log.warning(
+                "the data volume %s is ReadWriteOnce: every worker runs on node %s, the server's"
+                " (a ReadWriteMany volume lets them run on any node: docs/kubernetes.md)", self.pvc, node,
+            )  # fmt: skip
+        elif "ReadWriteOnce" in modes:
+            raise ConfigurationError(
+                f"the data volume {self.pvc} is ReadWriteOnce, and workers must then run on the server's node:"
+                " set KNITFAB_NODE_NAME from the downward API (fieldRef spec.nodeName), as manifests/ do"
+            )
+        else:
+            raise ConfigurationError(f"the data volume {self.pvc} is {'/'.join(modes)}: workers cannot mount it")
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -216,7 +285,7 @@ class KubernetesRunner:
         empty_outputs(self.layout, job, mode=0o777)  # the image may run as any user
 
     def start(self, job: Job) -> str:
-        manifest = job_manifest(job, self.namespace, self.pvc, self.data_root, self.priority_class)
+        manifest = job_manifest(job, self.namespace, self.pvc, self.data_root, self.priority_class, self.node)
         try:
             self.batch.create_namespaced_job(self.namespace, manifest, **self._timeout)
         except ApiException as e:
@@ -228,36 +297,49 @@ class KubernetesRunner:
         return job_name(job.run_id)
 
     def status(self, job: Job) -> WorkerStatus:
-        found = self._job(job)
-        return GONE if found is None else self._status(job, found)
+        snapshot = self._fresh()
+        found = snapshot.jobs.get(self._name(job)) or self._job(job)  # not listed: made since, or gone
+        if found is None:
+            return GONE
+        pod = _newest(snapshot.pods.get(job.run_id, []), found)
+        warnings = snapshot.warnings.get((pod or found).metadata.uid, [])
+        status = worker_status(found, pod, warnings, self.clock(), self.deadlines)
+        if pod is not None and main_state(pod) is not None and (main_state(pod).running or main_state(pod).terminated):
+            self._follow(job, pod)
+        return status
 
     def logs(self, job: Job, follow: bool = False) -> Iterator[bytes]:
-        while follow and self.status(job).state == WorkerState.STARTING:
-            time.sleep(self.poll)  # `run show --log -f` on a starting run: wait for something to show
-        found = self._job(job)
-        pod = self._pod(job, found) if found else None
-        response = self._log(pod, follow) if pod else None
-        if response is None:
+        """The log as the follower has written it so far; with ``follow``, until the worker ends."""
+        if not job.log:
             return
-        with response:
-            yield from response.stream(65536)
+        follower = self._followers.get(job.run_id)
+        if not follow and follower and follower.ended():
+            follower.join(2 * self.poll + 1)  # the worker has ended: let the follower write its last lines
+        with open(self.layout.current(job.log) / "log", "rb") as f:
+            while True:
+                ended = not follow or self._log_ended(job)
+                while chunk := f.read(65536):
+                    yield chunk
+                if ended:
+                    return
+                time.sleep(self.poll)
 
     def stop(self, job: Job) -> bool:
+        if self.status(job).state not in ACTIVE:
+            return True  # ended or gone: the Job stays until cleanup, which completes its log
         found = self._job(job)
         if found is None:
             return True
-        if self._status(job, found).state not in (WorkerState.STARTING, WorkerState.RUNNING):
-            return True  # it has ended: the Job stays until cleanup, which saves its log
         if found.metadata.deletion_timestamp is None:
-            self._save_log(job, found)
             self._delete(self._name(job), "Foreground")  # the Job goes once its pod has gone
         return False
 
     def cleanup(self, job: Job) -> None:
         found = self._job(job)
         if found is not None:
-            self._save_log(job, found)
+            self._complete_log(job, found)
             self._delete(self._name(job), "Background")
+        self._forget(job)
 
     # -- after a restart ------------------------------------------------------------------------
 
@@ -280,6 +362,50 @@ class KubernetesRunner:
 
     # -- reading the cluster --------------------------------------------------------------------
 
+    def refresh(self) -> Snapshot:
+        """List every worker's Job and pod (and, while one waits, the Warning events): the few
+        requests that ``status`` then answers from, for all runs."""
+        selector = {"label_selector": WORKER_SELECTOR, **self._timeout}
+        taken = time.monotonic()
+        jobs = {j.metadata.name: j for j in self.batch.list_namespaced_job(self.namespace, **selector).items}
+        pods: dict[str, list] = {}
+        for pod in self.core.list_namespaced_pod(self.namespace, **selector).items:
+            pods.setdefault((pod.metadata.labels or {}).get(RUN_LABEL), []).append(pod)
+        warnings: dict[str, list] = {}
+        if any(_waiting(j, pods.get(j.metadata.labels.get(RUN_LABEL), [])) for j in jobs.values()):
+            listed = self.core.list_namespaced_event(self.namespace, field_selector="type=Warning", **self._timeout)
+            for event in listed.items:
+                warnings.setdefault(event.involved_object.uid, []).append(event)
+        self._snapshot = Snapshot(taken, jobs, pods, warnings)
+        return self._snapshot
+
+    def refresh_in_background(self, stop: threading.Event) -> threading.Thread:
+        """Keep the snapshot fresh from a thread of its own, so ``status`` never waits for the API."""
+
+        def loop():
+            while not stop.wait(self.max_age / 2):
+                try:
+                    self.refresh()
+                except Exception as e:  # the API server is away: the engine's status calls retry it
+                    log.warning("cannot list the workers: %s", e)
+
+        thread = threading.Thread(target=loop, name="knitfab-k8s-refresh", daemon=True)
+        thread.start()
+        return thread
+
+    def _fresh(self) -> Snapshot:
+        snapshot = self._snapshot
+        return snapshot if time.monotonic() - snapshot.taken < self.max_age else self.refresh()
+
+    def _access_modes(self) -> list[str]:
+        try:
+            claim = self.core.read_namespaced_persistent_volume_claim(self.pvc, self.namespace, **self._timeout)
+        except ApiException as e:
+            if e.status == 404:
+                raise ConfigurationError(f"the data volume {self.pvc} is not in namespace {self.namespace}") from e
+            raise
+        return (claim.status.access_modes if claim.status else None) or claim.spec.access_modes or []
+
     def _name(self, job: Job) -> str:
         return job.worker or job_name(job.run_id)
 
@@ -291,43 +417,86 @@ class KubernetesRunner:
                 return None
             raise
 
-    def _pod(self, job: Job, found):
-        """The newest pod of the Job ``found`` (a retried run's Job has the same name, but not
-        the same uid, as the one before, whose pod may still linger)."""
-        pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{RUN_LABEL}={job.run_id}", **self._timeout
-        ).items
-        uid = found.metadata.uid
-        pods = [p for p in pods if not uid or any(o.uid == uid for o in p.metadata.owner_references or [])]
-        return max(pods, key=lambda p: _created(p) or 0, default=None)
-
-    def _status(self, job: Job, found) -> WorkerStatus:
-        pod = self._pod(job, found)
-        known = _container_state(pod) if pod else None
-        if known:
-            return known
-        if _condition(found, "Complete"):
-            return WorkerStatus(WorkerState.SUCCEEDED, 0, "")
-        failed = _condition(found, "Failed")
-        if failed:  # a pod gone without a result: evicted, deleted, past a deadline
-            return _failed(254, f"job {found.metadata.name}", failed.reason, failed.message)
-        return self._stuck("Pod", pod) if pod else self._stuck("Job", found)
-
-    def _stuck(self, kind: str, obj) -> WorkerStatus:
-        """Starting, unless ``obj`` has a Warning event that says it never will."""
-        meta = obj.metadata
-        selector = f"involvedObject.kind={kind},involvedObject.name={meta.name},type=Warning"
-        selector += f",involvedObject.uid={meta.uid}" if meta.uid else ""  # not a namesake's
-        events = self.core.list_namespaced_event(self.namespace, field_selector=selector, **self._timeout).items
-        age = time.time() - (_created(obj) or time.time())
-        for event in events:
-            if event.type == "Warning" and (event.reason in HOPELESS or age >= self.stuck_after):
-                return _failed(255, f"{kind.lower()} {meta.name}", event.reason, event.message)
-        return STARTING
+    def _pods(self, job: Job) -> list:
+        selector = f"{RUN_LABEL}={job.run_id}"
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector, **self._timeout).items
 
     def _ours(self, found) -> bool:
         volumes = found.spec.template.spec.volumes or []
         return any(v.persistent_volume_claim and v.persistent_volume_claim.claim_name == self.pvc for v in volumes)
+
+    # -- the log ----------------------------------------------------------------------------------
+
+    def _follow(self, job: Job, pod) -> None:
+        """Start following the pod's log into the log Data, once."""
+        with self._lock:
+            if not job.log or job.run_id in self._followers:
+                return
+            name = pod.metadata.name
+            follower = LogFollower(
+                self._log_copy(job), partial(self._open_log, name), partial(self._pod_ended, job.run_id, name),
+                self.clock, retry=self.poll,
+            )  # fmt: skip
+            self._followers[job.run_id] = follower
+        follower.start()
+
+    def _log_copy(self, job: Job) -> LogCopy:
+        return LogCopy(self.layout.staging(job.log) / "log", self.layout.worker(job.run_id) / "log.position")
+
+    def _open_log(self, pod: str, since: int | None, follow: bool):
+        """The streaming response of the ``main`` container's log; None when the pod is gone.
+        Following, a quiet program may keep the stream silent: the read timeout then just
+        reconnects from the last line."""
+        timeout = {"_request_timeout": (10, 300)} if follow else self._timeout
+        options = {"since_seconds": since} if since else {}
+        try:
+            return self.core.read_namespaced_pod_log(
+                pod, self.namespace, container=CONTAINER, follow=follow, timestamps=True, _preload_content=False,
+                **options, **timeout,
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _pod_ended(self, run_id: str, pod: str) -> bool:
+        """Whether the last snapshot shows the pod gone or its ``main`` container ended."""
+        found = next((p for p in self._snapshot.pods.get(run_id, []) if p.metadata.name == pod), None)
+        state = main_state(found) if found else None
+        return found is None or bool(state and state.terminated)
+
+    def _log_ended(self, job: Job) -> bool:
+        follower = self._followers.get(job.run_id)
+        if follower is not None:
+            return not follower.is_alive()
+        return self.status(job).state not in ACTIVE  # a status that runs starts the follower
+
+    def _complete_log(self, job: Job, found) -> None:
+        """Let the follower read the log to its end (or read what it missed), for a bounded time:
+        past ``Deadlines.log`` of failures, the run finishes with the log it has."""
+        follower = self._followers.get(job.run_id)
+        if not job.log or (follower and _joined(follower, 2 * self.poll + 1)):
+            return
+        if follower:
+            follower.stop()
+            follower.join(self._timeout["_request_timeout"])
+        pod = _newest(self._pods(job), found)
+        if pod is None:
+            return  # gone with its log: what the follower wrote is all there is
+        catch_up = LogFollower(self._log_copy(job), partial(self._open_log, pod.metadata.name), bool, self.clock)
+        if catch_up.read(follow=False):
+            return
+        first = self._log_failing.setdefault(job.run_id, self.clock())
+        if self.clock() - first < self.deadlines.log:
+            raise RuntimeError(f"the log of run {job.run_id} cannot be read yet ({catch_up.error}): trying again")
+        log.warning("run %s finishes without the rest of its log: %s", job.run_id, catch_up.error)
+
+    def _forget(self, job: Job) -> None:
+        follower = self._followers.pop(job.run_id, None)
+        if follower:
+            follower.stop()
+        self._log_failing.pop(job.run_id, None)
+        (self.layout.worker(job.run_id) / "log.position").unlink(missing_ok=True)
 
     # -- changing the cluster -------------------------------------------------------------------
 
@@ -346,33 +515,39 @@ class KubernetesRunner:
             if e.status != 404:
                 raise
 
-    def _log(self, pod, follow: bool):
-        """The streaming response of the ``main`` container's log; None when there is none (yet)."""
-        options = {} if follow else self._timeout  # following: quiet for as long as the program is
-        try:
-            return self.core.read_namespaced_pod_log(
-                pod.metadata.name, self.namespace, container=CONTAINER, follow=follow, _preload_content=False, **options
-            )
-        except ApiException as e:
-            if e.status in (400, 404):  # the container has not started, or the pod is gone
-                return None
-            raise
-
-    def _save_log(self, job: Job, found) -> None:
-        """Write the pod's log into the log Data; keep what is there when the pod has no log."""
-        pod = self._pod(job, found) if job.log else None
-        response = self._log(pod, follow=False) if pod else None
-        if response is None:
-            return
-        path = self.layout.staging(job.log) / "log"
-        partial = path.with_name("log.partial")
-        with response, open(partial, "wb") as f:
-            for chunk in response.stream(65536):
-                f.write(chunk)
-        os.replace(partial, path)
-
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def refuse_network_database(db: Path, mountinfo: str | None = None) -> None:
+    """Raise ``ConfigurationError`` when the SQLite file ``db`` is on NFS or another network
+    filesystem (``mountinfo``: the text of /proc/self/mountinfo, read when not given)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return
+    fstype = filesystem_of(db.parent.resolve(), mountinfo)
+    if fstype in NETWORK_FILESYSTEMS:
+        raise ConfigurationError(
+            f"the database {db} is on {fstype}: SQLite needs a local disk (a ReadWriteOnce volume);"
+            " put it elsewhere with --db, as manifests/rwx/ does"
+        )
+
+
+def filesystem_of(path: Path, mountinfo: str) -> str | None:
+    """The filesystem type of the mount that holds ``path``: the longest mount point above it."""
+    best, fstype = "", None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        after = line.split(" - ", 1)[1].split()
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best) and after:
+            best, fstype = point, after[0]
+    return fstype
 
 
 def _namespace() -> str:
@@ -382,38 +557,26 @@ def _namespace() -> str:
     return in_pod.read_text().strip() if in_pod.exists() else "knitfab"
 
 
-def _created(obj) -> float | None:
-    created = obj.metadata.creation_timestamp
-    return created.timestamp() if created else None
+def _newest(pods: list, found):
+    """The newest pod of the Job ``found`` (a retried run's Job has the same name, but not the
+    same uid, as the one before, whose pod may still linger)."""
+    uid = found.metadata.uid
+    pods = [p for p in pods if not uid or any(o.uid == uid for o in p.metadata.owner_references or [])]
+    return max(pods, key=lambda p: p.metadata.creation_timestamp.timestamp(), default=None)
 
 
-def _condition(found, kind: str):
-    conditions = found.status.conditions if found.status else None
-    return next((c for c in conditions or [] if c.type == kind and c.status == "True"), None)
+def _waiting(found, pods: list) -> bool:
+    """Whether a Job has no pod whose ``main`` container has started (its events then matter)."""
+    if found.status and found.status.conditions:
+        return False
+    states = [main_state(p) for p in pods]
+    return not any(s and (s.running or s.terminated) for s in states)
 
 
-def _container_state(pod) -> WorkerStatus | None:
-    """What the ``main`` container says: it runs, it has ended, or it will never start."""
-    statuses = pod.status.container_statuses if pod.status else None
-    main = next((s for s in statuses or [] if s.name == CONTAINER), None)
-    state = main.state if main else None
-    if state is None:
-        return None
-    if state.terminated:
-        return _exit(state.terminated)
-    if state.waiting and state.waiting.reason in CANNOT_START:
-        return _failed(255, f"pod {pod.metadata.name}", state.waiting.reason, state.waiting.message)
-    return RUNNING if state.running else None
-
-
-def _exit(ended) -> WorkerStatus:
-    if ended.exit_code == 0:
-        return WorkerStatus(WorkerState.SUCCEEDED, 0, "")
-    return WorkerStatus(WorkerState.FAILED, ended.exit_code, f"(container {CONTAINER}) {ended.reason or 'Error'}")
-
-
-def _failed(code: int, subject: str, reason: str | None, message: str | None) -> WorkerStatus:
-    return WorkerStatus(WorkerState.FAILED, code, f"({subject}) [{reason}] {message or ''}")
+def _joined(thread: threading.Thread, timeout: float) -> bool:
+    """Wait for a follower to finish; whether it read the whole log."""
+    thread.join(timeout)
+    return thread.complete.is_set()
 
 
 def _api_message(e: ApiException) -> str:

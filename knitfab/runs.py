@@ -108,6 +108,11 @@ def fail(store: Store, run_id: str, message: str, now: int | None = None) -> Run
     return new
 
 
+def note(store: Store, run_id: str, message: str) -> None:
+    """A message for a run that has not ended (why it still waits), kept until it ends."""
+    store.execute("UPDATE run SET exit_message = ? WHERE run_id = ? AND exit_code IS NULL", message or None, run_id)
+
+
 def set_worker(store: Store, run_id: str, worker: str | None) -> None:
     store.execute("UPDATE run SET worker = ? WHERE run_id = ?", worker, run_id)
 
@@ -300,6 +305,8 @@ def run_summaries(store: Store, run_ids, known: list[tuple] = ()) -> dict[str, d
         summary: dict = {"runId": run_id, "status": status, "updatedAt": format_ts(updated)}
         if code is not None:
             summary["exit"] = {"code": code, "message": message or ""}
+        elif message:  # an unfinished run's complaint (runs.note): why it waits
+            summary["message"] = message
         summary["plan"] = plans[plan_id]
         out[run_id] = summary
     return out

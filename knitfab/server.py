@@ -80,6 +80,7 @@ class Config:
     registry_port: int | None = None  # the image registry's port (0: any free one); None: no registry
     host_mode: bool = True  # local runner: run plans whose image is not in the registry over the host
     rootfs_cache: int = 20 << 30  # local runner: bytes of unpacked images kept
+    db: Path | None = None  # the SQLite file; default <data_dir>/knitfab.db
 
 
 class KnitfabServer:
@@ -94,7 +95,7 @@ class KnitfabServer:
 
     def start(self) -> None:
         config = self.config
-        self.store = Store(config.data_dir)
+        self.store = Store(config.data_dir, db=config.db)
         token = _read_token(config.token_file) if config.token_file else None
         self.images = self._blob_store()
         self.registry = self._registry(token)
@@ -180,13 +181,14 @@ class KnitfabServer:
         if config.runner == "kubernetes":
             from .k8s import KubernetesRunner  # only this path imports the kubernetes client
 
-            return KubernetesRunner.from_environment(self.store.layout)
+            runner = KubernetesRunner.from_environment(self.store.layout)
+            runner.refresh_in_background(self.stopping)  # the engine's status calls then read memory
+            return runner
         runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images,
                              run_uid=config.run_uid, pids=config.run_pids)  # fmt: skip
         runner.use_images(self._image_cache(), config.host_mode)
         runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
         return runner
-
 
     def _registry(self, token: str | None) -> wsgi.Server | None:
         """The image registry on its own port, with the API's token and TLS (docs/images.md)."""

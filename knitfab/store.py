@@ -26,15 +26,16 @@ from pathlib import Path
 from peewee import OperationalError, SqliteDatabase
 
 from .migrations import migrate
+from .ownership import open_to_readers
 from .tags import Tag
 
 
 class Layout:
     """Where things live under the data directory; nothing is written outside it."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, db: Path | str | None = None):
         self.root = Path(root).resolve()
-        self.db = self.root / "knitfab.db"
+        self.db = Path(db).resolve() if db else self.root / "knitfab.db"  # --db: SQLite on a disk of its own
         self.handout = self.root / "handout"
 
     def data(self, knit_id: str) -> Path:
@@ -61,6 +62,7 @@ class Layout:
                 shutil.rmtree(final)
             os.rename(staging, final)
         final.mkdir(parents=True, exist_ok=True)
+        open_to_readers(final)  # any user a later run's image runs as may read it
 
     def create(self) -> None:
         for sub in ("data", "staging", "workers", "handout"):
@@ -68,9 +70,10 @@ class Layout:
 
 
 class Store:
-    def __init__(self, data_dir: Path | str, busy_timeout: float = 60.0):
-        self.layout = Layout(data_dir)
+    def __init__(self, data_dir: Path | str, busy_timeout: float = 60.0, db: Path | str | None = None):
+        self.layout = Layout(data_dir, db)
         self.layout.create()
+        self.layout.db.parent.mkdir(parents=True, exist_ok=True)
         self.db = SqliteDatabase(
             str(self.layout.db),
             timeout=busy_timeout,

@@ -12,25 +12,32 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 
 import kmock
 import kubernetes
 import kubernetes_validate
 import pytest
+from helpers import wait_for
 from kubernetes.client import ApiClient, BatchV1Api, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from runner_contract import RunnerContract
+from schemas import K8S_VERSIONS
 
 import knitfab.k8s
-from knitfab.k8s import KubernetesRunner, job_manifest, job_name
+from knitfab.errors import ConfigurationError
+from knitfab.k8s import KubernetesRunner, filesystem_of, job_manifest, job_name, refuse_network_database
 from knitfab.runner import Job, Mount, RunnerError, WorkerState
 
-K8S_VERSION = "1.30.0"  # the oldest Kubernetes the workers must be valid for
 NS = "knitfab"
 PVC = "knitfab-data"
 PODS, JOBS, EVENTS = kmock.resource("v1/pods"), kmock.resource("batch/v1/jobs"), kmock.resource("v1/events")
+PVCS = kmock.resource("v1/persistentvolumeclaims")
+RUNNER_AGENT = "knitfab-runner-under-test"
 
 
 # -- the Jobs -------------------------------------------------------------------------------------
@@ -54,7 +61,8 @@ def a_job(**fields) -> Job:
 
 
 def validated(manifest: dict) -> dict:
-    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(manifest, version, strict=True)
     return manifest
 
 
@@ -158,6 +166,25 @@ class TestJobManifest:
         pod = pod_of(validated(job_manifest(a_job(), NS, PVC, priority_class="knit-worker-priority")))
         assert pod["priorityClassName"] == "knit-worker-priority"
 
+    def test_workers_of_a_read_write_once_volume_run_on_the_servers_node(self):
+        pod = pod_of(validated(job_manifest(a_job(), NS, PVC, node="minikube-m02")))
+        assert pod["affinity"]["nodeAffinity"] == {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["minikube-m02"]}]}
+                ]
+            }
+        }
+
+    def test_the_servers_node_and_the_plans_must_labels_are_both_required(self):
+        on_node = [("must", "accelerator", "gpu")]
+        pod = pod_of(validated(job_manifest(a_job(on_node=on_node), NS, PVC, node="node-1")))
+        (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert term == {
+            "matchExpressions": [{"key": "accelerator", "operator": "In", "values": ["gpu"]}],
+            "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}],
+        }
+
     def test_labels_name_the_run_and_the_plan(self):
         job = a_job()
         manifest = validated(job_manifest(job, NS, PVC))
@@ -166,6 +193,7 @@ class TestJobManifest:
         assert labels["knit/worker.plan"] == job.plan_id
         assert labels["app.kubernetes.io/managed-by"] == "knitfab"
         assert labels["app.kubernetes.io/component"] == "worker"
+        assert labels["app.kubernetes.io/version"] == knitfab.__version__
         assert manifest["spec"]["template"]["metadata"]["labels"] == labels
 
     def test_the_validation_is_strict(self):
@@ -203,8 +231,11 @@ class Emulator(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
-        self.pod_logs: dict[str, bytearray] = {}
-        for resource in (PODS, JOBS, EVENTS):
+        self.pod_logs: dict[str, list[tuple[int, bytes]]] = {}  # pod -> (ns since the epoch, line)
+        self.log_errors: list[int] = []  # statuses the next log requests fail with, one each
+        self.cut_streams = False  # followed logs break off after what is there
+        self.closing = False
+        for resource in (PODS, JOBS, EVENTS, PVCS):
             self.resources[resource] = {}
         self[lambda request: request.subresource == "log"] << self._serve_log
 
@@ -224,26 +255,48 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _serve_log(self, request):
         key = (PODS, request.namespace, request.name)
+        if self.log_errors:
+            status = self.log_errors.pop(0)
+            raise kmock.KubernetesError(status, "TooManyRequests" if status == 429 else "InternalError", "injected")
         if key not in self.objects or self.objects[key].deleted:
             raise kmock.KubernetesObjectNotFoundError()
         if request.name not in self.pod_logs:
             raise kmock.KubernetesError(400, "BadRequest", f'container "main" in pod "{request.name}" is waiting')
-        if request.params.get("follow", "").lower() not in ("1", "t", "true"):  # as Go parses a bool
-            return bytes(self.pod_logs[request.name])
-        return self._follow(key)
+        since = int(request.params.get("sinceSeconds") or 0)
+        render = partial(
+            _log_lines, cutoff=time.time_ns() - since * 10**9 if since else 0, stamps=_true(request, "timestamps")
+        )
+        if not _true(request, "follow"):
+            return render(self.pod_logs[request.name])
+        return self._follow(key, render)
 
-    async def _follow(self, key):
+    async def _follow(self, key, render):
         yield b""  # the headers, at once
         sent = 0
         while True:
-            log = self.pod_logs[key[2]]
-            if len(log) > sent:
-                chunk, sent = bytes(log[sent:]), len(log)
+            lines = self.pod_logs[key[2]]
+            if len(lines) > sent:
+                chunk, sent = render(lines[sent:]), len(lines)
                 yield chunk
-            elif self.objects[key].deleted or _terminated(self.objects[key].raw):
+            elif self.cut_streams or self.closing or self.objects[key].deleted or _terminated(self.objects[key].raw):
                 return
             else:
                 await asyncio.sleep(0.01)
+
+
+def _true(request, param: str) -> bool:
+    return request.params.get(param, "").lower() in ("1", "t", "true")  # as Go parses a bool
+
+
+def _log_lines(lines: list[tuple[int, bytes]], cutoff: int, stamps: bool) -> bytes:
+    return b"".join((_rfc3339(ns) if stamps else b"") + text for ns, text in lines if ns >= cutoff)
+
+
+def _rfc3339(ns: int) -> bytes:
+    """As the kubelet writes timestamps: RFC 3339 with nanoseconds, trailing zeros trimmed."""
+    seconds = datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{ns % 10**9:09d}".rstrip("0")
+    return f"{seconds}{'.' + fraction if fraction else ''}Z ".encode()
 
 
 def _terminated(pod: dict) -> bool:
@@ -268,6 +321,7 @@ class Cluster:
         self.api = self.client()
         self.batch, self.core = BatchV1Api(self.api), CoreV1Api(self.api)
         self._clients: list[ApiClient] = []
+        self._runners: list[KubernetesRunner] = []
         self._playing: threading.Thread | None = None
         self._done = threading.Event()
 
@@ -282,12 +336,22 @@ class Cluster:
         return ApiClient(Configuration(host=self.url))
 
     def runner(self, layout, **options) -> KubernetesRunner:
+        """A runner that lists afresh for every status (``max_age=0``) unless told otherwise."""
         client = self.client()
+        client.user_agent = RUNNER_AGENT  # tells the runner's requests from the test's own
         self._clients.append(client)
-        return KubernetesRunner(layout, client, **{"namespace": NS, "pvc": PVC, "poll": 0.02} | options)
+        defaults = {"namespace": NS, "pvc": PVC, "poll": 0.02, "max_age": 0}
+        runner = KubernetesRunner(layout, client, **defaults | options)
+        self._runners.append(runner)
+        return runner
 
     def close(self):
         self._done.set()
+        self.emulator.closing = True
+        for runner in self._runners:
+            for follower in list(runner._followers.values()):
+                follower.stop()
+                follower.join(5)
         if self._playing:
             self._playing.join(10)
         for client in [self.api, *self._clients]:
@@ -301,6 +365,12 @@ class Cluster:
         response = getattr(api, f"list_namespaced_{what}")(NS, _preload_content=False, **selectors)
         return json.loads(response.data)["items"]
 
+    def claim(self, name: str, mode: str, namespace: str = NS):
+        """A bound PersistentVolumeClaim of one access mode."""
+        spec = {"accessModes": [mode], "resources": {"requests": {"storage": "1Gi"}}}
+        body = {"metadata": {"name": name}, "spec": spec, "status": {"phase": "Bound", "accessModes": [mode]}}
+        self.core.create_namespaced_persistent_volume_claim(namespace, body)
+
     def job(self, name: str) -> dict | None:
         return next((j for j in self.list(self.batch, "job") if j["metadata"]["name"] == name), None)
 
@@ -310,8 +380,8 @@ class Cluster:
 
     # -- what the Job controller does ---------------------------------------------------------------
 
-    def create_pod(self, name: str) -> str:
-        job = self.job(name)
+    def create_pod(self, name: str, job: dict | None = None) -> str:
+        job = job or self.job(name)
         meta, template = job["metadata"], job["spec"]["template"]
         labels = template["metadata"]["labels"] | {"job-name": name, "controller-uid": meta["uid"]}
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": meta["uid"], "controller": True}
@@ -333,13 +403,22 @@ class Cluster:
 
     # -- what the kubelet does ------------------------------------------------------------------------
 
+    def schedule(self, pod: str, at: str | None = None):
+        """The scheduler binds the pod to a node (``at``: when, default now)."""
+        scheduled = {"type": "PodScheduled", "status": "True", "lastTransitionTime": at or _now()}
+        self.core.patch_namespaced_pod_status(pod, NS, {"status": {"conditions": [scheduled]}})
+
     def run(self, pod: str, log: str = ""):
-        self.emulator.pod_logs[pod] = bytearray(log.encode())
+        self.emulator.pod_logs[pod] = []
+        self.write_log(pod, log)
         running = _container() | {"ready": True, "state": {"running": {"startedAt": _now()}}}
         self.core.patch_namespaced_pod_status(pod, NS, {"status": {"phase": "Running", "containerStatuses": [running]}})
 
     def write_log(self, pod: str, text: str):
-        self.emulator.pod_logs[pod] += text.encode()
+        """Lines of the program's output, each with the time it was written (as the kubelet keeps it)."""
+        lines = self.emulator.pod_logs[pod]
+        for line in text.splitlines(keepends=True):
+            lines.append((max(time.time_ns(), lines[-1][0] + 1 if lines else 0), line.encode()))
 
     def terminate(self, pod: str, code: int, reason: str):
         ended = {"exitCode": code, "reason": reason, "startedAt": _now(), "finishedAt": _now()}
@@ -437,7 +516,7 @@ class TestStart:
         job = started(runner)
         assert job.worker == job_name(job.run_id)
         created = cluster.job(job.worker)
-        assert created["spec"] == job_manifest(job, NS, PVC)["spec"]
+        assert created["spec"] == job_manifest(job, NS, PVC, priority_class="knit-worker-priority")["spec"]
         assert created["metadata"]["labels"]["knit/worker.runid"] == job.run_id
 
     def test_prepare_makes_empty_outputs_anyone_may_write(self, runner, store):
@@ -460,6 +539,38 @@ class TestStart:
         assert runner.stop(job) is False  # deleting, in the foreground
         with pytest.raises(RuntimeError, match="still being deleted"):
             runner.start(job)
+
+
+class Clock:
+    """Wall time that a test moves forward (the runner's ``clock``): deadlines without sleeping."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float):
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def timed(cluster, store, clock):
+    """A runner on the test's clock."""
+    return cluster.runner(store.layout, clock=clock)
+
+
+def pending_pod(cluster, runner, scheduled: bool = True) -> tuple[Job, str]:
+    job = started(runner)
+    pod = cluster.create_pod(job.worker)
+    if scheduled:
+        cluster.schedule(pod)
+    return job, pod
 
 
 class TestStatus:
@@ -495,53 +606,97 @@ class TestStatus:
         cluster.batch.delete_namespaced_job(job.worker, NS)
         assert _as_tuple(runner.status(job)) == (WorkerState.MISSING, 254, "worker for the run is not found")
 
-    def test_an_image_that_cannot_be_pulled_fails_at_once(self, cluster, runner):
+    def test_a_pod_deleted_mid_run_fails_the_run_with_the_jobs_reason_and_keeps_its_log(self, cluster, runner, store):
         job = started(runner)
         pod = cluster.create_pod(job.worker)
-        cluster.event("Pod", pod, "Pulling", "Pulling image", type="Normal")
-        assert runner.status(job).state == WorkerState.STARTING
-        cluster.event("Pod", pod, "Failed", 'Failed to pull image "registry.example.com:5000/train:v1": not found')
+        cluster.run(pod, "epoch 1\n")
+        assert runner.status(job).state == WorkerState.RUNNING
+        wait_for(lambda: (store.layout.staging(job.log) / "log").read_bytes() == b"epoch 1\n")
+        cluster.core.delete_namespaced_pod(pod, NS)
+        assert runner.status(job).state == WorkerState.STARTING  # the Job controller has yet to notice
+        cluster.end_job(job.worker, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
         assert _as_tuple(runner.status(job)) == (
+            WorkerState.FAILED,
+            254,
+            f"(job {job.worker}) [BackoffLimitExceeded] Job has reached the specified backoff limit",
+        )
+        runner.cleanup(job)
+        assert (store.layout.staging(job.log) / "log").read_bytes() == b"epoch 1\n"
+
+    def test_an_unschedulable_pod_waits_long_past_the_old_300_seconds(self, cluster, timed, clock):
+        job, pod = pending_pod(cluster, timed, scheduled=False)
+        cluster.event("Pod", pod, "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu.")
+        for _ in range(3):
+            clock.advance(3600)
+            assert _as_tuple(timed.status(job)) == (
+                WorkerState.STARTING,
+                None,
+                f"waiting: (pod {pod}) [FailedScheduling] 0/1 nodes are available: 1 Insufficient cpu.",
+            )
+        cluster.schedule(pod)
+        cluster.run(pod)
+        assert _as_tuple(timed.status(job)) == (WorkerState.RUNNING, None, "")
+
+    def test_a_job_that_cannot_make_its_pod_says_why_and_keeps_waiting(self, cluster, timed, clock):
+        job = started(timed)
+        cluster.event("Job", job.worker, "FailedCreate", "from an earlier Job of this name", uid=str(uuid.uuid4()))
+        assert _as_tuple(timed.status(job)) == (WorkerState.STARTING, None, "")
+        forbidden = 'pods "worker-run-x" is forbidden: error looking up service account knitfab/trainer'
+        cluster.event("Job", job.worker, "FailedCreate", forbidden)
+        clock.advance(24 * 3600)
+        assert _as_tuple(timed.status(job)) == (
+            WorkerState.STARTING,
+            None,
+            f"waiting: (job {job.worker}) [FailedCreate] {forbidden}",
+        )
+        cluster.create_pod(job.worker)  # the controller's retry works once the account exists
+        assert timed.status(job).message == ""
+
+    def test_an_image_that_cannot_be_pulled_fails_after_a_bounded_back_off(self, cluster, timed, clock):
+        job, pod = pending_pod(cluster, timed)
+        cluster.wait(pod, "ContainerCreating", "")
+        assert _as_tuple(timed.status(job)) == (WorkerState.STARTING, None, "")
+        back_off = 'Back-off pulling image "registry.example.com:5000/train:v1"'
+        cluster.wait(pod, "ImagePullBackOff", back_off)
+        assert _as_tuple(timed.status(job)) == (
+            WorkerState.STARTING,
+            None,
+            f"waiting: (pod {pod}) [ImagePullBackOff] {back_off}",
+        )
+        clock.advance(timed.deadlines.pull)
+        assert _as_tuple(timed.status(job)) == (WorkerState.FAILED, 255, f"(pod {pod}) [ImagePullBackOff] {back_off}")
+
+    def test_a_pull_failure_event_fails_after_the_same_back_off(self, cluster, timed, clock):
+        job, pod = pending_pod(cluster, timed)
+        cluster.event("Pod", pod, "Pulling", "Pulling image", type="Normal")
+        cluster.event("Pod", pod, "Failed", 'Failed to pull image "registry.example.com:5000/train:v1": not found')
+        assert timed.status(job).state == WorkerState.STARTING
+        clock.advance(timed.deadlines.pull)
+        assert _as_tuple(timed.status(job)) == (
             WorkerState.FAILED,
             255,
             f'(pod {pod}) [Failed] Failed to pull image "registry.example.com:5000/train:v1": not found',
         )
 
-    def test_a_container_waiting_for_an_image_that_cannot_be_pulled_fails_without_events(self, cluster, runner):
-        job = started(runner)
-        pod = cluster.create_pod(job.worker)
-        cluster.wait(pod, "ContainerCreating", "")
-        assert runner.status(job).state == WorkerState.STARTING
-        cluster.wait(pod, "ImagePullBackOff", 'Back-off pulling image "registry.example.com:5000/train:v1"')
-        assert _as_tuple(runner.status(job)) == (
-            WorkerState.FAILED,
-            255,
-            f'(pod {pod}) [ImagePullBackOff] Back-off pulling image "registry.example.com:5000/train:v1"',
-        )
+    @pytest.mark.parametrize(
+        ("reason", "message"),
+        [
+            ("CreateContainerConfigError", 'secret "db-password" not found'),
+            ("InvalidImageName", 'Failed to apply default image tag "Train:v1": invalid reference format'),
+        ],
+    )
+    def test_what_can_never_start_fails_at_once(self, cluster, runner, reason, message):
+        job, pod = pending_pod(cluster, runner)
+        cluster.wait(pod, reason, message)
+        assert _as_tuple(runner.status(job)) == (WorkerState.FAILED, 255, f"(pod {pod}) [{reason}] {message}")
 
-    def test_an_unschedulable_pod_fails_only_after_a_while(self, cluster, store):
-        patient, impatient = cluster.runner(store.layout), cluster.runner(store.layout, stuck_after=0)
-        job = started(patient)
-        pod = cluster.create_pod(job.worker)
-        cluster.event("Pod", pod, "FailedScheduling", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
-        assert patient.status(job).state == WorkerState.STARTING
-        assert _as_tuple(impatient.status(job)) == (
-            WorkerState.FAILED,
-            255,
-            f"(pod {pod}) [FailedScheduling] 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
-        )
-
-    def test_a_job_that_cannot_make_its_pod_fails_after_a_while(self, cluster, store):
-        runner = cluster.runner(store.layout, stuck_after=0)
-        job = started(runner)
-        cluster.event("Job", job.worker, "FailedCreate", "from an earlier Job of this name", uid=str(uuid.uuid4()))
-        assert runner.status(job).state == WorkerState.STARTING
-        cluster.event("Job", job.worker, "FailedCreate", 'serviceaccounts "trainer" not found')
-        assert _as_tuple(runner.status(job)) == (
-            WorkerState.FAILED,
-            255,
-            f'(job {job.worker}) [FailedCreate] serviceaccounts "trainer" not found',
-        )
+    def test_a_volume_that_cannot_be_mounted_fails_past_its_deadline(self, cluster, timed, clock):
+        job, pod = pending_pod(cluster, timed)
+        message = 'MountVolume.SetUp failed for volume "data": mount failed: exit status 32'
+        cluster.event("Pod", pod, "FailedMount", message)
+        assert timed.status(job).message == f"waiting: (pod {pod}) [FailedMount] {message}"
+        clock.advance(timed.deadlines.mount)
+        assert _as_tuple(timed.status(job)) == (WorkerState.FAILED, 255, f"(pod {pod}) [FailedMount] {message}")
 
     def test_a_pod_of_an_earlier_job_of_the_same_name_is_not_this_worker(self, cluster, runner):
         job = started(runner)
@@ -553,19 +708,53 @@ class TestStatus:
         assert runner.status(job).state == WorkerState.STARTING
 
 
+def log_of(store, job) -> bytes:
+    return (store.layout.staging(job.log) / "log").read_bytes()
+
+
+def running(cluster, runner, text: str = "") -> tuple[Job, str]:
+    job = started(runner)
+    pod = cluster.create_pod(job.worker)
+    cluster.run(pod, text)
+    assert runner.status(job).state == WorkerState.RUNNING  # the engine's watch: the follower starts
+    return job, pod
+
+
+def kill_follower(cluster, runner, job):
+    """Stop the runner's log follower and wait until it is gone (its stream broken off)."""
+    follower = runner._followers[job.run_id]
+    follower.stop()
+    cluster.emulator.cut_streams = True
+    follower.join(5)
+    assert not follower.is_alive()
+    cluster.emulator.cut_streams = False
+
+
 class TestLogs:
-    def test_the_log_so_far_and_then_as_it_comes(self, cluster, runner):
-        job = started(runner)
-        assert b"".join(runner.logs(job)) == b""  # no pod yet
-        pod = cluster.create_pod(job.worker)
-        assert b"".join(runner.logs(job)) == b""  # not started yet
-        cluster.run(pod, "line 1\n")
-        assert b"".join(runner.logs(job)) == b"line 1\n"
+    def test_the_log_data_fills_while_the_worker_runs(self, cluster, runner, store):
+        job, pod = running(cluster, runner, "line 1\n")
+        wait_for(lambda: log_of(store, job) == b"line 1\n")
+        cluster.write_log(pod, "line 2\n")
+        wait_for(lambda: log_of(store, job) == b"line 1\nline 2\n")
+
+    def test_a_broken_stream_resumes_from_the_last_line_without_repeating_it(self, cluster, runner, store):
+        cluster.emulator.cut_streams = True  # every follow request ends after what there is
+        job, pod = running(cluster, runner, "line 1\nline 2\n")
+        wait_for(lambda: log_of(store, job) == b"line 1\nline 2\n")
+        cluster.emulator.log_errors += [500, 503]
+        cluster.write_log(pod, "line 3\n")
+        wait_for(lambda: log_of(store, job) == b"line 1\nline 2\nline 3\n")
+        since = [r.params.get("sinceSeconds") for r in cluster.emulator if r.subresource == "log"]
+        assert since[0] is None and all(since[1:]), "reconnects ask only for the recent lines"
+
+    def test_logs_reads_the_log_data_and_follows_it_until_the_worker_ends(self, cluster, runner):
+        job, pod = running(cluster, runner, "line 1\n")
         chunks = runner.logs(job, follow=True)
         assert next(chunks) == b"line 1\n"
         cluster.write_log(pod, "line 2\n")
         assert next(chunks) == b"line 2\n"
         cluster.terminate(pod, 0, "Completed")
+        runner.status(job)
         assert list(chunks) == []
 
     def test_following_a_starting_worker_waits_for_it(self, cluster, runner):
@@ -576,31 +765,70 @@ class TestLogs:
         assert next(chunks) == b"late\n"
         chunks.close()
 
-    def test_cleanup_saves_the_whole_log_and_deletes_the_job(self, cluster, runner, store):
-        job = started(runner)
-        pod = cluster.create_pod(job.worker)
-        cluster.run(pod, "line 1\n")
+    def test_cleanup_completes_the_log_and_deletes_the_job(self, cluster, runner, store):
+        job, pod = running(cluster, runner, "line 1\n")
         cluster.write_log(pod, "line 2\n")
         cluster.terminate(pod, 0, "Completed")
         assert runner.stop(job) is True  # it has ended: nothing to stop, the Job stays for cleanup
         runner.cleanup(job)
-        assert (store.layout.staging(job.log) / "log").read_bytes() == b"line 1\nline 2\n"
+        assert log_of(store, job) == b"line 1\nline 2\n"
         assert cluster.job(job.worker) is None
         assert runner.status(job).state == WorkerState.MISSING
         runner.cleanup(job)  # again, after a crash: nothing left to do, and the log stays
-        assert (store.layout.staging(job.log) / "log").read_bytes() == b"line 1\nline 2\n"
+        assert log_of(store, job) == b"line 1\nline 2\n"
 
-    def test_stop_saves_the_log_before_it_deletes_a_running_worker(self, cluster, runner, store):
-        job = started(runner)
-        pod = cluster.create_pod(job.worker)
-        cluster.run(pod, "working\n")
+    def test_a_restarted_server_carries_on_the_log_without_writing_it_twice(self, cluster, runner, store):
+        job, pod = running(cluster, runner, "before\n")
+        wait_for(lambda: log_of(store, job) == b"before\n")
+        kill_follower(cluster, runner, job)  # the server goes down
+        cluster.write_log(pod, "during\n")
+        restarted = cluster.runner(store.layout)
+        assert restarted.status(job).state == WorkerState.RUNNING
+        cluster.write_log(pod, "after\n")
+        wait_for(lambda: log_of(store, job) == b"before\nduring\nafter\n")
+
+    @pytest.mark.parametrize("status", [503, 429])
+    def test_errors_of_the_log_endpoint_at_cleanup_are_retried_for_a_bounded_time(
+        self, cluster, timed, store, clock, status
+    ):
+        job, pod = running(cluster, timed, "line 1\n")
+        wait_for(lambda: log_of(store, job) == b"line 1\n")
+        kill_follower(cluster, timed, job)  # it misses the end, which cleanup must fetch
+        cluster.write_log(pod, "line 2\n")
+        cluster.terminate(pod, 0, "Completed")
+        cluster.emulator.log_errors += [status] * 1000
+        began = time.monotonic()
+        with pytest.raises(RuntimeError, match="cannot be read yet"):
+            timed.cleanup(job)  # the engine tries again next tick
+        assert cluster.job(job.worker) is not None
+        clock.advance(timed.deadlines.log)
+        timed.cleanup(job)  # past the deadline: the run finishes with the log it has
+        assert time.monotonic() - began < 10
+        assert cluster.job(job.worker) is None
+        assert log_of(store, job) == b"line 1\n"
+
+    def test_a_log_error_at_cleanup_that_passes_loses_nothing(self, cluster, runner, store):
+        job, pod = running(cluster, runner, "line 1\n")
+        wait_for(lambda: log_of(store, job) == b"line 1\n")
+        kill_follower(cluster, runner, job)
+        cluster.write_log(pod, "line 2\n")
+        cluster.terminate(pod, 0, "Completed")
+        cluster.emulator.log_errors += [503]
+        with pytest.raises(RuntimeError):
+            runner.cleanup(job)
+        runner.cleanup(job)
+        assert log_of(store, job) == b"line 1\nline 2\n"
+
+    def test_stop_deletes_a_running_worker_and_its_log_so_far_stays(self, cluster, runner, store):
+        job, pod = running(cluster, runner, "working\n")
+        wait_for(lambda: log_of(store, job) == b"working\n")
         assert runner.stop(job) is False
         assert cluster.job(job.worker)["metadata"]["deletionTimestamp"]
         assert runner.stop(job) is False  # still being deleted: the pod is still there
         cluster.collect(cluster.job(job.worker))
         assert runner.stop(job) is True
         runner.cleanup(job)
-        assert (store.layout.staging(job.log) / "log").read_bytes() == b"working\n"
+        assert log_of(store, job) == b"working\n"
 
 
 class TestRestart:
@@ -641,6 +869,8 @@ class TestFromEnvironment:
         monkeypatch.setenv("KNITFAB_NAMESPACE", "team-a")
         monkeypatch.setenv("KNITFAB_DATA_PVC", "team-a-data")
         monkeypatch.setenv("KNITFAB_DATA_SUBPATH", "knitfab")
+        monkeypatch.setenv("KNITFAB_NODE_NAME", "node-7")
+        cluster.claim("team-a-data", "ReadWriteOnce", namespace="team-a")
         runner = KubernetesRunner.from_environment(store.layout)
         job = started(runner)
         created = runner.batch.read_namespaced_job(job.worker, "team-a")
@@ -648,6 +878,8 @@ class TestFromEnvironment:
         assert created.spec.template.spec.volumes[0].persistent_volume_claim.claim_name == "team-a-data"
         assert created.spec.template.spec.containers[0].volume_mounts[0].sub_path == "knitfab/data/in-1"
         assert cluster.emulator[kmock.action.CREATE][-1].headers["Authorization"] == "Bearer secret"
+        assert created.spec.template.spec.affinity.node_affinity is not None  # pinned to node-7
+        assert runner.node == "node-7"
 
     def test_in_a_pod_its_service_account_and_namespace(self, store, tmp_path, monkeypatch):
         for name, text in {"token": "secret", "ca.crt": "not checked until a request", "namespace": "team-b\n"}.items():
@@ -659,10 +891,61 @@ class TestFromEnvironment:
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
         for name in ("KNITFAB_NAMESPACE", "KNITFAB_DATA_PVC", "KNITFAB_DATA_SUBPATH", "KNITFAB_WORKER_PRIORITY_CLASS"):
             monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("KNITFAB_NODE_NAME", "node-1")
+        asked = []  # no API server at 10.96.0.1: the storage is TestStorage's
+        monkeypatch.setattr(KubernetesRunner, "pin_to_storage", lambda self, node: asked.append(node))
         runner = KubernetesRunner.from_environment(store.layout)
         runner.batch.api_client.close()
         assert runner.batch.api_client.configuration.host == "https://10.96.0.1:443"
         assert (runner.namespace, runner.pvc, runner.data_root) == ("team-b", "knitfab-data", "")
+        assert (runner.priority_class, asked) == ("knit-worker-priority", ["node-1"])
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+97 22 0:52 / /var/lib/knitfab rw,relatime - nfs4 10.0.0.5:/export/knitfab rw,vers=4.1
+98 22 8:16 / /var/lib/knitfab-db rw,relatime - ext4 /dev/sdb rw
+"""
+
+
+class TestStorage:
+    def test_read_write_many_lets_workers_run_anywhere(self, cluster, runner):
+        cluster.claim(PVC, "ReadWriteMany")
+        runner.pin_to_storage("node-1")
+        assert runner.node is None
+        job = started(runner)
+        assert "affinity" not in cluster.job(job.worker)["spec"]["template"]["spec"]
+
+    def test_read_write_once_pins_every_worker_to_the_servers_node(self, cluster, runner, caplog):
+        cluster.claim(PVC, "ReadWriteOnce")
+        runner.pin_to_storage("node-1")
+        assert "every worker runs on node node-1" in caplog.text
+        job = started(runner)
+        affinity = cluster.job(job.worker)["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert term["matchFields"] == [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]
+
+    @pytest.mark.parametrize(
+        ("modes", "node", "why"),
+        [
+            ("ReadWriteOnce", None, "set KNITFAB_NODE_NAME"),
+            ("ReadWriteOncePod", "node-1", "workers cannot mount it"),
+            ("ReadOnlyMany", "node-1", "workers cannot mount it"),
+            (None, "node-1", "is not in namespace knitfab"),
+        ],
+    )
+    def test_storage_that_cannot_work_is_refused(self, cluster, runner, modes, node, why):
+        if modes:
+            cluster.claim(PVC, modes)
+        with pytest.raises(ConfigurationError, match=why):
+            runner.pin_to_storage(node)
+
+    def test_the_database_on_nfs_is_refused_and_on_its_own_disk_is_not(self):
+        assert filesystem_of(Path("/var/lib/knitfab/sub"), MOUNTINFO) == "nfs4"
+        with pytest.raises(ConfigurationError, match="is on nfs4: SQLite needs a local disk"):
+            refuse_network_database(Path("/var/lib/knitfab/knitfab.db"), MOUNTINFO)
+        refuse_network_database(Path("/var/lib/knitfab-db/knitfab.db"), MOUNTINFO)
+        assert filesystem_of(Path("/var/lib/knitfab-db"), MOUNTINFO) == "ext4"
 
 
 # -- the contract -----------------------------------------------------------------------------------
@@ -676,3 +959,86 @@ class TestKubernetesRunner(RunnerContract):
 
     def program(self, kind):
         return ["fake"], [kind]
+
+
+# -- API load -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+class TestApiLoad:
+    """The engine's watch over many runs reads one snapshot: the requests of a tick do not grow
+    with the number of runs (it was 2–3 per run per tick, 60–100 requests/s at 32 runs)."""
+
+    RUNS = 32
+
+    def requests_per_tick(self, cluster, runner, engine) -> list:
+        runner._snapshot = knitfab.k8s.Snapshot()  # as after max_age: one refresh in this tick
+        before = len(cluster.emulator)
+        engine.tick()
+        return [
+            f"{r.method.value} {r.resource.plural}{'/' + r.subresource if r.subresource else ''}"
+            for r in list(cluster.emulator)[before:]
+        ]
+
+    def test_requests_per_tick_for_32_active_runs(self, cluster, store):
+        from helpers import apply, push
+
+        from knitfab.engine import Engine
+
+        runner = cluster.runner(store.layout, max_age=float("inf"))
+        engine = Engine(store, runner)
+        apply(store, {"/in": ["kind:x"]}, {"/out": ["kind:y"]})
+        for i in range(self.RUNS):
+            push(store, "kind:x", files={"n": str(i)})
+        engine.run_until_idle()
+        jobs = cluster.list(cluster.batch, "job")
+        assert len(jobs) == self.RUNS
+        pods = [cluster.create_pod(j["metadata"]["name"], j) for j in jobs]
+
+        waiting = self.requests_per_tick(cluster, runner, engine)  # all 32 pending: events are read too
+        assert len(waiting) == 3, waiting
+        for pod in pods:
+            cluster.run(pod, "training\n")
+        self.requests_per_tick(cluster, runner, engine)  # to running: the log followers start
+        running = self.requests_per_tick(cluster, runner, engine)
+        assert sorted(running) == ["GET jobs", "GET pods"]
+        print(f"\nAPI requests per engine tick, {self.RUNS} runs: {len(waiting)} while pending, {len(running)} running")
+        statuses = store.column("SELECT status FROM run r JOIN plan p USING (plan_id) WHERE p.name IS NULL")
+        assert statuses == ["running"] * self.RUNS
+
+
+class TestRbac:
+    def test_the_role_in_the_manifests_grants_exactly_what_the_runner_calls(self, cluster, store):
+        from knitfab.manifest import RUNNER_VERBS
+
+        runner = cluster.runner(store.layout)
+        cluster.claim(PVC, "ReadWriteOnce")
+        runner.pin_to_storage("node-1")
+        done, stopped = started(runner), started(runner)
+        for job, end in ((done, "finish"), (stopped, "stop")):
+            pod = cluster.create_pod(job.worker)
+            cluster.event("Pod", pod, "FailedScheduling", "0/1 nodes are available")
+            runner.status(job)
+            cluster.run(pod, "hello\n")
+            runner.status(job)
+            if end == "finish":
+                cluster.terminate(pod, 0, "Completed")
+                runner.stop(job)
+            else:
+                runner.stop(job)
+                cluster.collect(cluster.job(job.worker))
+            runner.cleanup(job)
+        runner.reconcile(set())
+        called: dict = {}
+        for r in cluster.emulator:
+            if r.headers.get("User-Agent") == RUNNER_AGENT:
+                key = (r.resource.group, r.resource.plural + (f"/{r.subresource}" if r.subresource else ""))
+                called.setdefault(key, set()).add(_verb(r))
+        assert {key: sorted(verbs) for key, verbs in called.items()} == {k: sorted(v) for k, v in RUNNER_VERBS.items()}
+
+
+def _verb(request) -> str:
+    method = request.method.value
+    if method == "GET":
+        return "get" if request.name else "list"
+    return {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}[method]
