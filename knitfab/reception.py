@@ -70,6 +70,10 @@ class PrefixedReader(StreamReader):
     def has_data(self) -> bool:
         return super().has_data() or bool(self.raw.prefix)
 
+    def buffered(self) -> int:
+        """How many bytes can be read without reading the socket."""
+        return len(self._read_buf) - self._read_pos + len(self.raw.prefix)
+
     def unread(self, data: bytes) -> None:
         """Put ``data`` in front of what is still to read (the buffer is empty: see ``leftover``)."""
         self.raw.prefix = data + self.raw.prefix
