@@ -36,6 +36,7 @@ from .store import Store
 log = logging.getLogger("knitfab.server")
 PIECE = 1 << 16
 MAX_CHUNK_LINE = 4096  # a chunk size and its extensions
+MAX_QUEUED = 1024  # complete requests waiting for a worker
 MAX_TRAILERS = 16 << 10  # the whole trailer section; Knitfab sends one x-checksum-md5
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
@@ -142,7 +143,12 @@ class KnitfabServer:
 
     def _http(self, app) -> wsgi.Server:
         config = self.config
-        server = _Server((config.host, config.port), app, numthreads=config.threads, request_queue_size=128)
+        # Requests waiting for a worker are bounded too: past MAX_QUEUED, Reception answers 503 at
+        # once (its thread never waits).
+        server = _Server(
+            (config.host, config.port), app, numthreads=config.threads, request_queue_size=128,
+            accepted_queue_size=MAX_QUEUED, accepted_queue_timeout=0,
+        )  # fmt: skip
         server.ConnectionClass = _Connection
         server.gateway = _Gateway
         server.shutdown_timeout = 30

@@ -234,3 +234,24 @@ def test_slow_bodies_nobody_reads_hold_no_worker(tmp_path):
         finally:
             for sock in slow:
                 sock.close()
+
+
+@pytest.mark.slow
+def test_requests_waiting_for_a_worker_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr("knitfab.server.MAX_QUEUED", 2)
+    with serving(tmp_path, threads=1) as srv:
+        held = raw(srv)  # an upload that holds the only worker
+        held.sendall(
+            b"POST /api/data/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n"
+        )
+        wait_for(lambda: srv.http.requests.idle == 0, timeout=DEADLINE)
+        queued = [raw(srv) for _ in range(4)]
+        for sock in queued:
+            sock.sendall(b"GET /api/data/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert [status(response(sock)) for sock in queued[2:]] == [503, 503]  # at once, not queued
+        assert_probes_answer(srv.url)
+        held.close()
+        assert [status(response(sock)) for sock in queued[:2]] == [200, 200]
+        for sock in queued:
+            sock.close()
