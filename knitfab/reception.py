@@ -10,7 +10,8 @@ in its one selector thread, with non-blocking sockets:
 - collects the request head (request line and headers) up to ``max_header_size`` bytes (else a
   431) within ``head_timeout`` seconds (else a 408); idle keep-alive connections are closed after
   the server's ``timeout``;
-- then hands the connection to a worker, the bytes read so far put back in front of its reader.
+- then hands the connection to a worker, the bytes read so far put back in front of its reader
+  (or answers 503 when the server's bounded queue of requests waiting for a worker is full).
   ``GET /api/healthz`` and ``/api/readyz`` go to their own two threads (``ProbeWorkers``), so
   probes answer even while streams hold every worker of the pool.
 
@@ -69,6 +70,10 @@ class PrefixedReader(StreamReader):
 
     def has_data(self) -> bool:
         return super().has_data() or bool(self.raw.prefix)
+
+    def buffered(self) -> int:
+        """How many bytes can be read without reading the socket."""
+        return len(self._read_buf) - self._read_pos + len(self.raw.prefix)
 
     def unread(self, data: bytes) -> None:
         """Put ``data`` in front of what is still to read (the buffer is empty: see ``leftover``)."""
@@ -228,8 +233,11 @@ class Reception(ConnectionManager):
         conn.last_used = time.time()
         if _PROBE.match(head):
             self.probes.put(conn)
-        else:
-            self.server.process_conn(conn)
+            return True
+        try:
+            self.server.requests.put(conn)  # the server's queue is bounded, and never waits
+        except queue.Full:
+            self._refuse(waiting, 503, "the server is busy; please retry later")
         return True
 
     def _watch(self, waiting: Waiting, events: int) -> None:
@@ -267,7 +275,7 @@ class Reception(ConnectionManager):
     @staticmethod
     def _answer(waiting: Waiting, status: int, message: str) -> None:
         body = json.dumps({"message": message}).encode() + b"\n"
-        reason = {408: "Request Timeout", 431: "Request Header Fields Too Large"}[status]
+        reason = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}[status]
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=UTF-8\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

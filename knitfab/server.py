@@ -45,7 +45,7 @@ from .store import Store
 log = logging.getLogger("knitfab.server")
 PIECE = 1 << 16
 MAX_CHUNK_LINE = 4096  # a chunk size and its extensions
-MAX_DISCARD = 1 << 20  # an unread request body cheroot may read to keep the connection
+MAX_QUEUED = 1024  # complete requests waiting for a worker
 MAX_TRAILERS = 16 << 10  # the whole trailer section; Knitfab sends one x-checksum-md5
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
@@ -235,7 +235,12 @@ class KnitfabServer:
     def _http(self, app, port: int | None = None) -> wsgi.Server:
         config = self.config
         address = (config.host, config.port if port is None else port)
-        server = _Server(address, app, numthreads=config.threads, request_queue_size=128)
+        # Requests waiting for a worker are bounded too: past MAX_QUEUED, Reception answers 503 at
+        # once (its thread never waits).
+        server = _Server(
+            address, app, numthreads=config.threads, request_queue_size=128,
+            accepted_queue_size=MAX_QUEUED, accepted_queue_timeout=0,
+        )  # fmt: skip
         server.ConnectionClass = _Connection
         server.gateway = _Gateway
         server.shutdown_timeout = 30
@@ -371,9 +376,10 @@ class _Request(HTTPRequest):
             self.conn.wfile.write(b"0" + CRLF + fields + CRLF)
 
     def send_headers(self) -> None:
-        # cheroot reads what is left of a Content-Length body in one read() to keep the connection:
-        # a 405 or 401 to a 10 GB body would hold 10 GB. Past MAX_DISCARD, close it instead.
-        if getattr(self.rfile, "remaining", 0) > MAX_DISCARD:
+        # To keep the connection, cheroot reads what is left of a Content-Length body in one read(),
+        # before it answers: a 401 to a 10 GB body would hold 10 GB, or a worker for as long as a
+        # slow client likes. Unless the rest has arrived already, close the connection instead.
+        if getattr(self.rfile, "remaining", 0) > self.conn.rfile.buffered():
             self.close_connection = True
         super().send_headers()
 

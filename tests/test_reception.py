@@ -216,3 +216,42 @@ def test_a_large_body_the_handler_does_not_read_costs_no_memory(tmp_path):
         assert status(response(sock)) == 405
         sock.close()
     assert growth[0] < 24 << 20, f"the server grew by {growth[0] >> 20} MiB for a 64 MiB body it did not want"
+
+
+@pytest.mark.slow
+def test_slow_bodies_nobody_reads_hold_no_worker(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    token.chmod(0o600)
+    with serving(tmp_path, threads=2, token_file=token) as srv:
+        slow = [raw(srv) for _ in range(4)]  # no token: each gets a 401 before its body is read
+        try:
+            for sock in slow:
+                sock.sendall(b"POST /api/data/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\na")
+            assert [status(response(sock)) for sock in slow] == [401] * 4
+            headers = {"Authorization": "Bearer s3cret"}
+            assert requests.get(f"{srv.url}/data/", headers=headers, timeout=DEADLINE).json() == []
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+@pytest.mark.slow
+def test_requests_waiting_for_a_worker_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr("knitfab.server.MAX_QUEUED", 2)
+    with serving(tmp_path, threads=1) as srv:
+        held = raw(srv)  # an upload that holds the only worker
+        held.sendall(
+            b"POST /api/data/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n"
+        )
+        wait_for(lambda: srv.http.requests.idle == 0, timeout=DEADLINE)
+        queued = [raw(srv) for _ in range(4)]
+        for sock in queued:
+            sock.sendall(b"GET /api/data/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert [status(response(sock)) for sock in queued[2:]] == [503, 503]  # at once, not queued
+        assert_probes_answer(srv.url)
+        held.close()
+        assert [status(response(sock)) for sock in queued[:2]] == [200, 200]
+        for sock in queued:
+            sock.close()
