@@ -79,8 +79,8 @@ def upload():
         message = e.message if isinstance(e, KnitfabError) else f"upload failed: {type(e).__name__}: {e}"
         log.warning("upload %s failed: %s", knit_id, message)
         data.end_upload(store(), run_id, ok=False, message=message.replace("\n", ": "))
-        if disk_full(e) is not None:
-            raise disk_full(e) from None
+        if (full := disk_full(e)) is not None:
+            raise full from None
         if isinstance(e, OSError) and e.errno is not None:
             raise KnitfabError(f"cannot store the Data: {e.strerror}", reason="unexpected error") from None
         raise e from None
