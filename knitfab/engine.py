@@ -359,10 +359,11 @@ class Engine:
             return False
         try:
             with self.store.write():
-                return any([self._apply(move, now) for move in moves])
+                changed = [move[0] for move in moves if self._apply(move, now)]
         except Exception:
             log.exception("writing %d status changes failed; writing them one by one", len(moves))
-        return any([self._guarded("record", move[0], lambda m=move: self._apply_alone(m, now), now) for move in moves])
+            changed = [m[0] for m in moves if self._guarded("record", m[0], lambda m=m: self._apply_alone(m, now), now)]
+        return bool(changed)  # the runIds that changed, once committed: where after-change work goes
 
     def _apply_alone(self, move: tuple, now: int | None) -> bool:
         with self.store.write():
