@@ -9,7 +9,9 @@ from helpers import apply, drive, push, runs_of, wait_for
 
 from knitfab import runs
 from knitfab.engine import Engine
+from knitfab.errors import InvalidTransition
 from knitfab.local import LocalRunner
+from knitfab.status import RunStatus
 
 STAGE_OF = {"prepare": "initialize", "start": "start", "status": "watch", "stop": "finish", "cleanup": "finish"}
 
@@ -128,3 +130,24 @@ def test_a_plan_path_with_nul_fails_its_run_in_the_real_sandbox_and_the_others_r
     assert bad["status"] == "failed" and "ValueError: embedded null byte" in bad["exit"]["message"]
     (ok,) = only_run_of(store, good)
     assert ok["status"] == "done" and (store.layout.data(ok["outputs"][0]["knitId"]) / "ok").read_text() == "fine"
+
+
+def test_only_the_engine_may_fail_a_completing_run_and_a_user_still_cannot_abort_it(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, args=["hang"])
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    ((run_id, _),) = runs_of(store, plan["planId"])
+    runs.tearoff(store, run_id)
+    with pytest.raises(InvalidTransition):
+        runs.abort(store, run_id)  # Knitfab's table: completing only goes to done
+    with store.write():
+        assert runs.fail(store, run_id, "x" * 5000) == RunStatus.ABORTING
+    run = runs.show_run(store, run_id)
+    assert run["status"] == "aborting" and run["exit"] == {"code": 255, "message": "x" * runs.MAX_MESSAGE}
+    with store.write():
+        assert runs.fail(store, run_id, "finishing failed too") == RunStatus.FAILED
+    run = runs.show_run(store, run_id)
+    assert run["status"] == "failed" and run["exit"] == {"code": 255, "message": "finishing failed too"}
+    with store.write():
+        assert runs.fail(store, run_id, "again") is None  # a finished run stays as it is
