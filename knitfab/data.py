@@ -34,6 +34,7 @@ from .tags import (
 from .times import parse_rfc3339
 
 log = logging.getLogger("knitfab.upload")
+_INDEX_ORDER = " ORDER BY d.timestamp NULLS LAST, d.knit_id"
 _PROCESSING_SQL = ",".join(f"'{s.value}'" for s in PROCESSING)
 
 
@@ -118,8 +119,8 @@ class _DataQuery:
             self.where(f"d.knit_id IN ({subquery})", *params)
         where = " WHERE " + " AND ".join(self.conditions) if self.conditions else ""
         order = " ORDER BY d.timestamp IS NULL, d.timestamp, d.knit_id"
-        if page.desc:
-            order = " ORDER BY d.timestamp IS NULL DESC, d.timestamp DESC, d.knit_id DESC"
+        if page != WHOLE:  # the same order in the words that let SQLite walk data_by_timestamp
+            order = " ORDER BY d.timestamp DESC NULLS FIRST, d.knit_id DESC" if page.desc else _INDEX_ORDER
         limit, bounds = page.sql()
         sql = f"SELECT {_COLUMNS} FROM data d JOIN run r ON r.run_id = d.run_id{where}{order}{limit}"
         return self.store.all(sql, *self.params, *bounds)

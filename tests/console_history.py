@@ -4,6 +4,8 @@ running and a deleted run (the fake runner's workers hang until told)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,19 @@ def start_server(data_dir: Path, token: str | None = None) -> KnitfabServer:
     )
     server.start()
     return server
+
+
+@contextmanager
+def served(data_dir: Path, token: str | None = None) -> Iterator[History]:
+    """A server on ``data_dir`` with the history built, and a client for it."""
+    server = start_server(data_dir, token)
+    url = server.url.removesuffix("/api")
+    api = TokenApi(url, token) if token else Api(url)
+    try:
+        yield build(api, server)
+    finally:
+        api.http.close()
+        server.stop()
 
 
 class TokenApi(Api):

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from apiclient import Api
 from browser import Browser
-from console_history import TokenApi, build, start_server
+from console_history import served
 from helpers import push, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -22,11 +21,8 @@ ZONE = "Asia/Tokyo"
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("console") / "server")
-    api = Api(server.url.removesuffix("/api"))
-    yield build(api, server)
-    api.http.close()
-    server.stop()
+    with served(tmp_path_factory.mktemp("console") / "server") as history:
+        yield history
 
 
 @pytest.fixture(scope="module")
@@ -482,11 +478,8 @@ def test_refused_by_the_server_is_shown(go, history):
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("guarded") / "server", token="t0ken-for-tests")
-    api = TokenApi(server.url.removesuffix("/api"), "t0ken-for-tests")
-    yield build(api, server)
-    api.http.close()
-    server.stop()
+    with served(tmp_path_factory.mktemp("guarded") / "server", token="t0ken-for-tests") as history:
+        yield history
 
 
 def test_with_a_token_the_console_signs_in(browser, guarded, downloads):

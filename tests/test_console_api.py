@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from apiclient import Api
-from console_history import build, start_server
+from console_history import served, start_server
 
 import knit
 from knitfab.__main__ import main
@@ -20,11 +19,8 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("console") / "server")
-    api = Api(server.url.removesuffix("/api"))
-    yield build(api, server)
-    api.http.close()
-    server.stop()
+    with served(tmp_path_factory.mktemp("console") / "server") as history:
+        yield history
 
 
 def test_the_console_is_served_at_the_root(history):
@@ -196,3 +192,10 @@ def test_public_serves_another_console(tmp_path):
 def test_public_needs_an_index(tmp_path):
     with pytest.raises(SystemExit, match="index.html"):
         main(["serve", "--data-dir", str(tmp_path / "d"), "--public", str(tmp_path)])
+
+
+def test_hostile_tags_stay_text_in_the_svg(history):
+    evil = history.api.push({"x": "1"}, "evil:<svg onload=alert(1)><script>alert(2)</script>")["knitId"]
+    svg = history.api.call("GET", "/api/x/lineage", params={"data": evil}).text
+    assert "<script" not in svg and "<svg onload" not in svg
+    assert "&lt;svg onload=alert(1)&gt;&lt;script&gt;" in svg

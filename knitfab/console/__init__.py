@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, Response, request, send_from_directory
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from ..errors import BadRequest, NotFound
@@ -46,7 +47,7 @@ def static_file(path: str) -> Response:
         path += "index.html"
     try:
         response = send_from_directory(root, path, max_age=0)
-    except Exception:  # werkzeug's NotFound, or a path that cannot name a file
+    except (HTTPException, ValueError, OSError):  # not there, outside root, or not a file name
         raise NotFound(f"no such file: /{path}") from None
     if not public:
         response.headers.update(_HEADERS)

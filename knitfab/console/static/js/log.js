@@ -1,6 +1,6 @@
 // The log of a run: followed live while the run runs (GET /api/runs/ID/log?follow), the whole
 // log Data once it has finished. A run that has not started yet is retried every 5 s.
-import { api, headers } from "./api.js";
+import { ApiError, api, headers } from "./api.js";
 import { h, shortId, status } from "./ui.js";
 
 const LIVE = ["starting", "running"];
@@ -33,6 +33,7 @@ export async function logView(ctx, runId) {
 async function stream(view, runId, follow) {
   const url = `/api/runs/${encodeURIComponent(runId)}/log${follow ? "?follow" : ""}`;
   const res = await fetch(url, { headers: headers(), signal: view.signal });
+  if (res.status === 401) throw new ApiError(401, "sign in again");
   if (!res.ok) return (view.state.textContent = `The log is not there yet (${res.status}); trying again.`), false;
   if (follow) view.state.textContent = "Following…";
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
