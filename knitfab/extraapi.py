@@ -31,7 +31,7 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade",
 }  # fmt: skip
-NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}  # requests sets them for the upstream
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}  # requests sets its own
 PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
 
 

@@ -51,11 +51,11 @@ class Hooks:
         The environment they inject, or None when one refused: the step must wait."""
         if not self.before:
             return {}
-        detail = runs.show_run(store, run_id)
-        current = RunStatus(detail["status"])
+        current = runs.status_of(store, run_id)
         target = FINISHING.get(current) if new is None else new
         if target is None or target not in ALLOWED[current]:
-            return {}  # no change will happen: nothing to announce
+            return {}  # no change will happen (a running run watched again): nothing to announce
+        detail = runs.show_run(store, run_id)
         env: dict[str, str] = {}
         for url in self.before:
             answer = self._post(url, detail)

@@ -5,12 +5,14 @@ import threading
 
 import pytest
 from apiclient import Api
-from helpers import push, read_tree, wait_for
+from fake_runner import FakeRunner
+from helpers import apply, push, read_tree, runs_of, wait_for
 from peewee import SqliteDatabase
 
 from knitfab import data, runs
 from knitfab.__main__ import main
 from knitfab.backup import BackupError, backup, restore
+from knitfab.engine import Engine
 from knitfab.migrations import LATEST, current_version, migrate
 from knitfab.store import Store
 
@@ -149,3 +151,22 @@ def test_the_commands(store, tmp_path, capsys):
     assert "restored 1 Data" in capsys.readouterr().out
     assert main(["restore", str(tmp_path / "b"), "--data-dir", str(tmp_path / "r")]) == 1
     assert "must be an empty directory" in capsys.readouterr().err
+
+
+def test_a_run_in_flight_at_the_backup_fails_after_the_restore_and_can_be_retried(store, tmp_path):
+    plan = apply(store, {"/in": ["type:dataset"]}, args=["hang"])
+    push(store, "type:dataset")
+    Engine(store, FakeRunner(store.layout)).run_until_idle()
+    ((run_id, status),) = runs_of(store, plan["planId"])
+    assert status == "running"
+    backup(store.layout.root, tmp_path / "backup")
+    restore(tmp_path / "backup", tmp_path / "restored")
+    restored = Store(tmp_path / "restored")
+    try:
+        Engine(restored, FakeRunner(restored.layout)).run_until_idle()  # its worker is not there
+        run = runs.show_run(restored, run_id)
+        assert run["status"] == "failed" and run["exit"]["code"] == 254
+        runs.retry(restored, run_id)
+        assert runs.show_run(restored, run_id)["status"] == "waiting"
+    finally:
+        restored.close()
