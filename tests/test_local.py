@@ -214,6 +214,7 @@ def test_an_ended_worker_is_not_alive_even_while_its_sandbox_init_awaits_reaping
     job = load_job(store, run_id)
     wait_for(lambda: runner.status(job).state.value == "succeeded")
     assert runner.stop(job) is True
+    runner.cleanup(job)  # its cgroups
 
 
 def test_a_plan_can_run_python_directly(store):
