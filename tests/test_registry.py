@@ -172,3 +172,14 @@ def test_the_docker_cli_pushes_where_an_engine_exists(registry, tmp_path):
     for cmd in (["pull", src], ["tag", src, dst], ["push", dst]):
         assert subprocess.run(["docker", *cmd], capture_output=True, timeout=120).returncode == 0
     assert requests.get(url(registry, "dock/dst/tags/list"), timeout=10).json()["tags"] == ["v1"]
+
+
+def test_an_upload_that_would_eat_the_disk_reserve_is_refused(registry):
+    before, reserve = visible_blobs(registry), registry.images.reserve
+    registry.images.reserve = 1 << 62  # more than any disk has free
+    try:
+        response = requests.post(url(registry, "full/blobs/uploads/"), params={"digest": DIGEST}, data=BLOB, timeout=10)
+    finally:
+        registry.images.reserve = reserve
+    assert response.status_code == 507 and "disk is full" in response.json()["errors"][0]["message"]
+    assert visible_blobs(registry) == before
