@@ -183,3 +183,33 @@ def test_an_upload_that_would_eat_the_disk_reserve_is_refused(registry):
         registry.images.reserve = reserve
     assert response.status_code == 507 and "disk is full" in response.json()["errors"][0]["message"]
     assert visible_blobs(registry) == before
+
+
+@pytest.mark.skipif(not have("openssl"), reason="openssl is not installed")
+def test_the_registry_speaks_tls_with_the_apis_certificate(tmp_path):
+    import subprocess
+
+    from fake_runner import FakeRunner
+
+    from knitfab.store import Layout
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    cert, key = certs / "ca.crt", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    config = Config(port=0, registry_port=0, data_dir=tmp_path / "data", cert=cert, key=key)
+    srv = KnitfabServer(config, runner=FakeRunner(Layout(tmp_path / "data")))
+    srv.start()
+    try:
+        layout = oci_layout(tmp_path / "in")
+        target = f"docker://{srv.registry_host}/tls:v1"
+        pushed = skopeo("copy", "--dest-cert-dir", str(certs), f"oci:{layout}:v1", target)
+        assert pushed.returncode == 0, pushed.stderr
+        assert skopeo("inspect", target).returncode != 0  # the system's CAs do not know our certificate
+        assert requests.get(f"https://{srv.registry_host}/v2/", verify=str(cert), timeout=10).status_code == 200
+    finally:
+        srv.stop()
