@@ -68,3 +68,14 @@ def read_tree(root: Path) -> dict[str, str]:
 def drive(engine, predicate, timeout: float = 20.0):
     """Tick ``engine`` until ``predicate()`` holds (for runs that take real time)."""
     return wait_for(lambda: (engine.tick(), predicate())[1], timeout)
+
+
+def self_signed(cert: Path, key: Path) -> None:
+    """A one-day certificate for localhost and 127.0.0.1 (openssl), for TLS tests."""
+    import subprocess
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip

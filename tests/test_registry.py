@@ -187,20 +187,15 @@ def test_an_upload_that_would_eat_the_disk_reserve_is_refused(registry):
 
 @pytest.mark.skipif(not have("openssl"), reason="openssl is not installed")
 def test_the_registry_speaks_tls_with_the_apis_certificate(tmp_path):
-    import subprocess
-
     from fake_runner import FakeRunner
+    from helpers import self_signed
 
     from knitfab.store import Layout
 
     certs = tmp_path / "certs"
     certs.mkdir()
     cert, key = certs / "ca.crt", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    self_signed(cert, key)
     config = Config(port=0, registry_port=0, data_dir=tmp_path / "data", cert=cert, key=key)
     srv = KnitfabServer(config, runner=FakeRunner(Layout(tmp_path / "data")))
     srv.start()

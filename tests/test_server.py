@@ -15,7 +15,7 @@ import requests
 import yaml
 from apiclient import Api, make_tar, upload
 from fake_runner import FakeRunner
-from helpers import wait_for
+from helpers import self_signed, wait_for
 
 from knit.transport import connect
 from knitfab.server import Config, KnitfabServer
@@ -102,11 +102,7 @@ def test_a_token_guards_every_endpoint_but_health(tmp_path):
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_tls(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    self_signed(cert, key)
     srv = serve(tmp_path, cert=cert, key=key)
     try:
         assert srv.url.startswith("https://")
