@@ -42,6 +42,7 @@ from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_out
 from .runuser import launch, run_user, sandbox_user_args
 from .store import Layout
 
+log = logging.getLogger("knitfab.local")
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 logger = logging.getLogger(__name__)
 PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
@@ -235,7 +236,10 @@ class LocalRunner:
         """Refuse at ``plan apply`` a plan this runner could never start (raises ``BadRequest``)."""
         reference = f"{image}:{version}"
         try:
-            if reference in self.images or self._find_image(reference) is not None:
+            found = self._find_image(reference)
+            if found is not None:
+                threading.Thread(target=self._warm, args=(found,), daemon=True).start()
+            if reference in self.images or found is not None:
                 return
         except LayerError as e:
             raise BadRequest(f"the image {reference} in this server's registry cannot be run: {e}") from None
@@ -264,6 +268,13 @@ class LocalRunner:
                 f" over the host's system (read-only). To run the image, push it: {self._push_command(job.image)}\n"
             )
         return self.sandbox(job), note
+
+    def _warm(self, image) -> None:
+        """Unpack a plan's image when it is applied, so its first run does not wait for it."""
+        try:
+            self.image_cache.rootfs(image)
+        except Exception as e:  # the run's start reports it; here it only costs the head start
+            log.warning("cannot unpack %s: %s", image.reference, e)
 
     def _find_image(self, reference: str):
         return self.image_cache.find(reference) if self.image_cache is not None else None

@@ -199,7 +199,7 @@ class KnitfabServer:
         try:
             server = self._http(create_registry(self.images, token), self.config.registry_port)
         except OSError as e:
-            advice = f"port {self.config.registry_port}: {e.strerror}; choose one with --registry-port (0: none)"
+            advice = f"port {self.config.registry_port}: {e.strerror or e}; choose one with --registry-port (0: none)"
             raise KnitfabError(advice, "the image registry cannot listen") from None
         log.info("the image registry listens on port %s", server.bind_addr[1])
         return server

@@ -118,6 +118,8 @@ def test_a_plan_that_cannot_run_is_refused_at_apply_with_the_push_command(knitfa
         assert f"docker push {srv.registry_host}/missing:v2" in response.json()["message"]
     push_layout(oci_layout(tmp_path / "layout", tag="v2"), srv.registry_host, "missing", "v2")
     assert requests.post(srv.url + "/plans/", json=plan("missing:v2"), timeout=10).status_code == 200
+    # applying it starts unpacking the image, so its first run need not wait for that
+    wait_for(lambda: [p for p in (srv.store.layout.root / "rootfs").iterdir() if not p.name.startswith(".")])
 
 
 def test_an_image_from_another_registry_is_not_taken_from_ours(knitfab, tmp_path):

@@ -78,3 +78,13 @@ def test_knit_image_push_and_a_template_from_the_registry(project):
     assert yaml.safe_load(template)["args"] == CMD
     run, result = run_plan_file(tmp_path, template)
     assert run["status"] == "done" and result == "KNIT ME\n"
+
+
+def test_knit_image_push_takes_an_oci_archive_too(project):
+    srv, tmp_path = project
+    layout = oci_layout(tmp_path / "built", tag="v3")
+    assert skopeo("copy", f"oci:{layout}:v3", f"oci-archive:{tmp_path}/oci.tar:v3").returncode == 0
+    out = ok("image", "push", "--registry", srv.registry_host, "--tag", "ociapp:v3", str(tmp_path / "oci.tar")).out
+    assert out == f"{srv.registry_host}/ociapp:v3\n"
+    inspect = skopeo("inspect", "--tls-verify=false", f"docker://{srv.registry_host}/ociapp:v3")
+    assert inspect.returncode == 0 and '"GREETING=hello"' in inspect.stdout

@@ -172,3 +172,39 @@ def test_the_docker_cli_pushes_where_an_engine_exists(registry, tmp_path):
     for cmd in (["pull", src], ["tag", src, dst], ["push", dst]):
         assert subprocess.run(["docker", *cmd], capture_output=True, timeout=120).returncode == 0
     assert requests.get(url(registry, "dock/dst/tags/list"), timeout=10).json()["tags"] == ["v1"]
+
+
+def test_an_upload_that_would_eat_the_disk_reserve_is_refused(registry):
+    before, reserve = visible_blobs(registry), registry.images.reserve
+    registry.images.reserve = 1 << 62  # more than any disk has free
+    try:
+        response = requests.post(url(registry, "full/blobs/uploads/"), params={"digest": DIGEST}, data=BLOB, timeout=10)
+    finally:
+        registry.images.reserve = reserve
+    assert response.status_code == 507 and "disk is full" in response.json()["errors"][0]["message"]
+    assert visible_blobs(registry) == before
+
+
+@pytest.mark.skipif(not have("openssl"), reason="openssl is not installed")
+def test_the_registry_speaks_tls_with_the_apis_certificate(tmp_path):
+    from fake_runner import FakeRunner
+    from helpers import self_signed_cert
+
+    from knitfab.store import Layout
+
+    cert, key = self_signed_cert(tmp_path)
+    certs = tmp_path / "certs"  # skopeo's --dest-cert-dir: a folder with ca.crt
+    certs.mkdir()
+    (certs / "ca.crt").write_bytes(cert.read_bytes())
+    config = Config(port=0, registry_port=0, data_dir=tmp_path / "data", cert=cert, key=key)
+    srv = KnitfabServer(config, runner=FakeRunner(Layout(tmp_path / "data")))
+    srv.start()
+    try:
+        layout = oci_layout(tmp_path / "in")
+        target = f"docker://{srv.registry_host}/tls:v1"
+        pushed = skopeo("copy", "--dest-cert-dir", str(certs), f"oci:{layout}:v1", target)
+        assert pushed.returncode == 0, pushed.stderr
+        assert skopeo("inspect", target).returncode != 0  # the system's CAs do not know our certificate
+        assert requests.get(f"https://{srv.registry_host}/v2/", verify=str(cert), timeout=10).status_code == 200
+    finally:
+        srv.stop()
