@@ -44,6 +44,7 @@ from . import __version__
 from .errors import ConfigurationError
 from .k8slog import LogCopy, LogFollower
 from .k8sstatus import CONTAINER, Deadlines, main_state, worker_status
+from .k8sstorage import refuse_network_database, worker_node
 from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .store import Layout
 
@@ -53,8 +54,6 @@ RUN_LABEL = "knit/worker.runid"
 WORKER_SELECTOR = "app.kubernetes.io/managed-by=knitfab,app.kubernetes.io/component=worker"
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 PRIORITY_CLASS = "knit-worker-priority"
-# SQLite needs POSIX locks and shared memory that network filesystems do not give reliably.
-NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p"})
 DEADLINES = Deadlines()
 ACTIVE = (WorkerState.STARTING, WorkerState.RUNNING)
 
@@ -260,23 +259,7 @@ class KubernetesRunner:
 
     def pin_to_storage(self, node: str | None) -> None:
         """Where workers may run, from the data PVC's access modes (see the module docstring)."""
-        modes = self._access_modes()
-        if "ReadWriteMany" in modes:
-            self.node = None
-            log.info("the data volume %s is ReadWriteMany: workers run on any node", self.pvc)
-        elif "ReadWriteOnce" in modes and node:
-            self.node = node
-            log.warning(
-                "the data volume %s is ReadWriteOnce: every worker runs on node %s, the server's"
-                " (a ReadWriteMany volume lets them run on any node: docs/kubernetes.md)", self.pvc, node,
-            )  # fmt: skip
-        elif "ReadWriteOnce" in modes:
-            raise ConfigurationError(
-                f"the data volume {self.pvc} is ReadWriteOnce, and workers must then run on the server's node:"
-                " set KNITFAB_NODE_NAME from the downward API (fieldRef spec.nodeName), as manifests/ do"
-            )
-        else:
-            raise ConfigurationError(f"the data volume {self.pvc} is {'/'.join(modes)}: workers cannot mount it")
+        self.node = worker_node(self.pvc, self._access_modes(), node)
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -382,7 +365,7 @@ class KubernetesRunner:
         """Keep the snapshot fresh from a thread of its own, so ``status`` never waits for the API."""
 
         def loop():
-            while not stop.wait(self.max_age / 2):
+            while not stop.wait(self.max_age):
                 try:
                     self.refresh()
                 except Exception as e:  # the API server is away: the engine's status calls retry it
@@ -393,8 +376,9 @@ class KubernetesRunner:
         return thread
 
     def _fresh(self) -> Snapshot:
+        """The snapshot, refreshed here only when the background refresh is late (or not running)."""
         snapshot = self._snapshot
-        return snapshot if time.monotonic() - snapshot.taken < self.max_age else self.refresh()
+        return snapshot if time.monotonic() - snapshot.taken < 2 * self.max_age else self.refresh()
 
     def _access_modes(self) -> list[str]:
         try:
@@ -516,37 +500,6 @@ class KubernetesRunner:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def refuse_network_database(db: Path, mountinfo: str | None = None) -> None:
-    """Raise ``ConfigurationError`` when the SQLite file ``db`` is on NFS or another network
-    filesystem (``mountinfo``: the text of /proc/self/mountinfo, read when not given)."""
-    if mountinfo is None:
-        try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
-        except OSError:
-            return
-    fstype = filesystem_of(db.parent.resolve(), mountinfo)
-    if fstype in NETWORK_FILESYSTEMS:
-        raise ConfigurationError(
-            f"the database {db} is on {fstype}: SQLite needs a local disk (a ReadWriteOnce volume);"
-            " put it elsewhere with --db, as manifests/rwx/ does"
-        )
-
-
-def filesystem_of(path: Path, mountinfo: str) -> str | None:
-    """The filesystem type of the mount that holds ``path``: the longest mount point above it."""
-    best, fstype = "", None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if " - " not in line or len(fields) < 5:
-            continue
-        point = fields[4].replace("\\040", " ")
-        after = line.split(" - ", 1)[1].split()
-        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best) and after:
-            best, fstype = point, after[0]
-    return fstype
 
 
 def _namespace() -> str:

@@ -30,7 +30,8 @@ from schemas import K8S_VERSIONS
 
 import knitfab.k8s
 from knitfab.errors import ConfigurationError
-from knitfab.k8s import KubernetesRunner, filesystem_of, job_manifest, job_name, refuse_network_database
+from knitfab.k8s import KubernetesRunner, job_manifest, job_name
+from knitfab.k8sstorage import filesystem_of, refuse_network_database
 from knitfab.runner import Job, Mount, RunnerError, WorkerState
 
 NS = "knitfab"
