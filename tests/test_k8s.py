@@ -1043,3 +1043,30 @@ def _verb(request) -> str:
     if method == "GET":
         return "get" if request.name else "list"
     return {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}[method]
+
+
+class TestTheRunsMessage:
+    def test_a_waiting_run_says_why_in_its_message_until_it_runs(self, cluster, store):
+        from helpers import apply, push
+
+        from knitfab import runs
+        from knitfab.engine import Engine
+
+        runner = cluster.runner(store.layout)
+        engine = Engine(store, runner)
+        apply(store, {"/in": ["kind:x"]}, {"/out": ["kind:y"]}, service_account="trainer")
+        push(store, "kind:x")
+        engine.run_until_idle()
+        (run_id,) = store.column("SELECT run_id FROM run r JOIN plan p USING (plan_id) WHERE p.name IS NULL")
+        worker = job_name(run_id)
+        cluster.event("Job", worker, "FailedCreate", "error looking up service account knitfab/trainer: not found")
+        engine.tick()
+        shown = runs.show_run(store, run_id)
+        assert shown["status"] == "starting" and "exit" not in shown
+        assert shown["message"] == (
+            f"waiting: (job {worker}) [FailedCreate] error looking up service account knitfab/trainer: not found"
+        )
+        cluster.run(cluster.create_pod(worker))
+        engine.tick()
+        shown = runs.show_run(store, run_id)
+        assert shown["status"] == "running" and "message" not in shown
