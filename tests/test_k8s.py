@@ -350,7 +350,7 @@ class Cluster:
         self._done.set()
         self.emulator.closing = True
         for runner in self._runners:
-            for follower in list(runner._followers.values()):
+            for follower in list(runner._logs.followers.values()):
                 follower.stop()
                 follower.join(5)
         if self._playing:
@@ -723,7 +723,7 @@ def running(cluster, runner, text: str = "") -> tuple[Job, str]:
 
 def kill_follower(cluster, runner, job):
     """Stop the runner's log follower and wait until it is gone (its stream broken off)."""
-    follower = runner._followers[job.run_id]
+    follower = runner._logs.followers[job.run_id]
     follower.stop()
     cluster.emulator.cut_streams = True
     follower.join(5)
