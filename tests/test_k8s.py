@@ -941,6 +941,13 @@ class TestStorage:
         with pytest.raises(ConfigurationError, match=why):
             runner.pin_to_storage(node)
 
+    def test_the_database_may_live_outside_the_data_directory(self, tmp_path):
+        from knitfab.store import Store
+
+        store = Store(tmp_path / "data", db=tmp_path / "db" / "knitfab.db")
+        store.close()
+        assert (tmp_path / "db" / "knitfab.db").exists() and not (tmp_path / "data" / "knitfab.db").exists()
+
     def test_the_database_on_nfs_is_refused_and_on_its_own_disk_is_not(self):
         assert filesystem_of(Path("/var/lib/knitfab/sub"), MOUNTINFO) == "nfs4"
         with pytest.raises(ConfigurationError, match="is on nfs4: SQLite needs a local disk"):
