@@ -262,6 +262,7 @@ class KubernetesRunner:
 
     def prepare(self, job: Job) -> None:
         empty_outputs(self.layout, job, mode=0o777)  # the image may run as any user
+        self._logs.forget(job)  # a new attempt's log starts afresh
 
     def start(self, job: Job) -> str:
         manifest = job_manifest(job, self.namespace, self.pvc, self.data_root, self.priority_class, self.node)

@@ -28,6 +28,7 @@ from .k8sstatus import main_state
 
 log = logging.getLogger("knitfab.k8s")
 CONTAINER = "main"
+SKEW = 10  # seconds more than needed when resuming: the node's clock may be ahead of the server's
 
 
 @dataclass
@@ -74,13 +75,15 @@ class LogCopy:
         self._pending = b""
         self._seen = 0  # lines at the position's timestamp seen again in this stream
         with open(path, "ab") as f:
+            if f.tell() < self.position.size:  # not this file's position (a new attempt): start afresh
+                self.position = Position()
             f.truncate(self.position.size)  # drop what was written after the last saved position
 
     def since_seconds(self, now: float) -> int | None:
         """``sinceSeconds`` that reaches back to the last line written (None: from the start)."""
         if not self.position.ns:
             return None
-        return max(1, math.ceil(now - self.position.ns / 1e9) + 1)
+        return max(1, math.ceil(now - self.position.ns / 1e9) + SKEW)
 
     def new_stream(self) -> None:
         self._pending, self._seen = b"", 0

@@ -1077,3 +1077,24 @@ class TestTheRunsMessage:
         engine.tick()
         shown = runs.show_run(store, run_id)
         assert shown["status"] == "running" and "message" not in shown
+
+
+class TestLogPosition:
+    def test_a_position_left_by_an_earlier_attempt_never_pads_the_new_log(self, cluster, runner, store):
+        job, pod = running(cluster, runner, "first attempt\n")
+        wait_for(lambda: log_of(store, job) == b"first attempt\n")
+        kill_follower(cluster, runner, job)  # the server dies before cleanup forgets the position
+        restarted = cluster.runner(store.layout)
+        restarted.prepare(job)  # a retry: the log Data is empty again
+        assert log_of(store, job) == b""
+        assert not (store.layout.worker(job.run_id) / "log.position").exists()
+
+    def test_a_stale_position_is_dropped_instead_of_padding_the_file(self, tmp_path):
+        from knitfab.k8slog import LogCopy, Position
+
+        (tmp_path / "log").write_bytes(b"")
+        Position(ns=10**18, same=1, size=100).save(tmp_path / "log.position")
+        copy = LogCopy(tmp_path / "log", tmp_path / "log.position")
+        assert (tmp_path / "log").read_bytes() == b"" and copy.since_seconds(0) is None
+        copy.feed([b"2024-05-01T10:00:00.5Z hello\n"], flush=True)
+        assert (tmp_path / "log").read_bytes() == b"hello\n"
