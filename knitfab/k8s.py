@@ -295,7 +295,11 @@ class KubernetesRunner:
             return
         if not follow:
             self._logs.settle(job)
-        with open(self.layout.current(job.log) / "log", "rb") as f:
+        try:
+            f = open(self.layout.current(job.log) / "log", "rb")
+        except FileNotFoundError:  # moved into data/ in between: the run has just finished
+            f = open(self.layout.data(job.log) / "log", "rb")
+        with f:
             while True:
                 ended = not follow or self._logs.ended(job, self.status)
                 while chunk := f.read(65536):
