@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
     migrate = commands.add_parser("migrate", help="create or upgrade the database of a data directory")
     migrate.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
+    migrate.add_argument("--db", type=Path, help="the SQLite database file (default <data-dir>/knitfab.db)")
     migrate.set_defaults(func=_cmd_migrate)
     _admin_commands(commands)
     _install_parsers(commands)
@@ -244,7 +245,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from .migrations import current_version
     from .store import Store
 
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, db=args.db)
     print(f"{store.layout.db}: schema version {current_version(store.db)}")
     store.close()
     return 0

@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import kubernetes
@@ -42,8 +41,9 @@ from kubernetes.client.exceptions import ApiException
 
 from . import __version__
 from .errors import ConfigurationError
-from .k8slog import LogCopy, LogFollower
+from .k8slog import WorkerLogs
 from .k8sstatus import CONTAINER, Deadlines, main_state, worker_status
+from .k8sstorage import refuse_network_database, worker_node
 from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .store import Layout
 
@@ -53,8 +53,6 @@ RUN_LABEL = "knit/worker.runid"
 WORKER_SELECTOR = "app.kubernetes.io/managed-by=knitfab,app.kubernetes.io/component=worker"
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 PRIORITY_CLASS = "knit-worker-priority"
-# SQLite needs POSIX locks and shared memory that network filesystems do not give reliably.
-NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p"})
 DEADLINES = Deadlines()
 ACTIVE = (WorkerState.STARTING, WorkerState.RUNNING)
 
@@ -232,9 +230,7 @@ class KubernetesRunner:
         self.core = CoreV1Api(api_client)
         self._timeout = {"_request_timeout": timeout}
         self._snapshot = Snapshot()
-        self._followers: dict[str, LogFollower] = {}
-        self._log_failing: dict[str, float] = {}  # runId -> when fetching the rest of its log first failed
-        self._lock = threading.Lock()
+        self._logs = WorkerLogs(self, layout, clock, poll, deadlines.log)
 
     @classmethod
     def from_environment(cls, layout: Layout, **options) -> KubernetesRunner:
@@ -261,28 +257,13 @@ class KubernetesRunner:
 
     def pin_to_storage(self, node: str | None) -> None:
         """Where workers may run, from the data PVC's access modes (see the module docstring)."""
-        modes = self._access_modes()
-        if "ReadWriteMany" in modes:
-            self.node = None
-            log.info("the data volume %s is ReadWriteMany: workers run on any node", self.pvc)
-        elif "ReadWriteOnce" in modes and node:
-            self.node = node
-            log.warning(
-                "the data volume %s is ReadWriteOnce: every worker runs on node %s, the server's"
-                " (a ReadWriteMany volume lets them run on any node: docs/kubernetes.md)", self.pvc, node,
-            )  # fmt: skip
-        elif "ReadWriteOnce" in modes:
-            raise ConfigurationError(
-                f"the data volume {self.pvc} is ReadWriteOnce, and workers must then run on the server's node:"
-                " set KNITFAB_NODE_NAME from the downward API (fieldRef spec.nodeName), as manifests/ do"
-            )
-        else:
-            raise ConfigurationError(f"the data volume {self.pvc} is {'/'.join(modes)}: workers cannot mount it")
+        self.node = worker_node(self.pvc, self._access_modes(), node)
 
     # -- protocol -------------------------------------------------------------------------------
 
     def prepare(self, job: Job) -> None:
         empty_outputs(self.layout, job, mode=0o777)  # the image may run as any user
+        self._logs.forget(job)  # a new attempt's log starts afresh
 
     def start(self, job: Job) -> str:
         manifest = job_manifest(job, self.namespace, self.pvc, self.data_root, self.priority_class, self.node)
@@ -304,20 +285,24 @@ class KubernetesRunner:
         pod = _newest(snapshot.pods.get(job.run_id, []), found)
         warnings = snapshot.warnings.get((pod or found).metadata.uid, [])
         status = worker_status(found, pod, warnings, self.clock(), self.deadlines)
-        if pod is not None and main_state(pod) is not None and (main_state(pod).running or main_state(pod).terminated):
-            self._follow(job, pod)
+        state = main_state(pod) if pod is not None else None
+        if state is not None and (state.running or state.terminated):
+            self._logs.follow(job, pod.metadata.name)
         return status
 
     def logs(self, job: Job, follow: bool = False) -> Iterator[bytes]:
         """The log as the follower has written it so far; with ``follow``, until the worker ends."""
         if not job.log:
             return
-        follower = self._followers.get(job.run_id)
-        if not follow and follower and follower.ended():
-            follower.join(2 * self.poll + 1)  # the worker has ended: let the follower write its last lines
-        with open(self.layout.current(job.log) / "log", "rb") as f:
+        if not follow:
+            self._logs.settle(job)
+        try:
+            f = open(self.layout.current(job.log) / "log", "rb")
+        except FileNotFoundError:  # moved into data/ in between: the run has just finished
+            f = open(self.layout.data(job.log) / "log", "rb")
+        with f:
             while True:
-                ended = not follow or self._log_ended(job)
+                ended = not follow or self._logs.ended(job, self.status)
                 while chunk := f.read(65536):
                     yield chunk
                 if ended:
@@ -337,9 +322,10 @@ class KubernetesRunner:
     def cleanup(self, job: Job) -> None:
         found = self._job(job)
         if found is not None:
-            self._complete_log(job, found)
+            if job.log:
+                self._logs.complete(job, _newest(self._pods(job), found))
             self._delete(self._name(job), "Background")
-        self._forget(job)
+        self._logs.forget(job)
 
     # -- after a restart ------------------------------------------------------------------------
 
@@ -383,7 +369,7 @@ class KubernetesRunner:
         """Keep the snapshot fresh from a thread of its own, so ``status`` never waits for the API."""
 
         def loop():
-            while not stop.wait(self.max_age / 2):
+            while not stop.wait(self.max_age):
                 try:
                     self.refresh()
                 except Exception as e:  # the API server is away: the engine's status calls retry it
@@ -394,8 +380,9 @@ class KubernetesRunner:
         return thread
 
     def _fresh(self) -> Snapshot:
+        """The snapshot, refreshed here only when the background refresh is late (or not running)."""
         snapshot = self._snapshot
-        return snapshot if time.monotonic() - snapshot.taken < self.max_age else self.refresh()
+        return snapshot if time.monotonic() - snapshot.taken < 2 * self.max_age else self.refresh()
 
     def _access_modes(self) -> list[str]:
         try:
@@ -417,33 +404,11 @@ class KubernetesRunner:
                 return None
             raise
 
-    def _pods(self, job: Job) -> list:
-        selector = f"{RUN_LABEL}={job.run_id}"
-        return self.core.list_namespaced_pod(self.namespace, label_selector=selector, **self._timeout).items
+    def pods_listed(self, run_id: str) -> list:
+        """The pods of a run in the last snapshot (for the log followers: no API call)."""
+        return self._snapshot.pods.get(run_id, [])
 
-    def _ours(self, found) -> bool:
-        volumes = found.spec.template.spec.volumes or []
-        return any(v.persistent_volume_claim and v.persistent_volume_claim.claim_name == self.pvc for v in volumes)
-
-    # -- the log ----------------------------------------------------------------------------------
-
-    def _follow(self, job: Job, pod) -> None:
-        """Start following the pod's log into the log Data, once."""
-        with self._lock:
-            if not job.log or job.run_id in self._followers:
-                return
-            name = pod.metadata.name
-            follower = LogFollower(
-                self._log_copy(job), partial(self._open_log, name), partial(self._pod_ended, job.run_id, name),
-                self.clock, retry=self.poll,
-            )  # fmt: skip
-            self._followers[job.run_id] = follower
-        follower.start()
-
-    def _log_copy(self, job: Job) -> LogCopy:
-        return LogCopy(self.layout.staging(job.log) / "log", self.layout.worker(job.run_id) / "log.position")
-
-    def _open_log(self, pod: str, since: int | None, follow: bool):
+    def open_log(self, pod: str, since: int | None, follow: bool):
         """The streaming response of the ``main`` container's log; None when the pod is gone.
         Following, a quiet program may keep the stream silent: the read timeout then just
         reconnects from the last line."""
@@ -459,44 +424,13 @@ class KubernetesRunner:
                 return None
             raise
 
-    def _pod_ended(self, run_id: str, pod: str) -> bool:
-        """Whether the last snapshot shows the pod gone or its ``main`` container ended."""
-        found = next((p for p in self._snapshot.pods.get(run_id, []) if p.metadata.name == pod), None)
-        state = main_state(found) if found else None
-        return found is None or bool(state and state.terminated)
+    def _pods(self, job: Job) -> list:
+        selector = f"{RUN_LABEL}={job.run_id}"
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector, **self._timeout).items
 
-    def _log_ended(self, job: Job) -> bool:
-        follower = self._followers.get(job.run_id)
-        if follower is not None:
-            return not follower.is_alive()
-        return self.status(job).state not in ACTIVE  # a status that runs starts the follower
-
-    def _complete_log(self, job: Job, found) -> None:
-        """Let the follower read the log to its end (or read what it missed), for a bounded time:
-        past ``Deadlines.log`` of failures, the run finishes with the log it has."""
-        follower = self._followers.get(job.run_id)
-        if not job.log or (follower and _joined(follower, 2 * self.poll + 1)):
-            return
-        if follower:
-            follower.stop()
-            follower.join(self._timeout["_request_timeout"])
-        pod = _newest(self._pods(job), found)
-        if pod is None:
-            return  # gone with its log: what the follower wrote is all there is
-        catch_up = LogFollower(self._log_copy(job), partial(self._open_log, pod.metadata.name), bool, self.clock)
-        if catch_up.read(follow=False):
-            return
-        first = self._log_failing.setdefault(job.run_id, self.clock())
-        if self.clock() - first < self.deadlines.log:
-            raise RuntimeError(f"the log of run {job.run_id} cannot be read yet ({catch_up.error}): trying again")
-        log.warning("run %s finishes without the rest of its log: %s", job.run_id, catch_up.error)
-
-    def _forget(self, job: Job) -> None:
-        follower = self._followers.pop(job.run_id, None)
-        if follower:
-            follower.stop()
-        self._log_failing.pop(job.run_id, None)
-        (self.layout.worker(job.run_id) / "log.position").unlink(missing_ok=True)
+    def _ours(self, found) -> bool:
+        volumes = found.spec.template.spec.volumes or []
+        return any(v.persistent_volume_claim and v.persistent_volume_claim.claim_name == self.pvc for v in volumes)
 
     # -- changing the cluster -------------------------------------------------------------------
 
@@ -517,37 +451,6 @@ class KubernetesRunner:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def refuse_network_database(db: Path, mountinfo: str | None = None) -> None:
-    """Raise ``ConfigurationError`` when the SQLite file ``db`` is on NFS or another network
-    filesystem (``mountinfo``: the text of /proc/self/mountinfo, read when not given)."""
-    if mountinfo is None:
-        try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
-        except OSError:
-            return
-    fstype = filesystem_of(db.parent.resolve(), mountinfo)
-    if fstype in NETWORK_FILESYSTEMS:
-        raise ConfigurationError(
-            f"the database {db} is on {fstype}: SQLite needs a local disk (a ReadWriteOnce volume);"
-            " put it elsewhere with --db, as manifests/rwx/ does"
-        )
-
-
-def filesystem_of(path: Path, mountinfo: str) -> str | None:
-    """The filesystem type of the mount that holds ``path``: the longest mount point above it."""
-    best, fstype = "", None
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if " - " not in line or len(fields) < 5:
-            continue
-        point = fields[4].replace("\\040", " ")
-        after = line.split(" - ", 1)[1].split()
-        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best) and after:
-            best, fstype = point, after[0]
-    return fstype
 
 
 def _namespace() -> str:
@@ -571,12 +474,6 @@ def _waiting(found, pods: list) -> bool:
         return False
     states = [main_state(p) for p in pods]
     return not any(s and (s.running or s.terminated) for s in states)
-
-
-def _joined(thread: threading.Thread, timeout: float) -> bool:
-    """Wait for a follower to finish; whether it read the whole log."""
-    thread.join(timeout)
-    return thread.complete.is_set()
 
 
 def _api_message(e: ApiException) -> str:

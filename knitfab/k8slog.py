@@ -21,10 +21,14 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
+
+from .k8sstatus import main_state
 
 log = logging.getLogger("knitfab.k8s")
 CONTAINER = "main"
+SKEW = 10  # seconds more than needed when resuming: the node's clock may be ahead of the server's
 
 
 @dataclass
@@ -71,13 +75,15 @@ class LogCopy:
         self._pending = b""
         self._seen = 0  # lines at the position's timestamp seen again in this stream
         with open(path, "ab") as f:
+            if f.tell() < self.position.size:  # not this file's position (a new attempt): start afresh
+                self.position = Position()
             f.truncate(self.position.size)  # drop what was written after the last saved position
 
     def since_seconds(self, now: float) -> int | None:
         """``sinceSeconds`` that reaches back to the last line written (None: from the start)."""
         if not self.position.ns:
             return None
-        return max(1, math.ceil(now - self.position.ns / 1e9) + 1)
+        return max(1, math.ceil(now - self.position.ns / 1e9) + SKEW)
 
     def new_stream(self) -> None:
         self._pending, self._seen = b"", 0
@@ -180,3 +186,82 @@ class LogFollower(threading.Thread):
             yield chunk
             if self._halt.is_set():
                 return
+
+
+class WorkerLogs:
+    """The log followers of a runner's workers, one per run, and the end of each log.
+
+    ``cluster`` gives ``open_log(pod, since_seconds, follow)``, ``pods_listed(runId)`` (its last
+    snapshot) and ``status(job)``; ``wait`` bounds how long finishing a run keeps trying to fetch
+    the rest of its log."""
+
+    def __init__(self, cluster, layout, clock: Callable[[], float], poll: float, wait: float):
+        self.cluster = cluster
+        self.layout = layout
+        self.clock = clock
+        self.poll = poll
+        self.wait = wait
+        self.followers: dict[str, LogFollower] = {}
+        self._failing: dict[str, float] = {}  # runId -> when fetching the rest of its log first failed
+        self._lock = threading.Lock()
+
+    def follow(self, job, pod: str) -> None:
+        """Start following the pod's log into the log Data, once."""
+        with self._lock:
+            if not job.log or job.run_id in self.followers:
+                return
+            follower = LogFollower(
+                self._copy(job), partial(self.cluster.open_log, pod), partial(self._pod_ended, job.run_id, pod),
+                self.clock, retry=self.poll,
+            )  # fmt: skip
+            self.followers[job.run_id] = follower
+        follower.start()
+
+    def settle(self, job) -> None:
+        """A worker that has ended: let its follower write the last lines (briefly)."""
+        follower = self.followers.get(job.run_id)
+        if follower and follower.ended():
+            follower.join(2 * self.poll + 1)
+
+    def ended(self, job, status) -> bool:
+        """Whether the log is all written: its follower is done, or the worker is not running."""
+        follower = self.followers.get(job.run_id)
+        if follower is not None:
+            return not follower.is_alive()
+        return status(job).state not in ("starting", "running")  # a status that runs starts the follower
+
+    def complete(self, job, pod) -> None:
+        """Let the follower read the log to its end (or read what it missed), for a bounded time:
+        past ``wait`` seconds of failures, the run finishes with the log it has."""
+        follower = self.followers.get(job.run_id)
+        if follower:
+            follower.join(2 * self.poll + 1)
+            if follower.complete.is_set():
+                return
+            follower.stop()
+            follower.join(10)
+        if pod is None:
+            return  # gone with its log: what the follower wrote is all there is
+        catch_up = LogFollower(self._copy(job), partial(self.cluster.open_log, pod.metadata.name), bool, self.clock)
+        if catch_up.read(follow=False):
+            return
+        first = self._failing.setdefault(job.run_id, self.clock())
+        if self.clock() - first < self.wait:
+            raise RuntimeError(f"the log of run {job.run_id} cannot be read yet ({catch_up.error}): trying again")
+        log.warning("run %s finishes without the rest of its log: %s", job.run_id, catch_up.error)
+
+    def forget(self, job) -> None:
+        follower = self.followers.pop(job.run_id, None)
+        if follower:
+            follower.stop()
+        self._failing.pop(job.run_id, None)
+        (self.layout.worker(job.run_id) / "log.position").unlink(missing_ok=True)
+
+    def _copy(self, job) -> LogCopy:
+        return LogCopy(self.layout.staging(job.log) / "log", self.layout.worker(job.run_id) / "log.position")
+
+    def _pod_ended(self, run_id: str, pod: str) -> bool:
+        """Whether the last snapshot shows the pod gone or its ``main`` container ended."""
+        found = next((p for p in self.cluster.pods_listed(run_id) if p.metadata.name == pod), None)
+        state = main_state(found) if found else None
+        return found is None or bool(state and state.terminated)

@@ -30,7 +30,8 @@ from schemas import K8S_VERSIONS
 
 import knitfab.k8s
 from knitfab.errors import ConfigurationError
-from knitfab.k8s import KubernetesRunner, filesystem_of, job_manifest, job_name, refuse_network_database
+from knitfab.k8s import KubernetesRunner, job_manifest, job_name
+from knitfab.k8sstorage import filesystem_of, refuse_network_database
 from knitfab.runner import Job, Mount, RunnerError, WorkerState
 
 NS = "knitfab"
@@ -349,7 +350,7 @@ class Cluster:
         self._done.set()
         self.emulator.closing = True
         for runner in self._runners:
-            for follower in list(runner._followers.values()):
+            for follower in list(runner._logs.followers.values()):
                 follower.stop()
                 follower.join(5)
         if self._playing:
@@ -722,7 +723,7 @@ def running(cluster, runner, text: str = "") -> tuple[Job, str]:
 
 def kill_follower(cluster, runner, job):
     """Stop the runner's log follower and wait until it is gone (its stream broken off)."""
-    follower = runner._followers[job.run_id]
+    follower = runner._logs.followers[job.run_id]
     follower.stop()
     cluster.emulator.cut_streams = True
     follower.join(5)
@@ -940,6 +941,13 @@ class TestStorage:
         with pytest.raises(ConfigurationError, match=why):
             runner.pin_to_storage(node)
 
+    def test_the_database_may_live_outside_the_data_directory(self, tmp_path):
+        from knitfab.store import Store
+
+        store = Store(tmp_path / "data", db=tmp_path / "db" / "knitfab.db")
+        store.close()
+        assert (tmp_path / "db" / "knitfab.db").exists() and not (tmp_path / "data" / "knitfab.db").exists()
+
     def test_the_database_on_nfs_is_refused_and_on_its_own_disk_is_not(self):
         assert filesystem_of(Path("/var/lib/knitfab/sub"), MOUNTINFO) == "nfs4"
         with pytest.raises(ConfigurationError, match="is on nfs4: SQLite needs a local disk"):
@@ -1042,3 +1050,51 @@ def _verb(request) -> str:
     if method == "GET":
         return "get" if request.name else "list"
     return {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}[method]
+
+
+class TestTheRunsMessage:
+    def test_a_waiting_run_says_why_in_its_message_until_it_runs(self, cluster, store):
+        from helpers import apply, push
+
+        from knitfab import runs
+        from knitfab.engine import Engine
+
+        runner = cluster.runner(store.layout)
+        engine = Engine(store, runner)
+        apply(store, {"/in": ["kind:x"]}, {"/out": ["kind:y"]}, service_account="trainer")
+        push(store, "kind:x")
+        engine.run_until_idle()
+        (run_id,) = store.column("SELECT run_id FROM run r JOIN plan p USING (plan_id) WHERE p.name IS NULL")
+        worker = job_name(run_id)
+        cluster.event("Job", worker, "FailedCreate", "error looking up service account knitfab/trainer: not found")
+        engine.tick()
+        shown = runs.show_run(store, run_id)
+        assert shown["status"] == "starting" and "exit" not in shown
+        assert shown["message"] == (
+            f"waiting: (job {worker}) [FailedCreate] error looking up service account knitfab/trainer: not found"
+        )
+        cluster.run(cluster.create_pod(worker))
+        engine.tick()
+        shown = runs.show_run(store, run_id)
+        assert shown["status"] == "running" and "message" not in shown
+
+
+class TestLogPosition:
+    def test_a_position_left_by_an_earlier_attempt_never_pads_the_new_log(self, cluster, runner, store):
+        job, pod = running(cluster, runner, "first attempt\n")
+        wait_for(lambda: log_of(store, job) == b"first attempt\n")
+        kill_follower(cluster, runner, job)  # the server dies before cleanup forgets the position
+        restarted = cluster.runner(store.layout)
+        restarted.prepare(job)  # a retry: the log Data is empty again
+        assert log_of(store, job) == b""
+        assert not (store.layout.worker(job.run_id) / "log.position").exists()
+
+    def test_a_stale_position_is_dropped_instead_of_padding_the_file(self, tmp_path):
+        from knitfab.k8slog import LogCopy, Position
+
+        (tmp_path / "log").write_bytes(b"")
+        Position(ns=10**18, same=1, size=100).save(tmp_path / "log.position")
+        copy = LogCopy(tmp_path / "log", tmp_path / "log.position")
+        assert (tmp_path / "log").read_bytes() == b"" and copy.since_seconds(0) is None
+        copy.feed([b"2024-05-01T10:00:00.5Z hello\n"], flush=True)
+        assert (tmp_path / "log").read_bytes() == b"hello\n"

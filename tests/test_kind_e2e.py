@@ -44,6 +44,7 @@ def build(tag: str, dockerfile: Path, context: Path) -> None:
 def cluster():
     from pytest_kind import KindCluster
 
+    subprocess.run(["make", "-C", str(ROOT), "wheels"], check=True)  # the image installs only these
     build("knitfab:latest", ROOT / "Dockerfile", ROOT)
     build("knitfab-first-train:v1.0", EXAMPLE / "train.Dockerfile", EXAMPLE)
     build("knitfab-first-validation:v1.0", EXAMPLE / "validation.Dockerfile", EXAMPLE)
