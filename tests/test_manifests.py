@@ -161,10 +161,10 @@ def test_the_server_runs_knitfab_serve_with_the_kubernetes_runner_and_its_regist
 
 
 def test_the_manifests_args_are_knitfab_serves_flags():
-    """Parsed by the real ``knitfab serve`` parser; ``--registry-port`` comes with the image registry
-    (another branch): until it is merged it is the only flag this parser does not know."""
+    """Parsed by the real ``knitfab serve`` parser: every flag is one it knows."""
     args, unknown = _parser().parse_known_args(_container(render(RENDERED["tls"]))["args"])
-    assert unknown in ([], ["--registry-port", "30503"])
+    assert unknown == []
+    assert args.registry_port == 30503
     assert (args.db, args.cert) == (Path("/var/lib/knitfab-db/knitfab.db"), Path("/etc/knitfab/tls/tls.crt"))
 
 
