@@ -1,7 +1,8 @@
 #!/bin/sh
 # Debian packages Knitfab needs: bubblewrap (the local runner's sandbox), graphviz (lineage
 # pictures) and python3-venv (to create .venv); for the image tests, the real registry clients
-# skopeo and podman (with runc) and busybox-static (the test images' userland). Installs what is
+# skopeo and podman (with runc) and busybox-static (the test images' userland); debootstrap for
+# `make demo-images`. Installs what is
 # missing when run as root; otherwise says what to install.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -14,6 +15,7 @@ command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 command -v podman >/dev/null 2>&1 || missing="$missing podman"
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing="$missing runc"
 [ -x /bin/busybox ] || missing="$missing busybox-static"
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "Knitfab needs these Debian packages: sudo apt-get install$missing" >&2
