@@ -62,6 +62,7 @@ class ImageDemo(demo.Demo):
         archive = self.project / f"{tag}.image.tar"
         skopeo("copy", f"oci:{self.layout}:{tag}", f"docker-archive:{archive}:{reference}")
         template = self.knit("plan", "template", "-i", str(archive))
+        archive.unlink()  # a GB: the template needed only its config
         (self.project / f"{tag}.template.plan.yaml").write_text(template)
         plan = {**example, "image": yaml.safe_load(template)["image"]}
         plan.pop("entrypoint", None), plan.pop("args", None)
