@@ -25,6 +25,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -45,7 +46,7 @@ SKIP = {"dev", "proc", "sys", "run", "tmp"}  # kept as empty directories; the sa
 def dockerfile(path: Path) -> dict:
     """The instructions of a Dockerfile that make the image: WORKDIR, ENTRYPOINT and CMD as the
     image config's WorkingDir, Entrypoint and Cmd (exec form), and the ``name==version``
-    requirements of its ``RUN pip install`` lines."""
+    requirements of its ``RUN pip install`` lines. ``Env`` is python:3.11-slim's PATH and LANG."""
     text = re.sub(r"\\\n", " ", path.read_text())
     config: dict = {"Env": [PATH, "LANG=C.UTF-8"]}
     pins: list[str] = []
@@ -176,13 +177,14 @@ def cached(cache: Path, name: str, make) -> Path:
 
 
 def debootstrap(root: Path) -> None:
-    if shutil.which("debootstrap") is None:
-        raise SystemExit("needs debootstrap (apt-get install debootstrap; scripts/install-system-deps.sh)")
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        raise SystemExit("the image's root needs debootstrap, as root (scripts/install-system-deps.sh installs it)")
     command = ["debootstrap", "--variant=minbase", "--include=python3,python-is-python3", "bookworm", str(root), MIRROR]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    for clutter in ("var/cache/apt/archives", "var/lib/apt/lists"):
+    for clutter in ("var/cache/apt/archives", "var/lib/apt/lists"):  # as the slim images: no .debs
         for item in (root / clutter).glob("*"):
-            item.unlink() if item.is_file() else None
+            if item.is_file():
+                item.unlink()
 
 
 def pip_target(pins: list[str]):
