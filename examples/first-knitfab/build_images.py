@@ -123,7 +123,7 @@ def _keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     if info.ischr() or info.isblk() or info.isfifo():
         return None
     top, _, below = info.name.partition("/")
-    if (top in SKIP and below) or "__pycache__" in info.name:
+    if (top in SKIP and below) or ("__pycache__" in info.name and not info.name.startswith(SITE)):
         return None
     info.mtime = 0  # the same tree gives the same layer
     return info
@@ -193,6 +193,9 @@ def pip_target(pins: list[str]):
         command = [sys.executable, "-m", "pip", "install", "-q", "--target", str(target), "--no-compile"]
         command += ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *platforms, *pins]
         subprocess.run(command, check=True)
+        if sys.version_info[:2] == (3, 11):  # the image's root is read-only: python could not cache them
+            compiled = [sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash"]
+            subprocess.run([*compiled, str(target)], stdout=subprocess.DEVNULL)  # a file it cannot: compiled at run
 
     return install
 
@@ -218,7 +221,7 @@ def build(cache: Path, layout: Path) -> dict[str, dict]:
     root = cached(cache, "bookworm-python3", debootstrap)
     base = cached_layer(cache, blobs, "bookworm-python3", [(root, "")])
     say(f"pip install {' '.join(pins)} (cached)")
-    key = hashlib.sha256(" ".join(pins).encode()).hexdigest()[:12]
+    key = hashlib.sha256(" ".join([*pins, "compiled"]).encode()).hexdigest()[:12]
     site = cached(cache, f"site-packages-{key}", pip_target(pins))
     packages = cached_layer(cache, blobs, f"site-packages-{key}", [(site, SITE)])
     configs = {}
