@@ -220,7 +220,8 @@ def test_a_disk_already_below_its_reserve_refuses_uploads_before_recording_anyth
     data_dir.mkdir()
     server = start(data_dir, disk_reserve=free_bytes(data_dir) + (1 << 30))
     try:
-        status, message = send_chunked(server, make_tar({"a": "x"}))
+        # in one piece: refused before its body is read, a body still coming may meet a closed socket
+        status, message = send(server, make_tar({"a": "x"}))
         assert status == 507 and "less than its reserve" in message
         assert Api(server.url.removesuffix("/api")).json("GET", "/api/runs/") == []
     finally:
