@@ -15,7 +15,6 @@ and checksums travel in HTTP trailers both ways.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import ssl
 import tempfile
@@ -29,7 +28,7 @@ import requests
 
 from . import archive
 from .profiles import Profile, load_profile
-from .transport import TrailerResponse, connect, send_chunked
+from .transport import TrailerResponse, Unreachable, connect, send_chunked
 
 FINISHED = ("done", "failed", "invalidated")
 
@@ -256,10 +255,12 @@ class KnitClient:
 
     @contextlib.contextmanager
     def _connection(self, timeout: float | None):
-        conn = connect(self.api_root, self.ssl_context, timeout=timeout)
+        """A connection whose network errors (only those: not the local files' while the
+        body is read or written) become "cannot connect"."""
+        conn = connect(self.api_root, self.ssl_context, timeout=timeout, guarded=True)
         try:
             yield conn
-        except (OSError, http.client.HTTPException) as e:
+        except Unreachable as e:
             raise self._unreachable(e) from None
         finally:
             conn.close()

@@ -28,11 +28,11 @@ from kubernetes.client.exceptions import ApiException
 from runner_contract import RunnerContract
 from schemas import K8S_VERSIONS
 
-import knitfab.k8s
+import knitfab.runners.k8s
 from knitfab.errors import ConfigurationError
-from knitfab.k8s import KubernetesRunner, job_manifest, job_name
-from knitfab.k8sstorage import filesystem_of, refuse_network_database
-from knitfab.runner import Job, Mount, RunnerError, WorkerState
+from knitfab.runners.k8s import KubernetesRunner, job_manifest, job_name
+from knitfab.runners.k8sstorage import filesystem_of, refuse_network_database
+from knitfab.runners.protocol import Job, Mount, RunnerError, WorkerState
 
 NS = "knitfab"
 PVC = "knitfab-data"
@@ -887,7 +887,7 @@ class TestFromEnvironment:
             (tmp_path / name).write_text(text)
         monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
         monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
-        monkeypatch.setattr(knitfab.k8s, "NAMESPACE_FILE", str(tmp_path / "namespace"))
+        monkeypatch.setattr(knitfab.runners.k8s, "NAMESPACE_FILE", str(tmp_path / "namespace"))
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
         for name in ("KNITFAB_NAMESPACE", "KNITFAB_DATA_PVC", "KNITFAB_DATA_SUBPATH", "KNITFAB_WORKER_PRIORITY_CLASS"):
@@ -942,7 +942,7 @@ class TestStorage:
             runner.pin_to_storage(node)
 
     def test_the_database_may_live_outside_the_data_directory(self, tmp_path):
-        from knitfab.store import Store
+        from knitfab.store.db import Store
 
         store = Store(tmp_path / "data", db=tmp_path / "db" / "knitfab.db")
         store.close()
@@ -980,7 +980,7 @@ class TestApiLoad:
     RUNS = 32
 
     def requests_per_tick(self, cluster, runner, engine) -> list:
-        runner._snapshot = knitfab.k8s.Snapshot()  # as after max_age: one refresh in this tick
+        runner._snapshot = knitfab.runners.k8s.Snapshot()  # as after max_age: one refresh in this tick
         before = len(cluster.emulator)
         engine.tick()
         return [
@@ -1056,8 +1056,8 @@ class TestTheRunsMessage:
     def test_a_waiting_run_says_why_in_its_message_until_it_runs(self, cluster, store):
         from helpers import apply, push
 
-        from knitfab import runs
         from knitfab.engine import Engine
+        from knitfab.store import runs
 
         runner = cluster.runner(store.layout)
         engine = Engine(store, runner)
@@ -1090,7 +1090,7 @@ class TestLogPosition:
         assert not (store.layout.worker(job.run_id) / "log.position").exists()
 
     def test_a_stale_position_is_dropped_instead_of_padding_the_file(self, tmp_path):
-        from knitfab.k8slog import LogCopy, Position
+        from knitfab.runners.k8slog import LogCopy, Position
 
         (tmp_path / "log").write_bytes(b"")
         Position(ns=10**18, same=1, size=100).save(tmp_path / "log.position")

@@ -12,7 +12,7 @@ import yaml
 from helpers import wait_for
 from knit_helpers import knit, ok
 
-from knitfab.engine import load_job
+from knitfab.store.jobs import load_job
 
 pytestmark = pytest.mark.slow
 

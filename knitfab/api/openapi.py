@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import __version__
-from .http import reply
+from .. import __version__
+from .web import reply
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
