@@ -12,6 +12,7 @@ import pytest
 FLAGS = (
     "--headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking"
     " --disable-component-update --disable-sync --disable-quic --window-size=1366,800"
+    " --ignore-certificate-errors"  # the tests' TLS servers have self-signed certificates
 ).split()
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # CONSOLE_SCREENSHOTS=docs/images makes the tests save the screenshots the docs show.

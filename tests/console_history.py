@@ -4,6 +4,8 @@ running and a deleted run (the fake runner's workers hang until told)."""
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,24 +20,33 @@ from knitfab.server import Config, KnitfabServer
 from knitfab.store.layout import Layout
 
 
-def start_server(data_dir: Path, token: str | None = None) -> KnitfabServer:
-    token_file = None
+def start_server(data_dir: Path, token: str | None = None, tls: bool = False) -> KnitfabServer:
+    token_file = cert = key = None
     if token:
         token_file = data_dir.parent / f"{data_dir.name}.token"
         token_file.write_text(token)
-    server = KnitfabServer(
-        Config(port=0, data_dir=data_dir, poll=0.05, token_file=token_file), FakeRunner(Layout(data_dir))
-    )
+    if tls:
+        cert, key = data_dir.parent / "cert.pem", data_dir.parent / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    config = Config(port=0, data_dir=data_dir, poll=0.05, token_file=token_file, cert=cert, key=key)
+    server = KnitfabServer(config, FakeRunner(Layout(data_dir)))
     server.start()
     return server
 
 
 @contextmanager
-def served(data_dir: Path, token: str | None = None) -> Iterator[History]:
+def served(data_dir: Path, token: str | None = None, tls: bool = False) -> Iterator[History]:
     """A server on ``data_dir`` with the history built, and a client for it."""
-    server = start_server(data_dir, token)
+    server = start_server(data_dir, token, tls)
     url = server.url.removesuffix("/api")
     api = TokenApi(url, token) if token else Api(url)
+    if tls:
+        api.http.verify = str(data_dir.parent / "cert.pem")
+        api.http.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, wins over verify
     try:
         yield build(api, server)
     finally:
@@ -51,7 +62,8 @@ class TokenApi(Api):
         self.http.headers["Authorization"] = f"Bearer {token}"
 
     def push(self, files: dict[str, str], *tags: str) -> dict:
-        conn = connect(self.url)
+        verify = self.http.verify
+        conn = connect(self.url, ssl.create_default_context(cafile=verify) if isinstance(verify, str) else None)
         headers = {"Content-Type": "application/tar+gzip", "Authorization": self.http.headers["Authorization"]}
         resp = send_chunked(conn, "POST", "/api/data/", iter([make_tar(files)]), headers)
         detail = json.loads(resp.read())

@@ -478,12 +478,13 @@ def test_refused_by_the_server_is_shown(go, history):
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    with served(tmp_path_factory.mktemp("guarded") / "server", token="t0ken-for-tests") as history:
+    with served(tmp_path_factory.mktemp("guarded") / "server", token="t0ken-for-tests", tls=True) as history:
         yield history
 
 
-def test_with_a_token_the_console_signs_in(browser, guarded, downloads):
+def test_behind_tls_and_a_token_the_console_signs_in(browser, guarded, downloads):
     b = browser
+    assert guarded.api.url.startswith("https://")
     b.driver.get(f"{guarded.api.url}/#/data")
     b.find("form.signin")
     b.shot("signin")

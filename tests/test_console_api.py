@@ -200,3 +200,15 @@ def test_hostile_tags_stay_text_in_the_svg(history):
     svg = history.api.call("GET", "/api/x/lineage", params={"data": evil}).text
     assert "<script" not in svg and "<svg onload" not in svg
     assert "&lt;svg onload=alert(1)&gt;&lt;script&gt;" in svg
+
+
+def test_graphs_past_the_node_limit_are_cut_or_refused(history, monkeypatch):
+    from knitfab.console import graphs
+
+    monkeypatch.setattr(graphs, "MAX_NODES", 3)
+    whole = history.api.call("GET", "/api/x/lineage", params={"data": history.data["model"], "format": "dot"})
+    assert whole.status_code == 200 and whole.text.count("[\n\t\tshape=none") == 3
+    traced = history.api.call(
+        "GET", "/api/x/lineage", params={"data": history.data["model"], "up": "all", "down": "all"}
+    )
+    assert traced.status_code == 400 and "more than 3 nodes" in traced.json()["message"]

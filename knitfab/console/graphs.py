@@ -8,7 +8,7 @@ import subprocess
 
 from knit import graphs
 
-from ..errors import KnitfabError, NotFound, ServiceUnavailable
+from ..errors import BadRequest, KnitfabError, NotFound, ServiceUnavailable
 from ..store import data, plans, runs
 from ..store.db import Store
 
@@ -17,18 +17,28 @@ DOT_SECONDS = 60
 
 
 class StoreSource:
-    """``knit.graphs.GraphSource`` over the store: the same JSON the API answers."""
+    """``knit.graphs.GraphSource`` over the store: the same JSON the API answers, at most
+    ``budget`` items (a 400 past it: Graphviz could not draw that many anyway)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, budget: int | None = None):
         self.store = store
+        self.left = MAX_NODES if budget is None else budget
+
+    def _spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise BadRequest(f"the graph has more than {MAX_NODES} nodes; ask for fewer steps up or down")
 
     def get_data(self, knit_id: str) -> dict:
+        self._spend()
         return data.show_data(self.store, knit_id)
 
     def get_run(self, run_id: str) -> dict:
+        self._spend()
         return runs.show_run(self.store, run_id)
 
     def get_plan(self, plan_id: str) -> dict:
+        self._spend()
         return plans.show_plan(self.store, plan_id)
 
 
@@ -43,7 +53,8 @@ def data_graph(store: Store, knit_id: str, up: int | None, down: int | None) -> 
 def whole_graph(store: Store, knit_id: str | None = None, run_id: str | None = None) -> str:
     """Every Data and run connected to a Data or a run, as Knitfab's console draws it."""
     try:
-        return graphs.connected(StoreSource(store), knit_id, run_id, limit=MAX_NODES)
+        # connected() stops by itself at MAX_NODES: the source's budget is never reached
+        return graphs.connected(StoreSource(store, MAX_NODES + 2), knit_id, run_id, limit=MAX_NODES)
     except LookupError as e:
         raise NotFound(str(e)) from None
 
