@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import TextIO
 
@@ -23,6 +24,7 @@ from . import __version__
 from .archive import ArchiveError
 from .client import KnitError
 from .context import GLOBAL_FLAGS, Context, Parser, UsageError, command, split_globals
+from .graphs import Missing
 from .profiles import ProfileError, env_path
 
 
@@ -33,6 +35,9 @@ def build_parser() -> Parser:
     common.add_argument("--profile", default=argparse.SUPPRESS, help="the knitprofile to use")
     common.add_argument("--profile-store", default=argparse.SUPPRESS, help="profile store (default ~/.knit/profile)")
     common.add_argument("--env", default=argparse.SUPPRESS, help="knitenv file (default: nearest knitenv upward)")
+    common.add_argument(
+        "--traceback", action="store_true", default=argparse.SUPPRESS, help="on an error, show the stack"
+    )
     root = Parser(prog="knit", parents=[common], description="knit: the command line of Knitfab.")
     shtab.add_argument_to(root, "--print-completion", help="print a shell completion script (bash, zsh, tcsh)")
     groups = root.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
@@ -69,7 +74,9 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         print(f"error: {e}\n", file=stderr)
         (e.parser or parser).print_help(stderr)
         return 2
-    except (KnitError, ProfileError, ArchiveError, LookupError, OSError) as e:
+    except (KnitError, ProfileError, ArchiveError, Missing, OSError) as e:
+        if "--traceback" in argv:
+            traceback.print_exc(file=stderr)
         print(f"error: {e}", file=stderr)
         return 1
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ import requests
 
 from . import archive
 from .profiles import Profile, load_profile
+from .tagtext import split_tag
 from .transport import TrailerResponse, Unreachable, connect, send_chunked
 
 FINISHED = ("done", "failed", "invalidated")
@@ -341,10 +342,10 @@ def _tag_objects(tags) -> list[dict]:
     """Tags as Knitfab's CLI sends them in a tag change: ``{"key", "value"}`` objects."""
     out = []
     for tag in tags:
-        key, sep, value = str(tag).partition(":")
-        if not sep:
+        parts = split_tag(str(tag))
+        if parts is None:
             raise KnitError(f"tag should be KEY:VALUE: {tag!r}")
-        out.append({"key": key.strip(), "value": value.strip()})
+        out.append({"key": parts[0], "value": parts[1]})
     return out
 
 

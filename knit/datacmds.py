@@ -12,6 +12,7 @@ from .context import Context, UsageError, command, go_json, group
 from .flags import TRISTATE, add_graph_flags, depth, directions, tag_flags, time_window
 from .progress import bar
 from .render import write_graph
+from .tagtext import is_system_key
 
 TRANSIENT = TRISTATE
 
@@ -50,7 +51,7 @@ def register(groups, common) -> None:
 def user_tags(ctx: Context, texts: list[str]) -> list[str]:
     """``KEY:VALUE`` tags a user may set; system tags are a usage error."""
     for text in tag_flags(ctx, texts):
-        if text.partition(":")[0].strip().startswith("knit#"):
+        if is_system_key(text.partition(":")[0]):
             raise UsageError(f"system tags cannot be set: {text!r}", ctx.args.parser)
     return texts
 

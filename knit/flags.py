@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .context import Context, UsageError
+from .tagtext import split_tag
 from .timefmt import go_duration, parse_duration, parse_since
 
 # --transient and --active: which of both kinds to show, as Knitfab's knit spells it.
@@ -22,8 +23,8 @@ def tag_flags(ctx: Context, texts: list[str]) -> list[str]:
     """``KEY:VALUE`` tags given on the command line; anything else is a usage error (exit 2),
     as Knitfab's knit parses its tag flags, instead of a 400 from the server."""
     for text in texts:
-        key, sep, _ = text.partition(":")
-        if not sep or not key.strip():
+        parts = split_tag(text)
+        if parts is None or not parts[0]:
             raise UsageError(f"tag should be KEY:VALUE: {text!r}", ctx.args.parser)
     return texts
 

@@ -78,7 +78,20 @@ class InsufficientStorage(KnitfabError):
 
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-SQLITE_FULL = 13
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL = 5, 6, 13
+
+
+def sqlite_code(e: BaseException) -> int | None:
+    """SQLite's primary result code of ``e``, anywhere in its chain (peewee raises its own
+    exception while handling sqlite3's, which carries the code); None when it is not SQLite's."""
+    seen: list[BaseException] = []
+    while isinstance(e, BaseException) and e not in seen:
+        seen.append(e)
+        code = getattr(e, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF  # an extended code (SQLITE_BUSY_SNAPSHOT...) keeps its primary in the low byte
+        e = e.__cause__ or e.__context__ or (e.args[0] if e.args else None)
+    return None
 
 
 def disk_full(e: BaseException) -> InsufficientStorage | None:
@@ -89,7 +102,7 @@ def disk_full(e: BaseException) -> InsufficientStorage | None:
         seen.append(e)
         if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
             return InsufficientStorage(f"the data volume is full ({e.strerror}): free some space and retry")
-        if getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(e):
+        if getattr(e, "sqlite_errorcode", -1) & 0xFF == SQLITE_FULL:
             return InsufficientStorage("the database's disk is full: free some space and retry")
         e = e.__cause__ or e.__context__ or (e.args[0] if e.args else None)
     return None

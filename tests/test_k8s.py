@@ -1,4 +1,4 @@
-"""The Kubernetes runner (knitfab/k8s.py) with no cluster.
+"""The Kubernetes runner (knitfab/runners/k8s.py) with no cluster.
 
 Every Job it makes is validated offline against a pinned Kubernetes API schema (kubernetes-validate,
 strict). The runner itself is driven through the real ``kubernetes`` client against kmock's emulated

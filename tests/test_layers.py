@@ -178,3 +178,24 @@ def test_run_status_is_written_by_one_checked_function():
     ]
     assert len(writers) == 1, writers
     assert writers[0].startswith("knitfab/store/transitions.py")
+
+
+# The knit modules the server may import (knit/__init__'s docstring): standard library only.
+SHARED = {"knit", "knit.tagtext", "knit.plandefaults", "knit.timefmt", "knit.archive", "knit.extract", "knit.graphs"}
+
+
+def test_the_server_imports_only_the_shared_knit_modules():
+    used = {
+        name: sorted(m for m in GRAPH[name] if m.startswith("knit") and not m.startswith("knitfab")) for name in MODULES
+    }
+    assert {n: bad for n, ms in used.items() if n.startswith("knitfab") and (bad := sorted(set(ms) - SHARED))} == {}
+
+
+@pytest.mark.parametrize("module", sorted(SHARED - {"knit"}))
+def test_a_shared_knit_module_needs_only_the_standard_library(module):
+    tree = ast.parse(MODULES[module].read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    roots |= {
+        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level
+    }
+    assert roots - set(__import__("sys").stdlib_module_names) - {"__future__"} == set()

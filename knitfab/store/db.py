@@ -23,6 +23,7 @@ from pathlib import Path
 
 from peewee import OperationalError, SqliteDatabase
 
+from ..errors import SQLITE_BUSY, SQLITE_LOCKED, sqlite_code
 from ..tags import Tag
 from .layout import Layout
 from .migrations import migrate
@@ -52,7 +53,7 @@ class Store:
                 return
             except OperationalError as e:
                 self.db.close()
-                if "locked" not in str(e) or time.monotonic() > deadline:
+                if sqlite_code(e) not in (SQLITE_BUSY, SQLITE_LOCKED) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
 
