@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -900,6 +901,22 @@ class TestFromEnvironment:
         assert runner.batch.api_client.configuration.host == "https://10.96.0.1:443"
         assert (runner.namespace, runner.pvc, runner.data_root) == ("team-b", "knitfab-data", "")
         assert (runner.priority_class, asked) == ("knit-worker-priority", ["node-1"])
+
+    def test_the_servers_flags_win_over_the_environment_and_leave_it_alone(self, store, tmp_path, monkeypatch):
+        for name in ("token", "ca.crt"):
+            (tmp_path / name).write_text("not checked until a request")
+        monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+        monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+        monkeypatch.setenv("KNITFAB_NAMESPACE", "from-env")
+        monkeypatch.setenv("KNITFAB_DATA_PVC", "env-data")
+        monkeypatch.setattr(KubernetesRunner, "pin_to_storage", lambda self, node: None)
+        given = {"KNITFAB_NAMESPACE": "from-flag", "KNITFAB_DATA_SUBPATH": "sub"}  # Config.kubernetes
+        runner = KubernetesRunner.from_environment(store.layout, given)
+        runner.batch.api_client.close()
+        assert (runner.namespace, runner.pvc, runner.data_root) == ("from-flag", "env-data", "sub")
+        assert os.environ["KNITFAB_NAMESPACE"] == "from-env" and "KNITFAB_DATA_SUBPATH" not in os.environ
 
 
 MOUNTINFO = """\

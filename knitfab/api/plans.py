@@ -39,9 +39,9 @@ def find():
 def apply():
     # Knitfab wants exactly "application/json"; a charset parameter is accepted here too.
     spec = parse_plan_spec(body(SPEC_FIELDS))
-    check = getattr(services().runner, "check_plan", None)  # a runner that can refuse at apply time
-    if check is not None:
-        check(spec.image, spec.version, spec.entrypoint)
+    runner = services().runner
+    if runner is not None:  # a runner that can refuse a plan does so at apply time
+        runner.check_plan(spec.image, spec.version, spec.entrypoint)
     plan = plans.apply_plan(store(), spec)
     return reply(plan)
 

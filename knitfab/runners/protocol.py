@@ -117,6 +117,10 @@ class Runner(Protocol):
 
     def cleanup(self, job: Job) -> None: ...
 
+    def check_plan(self, image: str, version: str, entrypoint: list[str] | None) -> None:
+        """At ``plan apply``: raise ``BadRequest`` for a plan this runner could never start.
+        Runners that cannot tell accept every plan."""
+
     def reconcile(self, live: Collection[str]) -> list[str]:
         """At start-up: remove workers that no run in ``live`` owns (a runner whose workers
         outlive the server's record of them); the handles removed. Runners whose workers die
