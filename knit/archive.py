@@ -206,7 +206,7 @@ class _Gunzip:
         size = size if size and size > 0 else STREAM_BUFFER
         try:
             while True:
-                if self.inflate.unconsumed_tail:
+                if self.inflate.unconsumed_tail and not self.inflate.eof:  # (at eof the tail is unused_data)
                     data = self.inflate.decompress(self.inflate.unconsumed_tail, size)
                 else:
                     data = self._inflate_more(size)

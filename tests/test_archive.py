@@ -220,3 +220,8 @@ def test_packing_sends_links_as_links_and_skips_fifos(tmp_path):
             "dir-link": (tarfile.SYMTYPE, str(tmp_path)),
             "file-link": (tarfile.SYMTYPE, str(tmp_path / "secret")),
         }
+
+
+def test_a_highly_compressed_stream_of_gzip_members_unpacks_whole(tmp_path):
+    unpack(io.BytesIO(zeros_bomb(3, 2 << 20)), tmp_path)
+    assert [(tmp_path / f"zeros{n}").stat().st_size for n in range(3)] == [2 << 20] * 3

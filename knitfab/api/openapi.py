@@ -166,7 +166,7 @@ PATHS = {
                 "required": True,
                 "content": {"application/tar+gzip": {"schema": BINARY}, "application/x-tar": {"schema": BINARY}},
             },  # fmt: skip
-            "responses": {"200": ok(ref("DataDetail")), **errors(400, 415)},
+            "responses": {"200": ok(ref("DataDetail")), **errors(400, 413, 415, 507)},
         },
     },
     "/api/data/{knitId}/": {
