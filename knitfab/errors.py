@@ -79,6 +79,7 @@ class InsufficientStorage(KnitfabError):
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL = 5, 6, 13
+SQLITE_FULL_MESSAGE = "database or disk is full"  # sqlite3_errstr(SQLITE_FULL)
 
 
 def sqlite_code(e: BaseException) -> int | None:
@@ -102,7 +103,9 @@ def disk_full(e: BaseException) -> InsufficientStorage | None:
         seen.append(e)
         if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
             return InsufficientStorage(f"the data volume is full ({e.strerror}): free some space and retry")
-        if getattr(e, "sqlite_errorcode", -1) & 0xFF == SQLITE_FULL:
+        # peewee drops sqlite3's exception (and its code) when the full disk also fails the
+        # rollback; then only SQLite's fixed message for SQLITE_FULL is left to recognise it by.
+        if getattr(e, "sqlite_errorcode", -1) & 0xFF == SQLITE_FULL or str(e) == SQLITE_FULL_MESSAGE:
             return InsufficientStorage("the database's disk is full: free some space and retry")
         e = e.__cause__ or e.__context__ or (e.args[0] if e.args else None)
     return None
