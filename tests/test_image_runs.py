@@ -128,3 +128,19 @@ def test_an_image_from_another_registry_is_not_taken_from_ours(knitfab, tmp_path
     response = requests.post(srv.url + "/plans/", json=plan("example.com/upper:v1"), timeout=10)
     assert response.status_code == 400
     assert "docker tag example.com/upper:v1 localhost:" in response.json()["message"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the run user is a dedicated uid only under a root server")
+def test_an_image_run_is_confined_as_a_host_mode_run_is(knitfab, tmp_path):
+    """The image's root (uid 0 inside) is the unprivileged run user on the host, in its limits."""
+    srv, client = knitfab()
+    push_layout(oci_layout(tmp_path / "layout"), srv.registry_host, "upper")
+    script = "id -u > /out/result/inside"
+    run, files, log = run_once(client, tmp_path, plan("upper:v1", entrypoint=["/bin/sh", "-c", script]))
+    assert run["status"] == "done" and files["inside"] == "1000\n", log
+    written = srv.store.layout.data(run["outputs"][0]["knitId"]) / "inside"
+    assert written.stat().st_uid == srv.runner.user.uid != 0, "the image's user is the run user on the host"
+    hog = "a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived"  # 100 MB in the shell's memory
+    doc = plan("upper:v1", entrypoint=["/bin/sh", "-c", hog], resources={"memory": "64Mi"})
+    run, _, log = run_once(client, tmp_path, doc, "again\n")
+    assert run["status"] == "failed" and run["exit"]["code"] == 137, (run["exit"], log)

@@ -300,6 +300,17 @@ def test_staging_stages_only_what_the_run_uid_cannot_reach(tmp_path):
     assert f"mount --rbind -- {closed / 'data'} stage/0" in "\n".join(lines)
 
 
+def test_staging_keeps_open_sources_below_tmp_visible():
+    """The stage is mounted over /tmp, so a server checked out under /tmp (its venv bound into the
+    run) must be staged too, not hidden."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as checkout:
+        os.chmod(checkout, 0o755)
+        (Path(checkout) / "venv").mkdir()
+        staged, lines = stage(["bwrap", "--ro-bind", f"{checkout}/venv", "/venv", "--", "true"])
+    assert staged == ["bwrap", "--ro-bind", "/tmp/0/venv", "/venv", "--", "true"]
+    assert f"mount --rbind -- {checkout} stage/0" in "\n".join(lines)
+
+
 def test_staging_refuses_a_bwrap_option_it_does_not_know():
     with pytest.raises(ValueError, match="unknown bwrap option"):
         stage(["bwrap", "--bind-somehow", "/etc", "/host-etc", "--", "true"])

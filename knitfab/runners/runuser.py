@@ -152,6 +152,10 @@ def _anchor(source: Path) -> Path | None:
     for below, parent in zip(chain, chain[1:], strict=False):
         if not os.stat(parent).st_mode & stat.S_IXOTH:
             return below
+    # The stage is mounted over STAGE: an open source below it (a checkout in /tmp) is staged too,
+    # or the mount would hide it.
+    if path.is_relative_to(STAGE) and path != Path(STAGE):
+        return Path(STAGE) / path.relative_to(STAGE).parts[0]
     return None
 
 
