@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install demo manifests wheels image test test-fast lint fix man clean
+.PHONY: help install demo demo-images manifests wheels image test test-fast lint fix man clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -26,6 +26,11 @@ $(VENV)/.demo: $(VENV)/.installed examples/first-knitfab/requirements.txt exampl
 
 demo: $(VENV)/.demo ## the getting-started tutorial on this machine: train, validate, draw the lineage
 	$(BIN)/python examples/first-knitfab/demo.py --out demo-out
+
+# The same with real images: build_images.py makes the Dockerfiles' images (Debian bookworm from
+# debootstrap + torch, no Docker engine; needs root), cached in .cache/images/ (docs/images.md).
+demo-images: $(VENV)/.demo ## the tutorial with real images (torch inside) run from the registry; as root
+	$(BIN)/python examples/first-knitfab/demo_images.py --out demo-images-out --cache .cache/images
 
 manifests: $(VENV)/.installed ## regenerate manifests/ from knitfab/manifest.py
 	$(BIN)/python -m knitfab.manifest

@@ -3,14 +3,17 @@
 Both ends use this module: the server to receive uploads and send downloads, ``knit`` to push
 and pull. (It imports nothing from the server.)
 
-``unpack`` extracts an archive safely: every entry must stay inside the Data. Absolute names,
-``..`` components, links pointing outside, device and fifo entries, and truncated or corrupt
-archives are refused with ``ArchiveError``; the caller then throws the directory away.
+``unpack`` extracts an archive safely: every entry must stay inside the Data, and is created
+without ever following a symlink (``knit/extract.py``). Absolute names, ``..`` components,
+links pointing outside, device and fifo entries, sparse files, and truncated or corrupt
+archives (no end-of-archive blocks, no gzip CRC, trailing data) are refused with
+``ArchiveError``; the caller then throws the directory away.
 
 ``pack`` produces the archive of a directory as it is read: entry names relative to the Data
-(no ``./``), regular files, symlinks, and directory entries for empty directories (so they
-survive a round trip; Knitfab's archives have no directory entries at all), modes kept. The
-MD5 of the bytes sent is available when the stream ends, for the ``x-checksum-md5`` trailer.
+(no ``./``), regular files, symlinks (as links, never followed unless ``dereference``), and
+directory entries for empty directories (so they survive a round trip; Knitfab's archives have
+no directory entries at all), modes kept. The MD5 of the bytes sent is available when the
+stream ends, for the ``x-checksum-md5`` trailer.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ GZIP_LEVEL = 1  # fast: data is often already compressed, and the network is rar
 
 
 class HashingReader:
-    """Reads through to ``raw`` while hashing every byte; ``drain`` reads what is left."""
+    """Reads through to ``raw`` while hashing every byte."""
 
     def __init__(self, raw: BinaryIO):
         self.raw = raw
@@ -45,10 +48,6 @@ class HashingReader:
         data = self.raw.read(size if size is not None and size >= 0 else CHUNK)
         self.md5.update(data)
         return data
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
 
 
 def unpack(stream: BinaryIO, dest: Path, compressed: bool = True, room: Room | None = None) -> str:

