@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install demo demo-images manifests wheels image test lint fix man clean
+.PHONY: help install demo demo-images manifests wheels image test test-fast lint fix man clean
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -48,6 +48,9 @@ image: ## the server image for Kubernetes, built offline from build/wheels (docs
 test: $(VENV)/.installed $(VENV)/.demo ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected"; rc=0; fi; exit $$rc
+
+test-fast: $(VENV)/.installed ## the tests that take less than seconds each (-m "not slow"): the inner loop
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

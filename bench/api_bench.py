@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from engine_bench import fill_data  # noqa: E402
 from transfer_bench import start_server  # noqa: E402
 
-from knitfab.store import Store  # noqa: E402
+from knitfab.store.db import Store  # noqa: E402
 
 REPORT = """
 done = function(summary, latency, requests)

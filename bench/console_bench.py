@@ -33,7 +33,7 @@ from browser import Browser  # noqa: E402
 from engine_bench import fill_data  # noqa: E402
 from transfer_bench import start_server  # noqa: E402
 
-from knitfab.store import Store  # noqa: E402
+from knitfab.store.db import Store  # noqa: E402
 
 ROWS = "return document.querySelectorAll('table.list tbody tr[data-id]').length"
 

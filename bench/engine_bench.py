@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knitfab import data, planstore, projection  # noqa: E402
 from knitfab.engine import Engine  # noqa: E402
-from knitfab.local import LocalRunner  # noqa: E402
-from knitfab.plans import parse_plan_spec  # noqa: E402
-from knitfab.store import Store  # noqa: E402
+from knitfab.planspec import parse_plan_spec  # noqa: E402
+from knitfab.runners.local import LocalRunner  # noqa: E402
+from knitfab.store import data, plans, projection  # noqa: E402
+from knitfab.store.db import Store  # noqa: E402
 from knitfab.tags import parse_tag  # noqa: E402
 from knitfab.times import now_us  # noqa: E402
 
@@ -76,7 +76,7 @@ def fill_plans(store: Store, m: int) -> None:
             "inputs": [{"path": "/in/data", "tags": ["type:dataset", f"project:p{j % 100}", f"group:g{j}"]}],
             "outputs": [{"path": "/out/result", "tags": ["type:result", f"group:g{j}"]}],
         }
-        planstore.apply_plan(store, parse_plan_spec(doc))
+        plans.apply_plan(store, parse_plan_spec(doc))
 
 
 def upload(store: Store) -> str:
@@ -135,7 +135,7 @@ def bench_start_latency(store: Store, samples: int) -> None:
         "outputs": [{"path": "/out/started", "tags": ["bench:started"]}],
         "resources": {"cpu": "100m", "memory": "16Mi"},
     }
-    planstore.apply_plan(store, parse_plan_spec(doc))
+    plans.apply_plan(store, parse_plan_spec(doc))
     engine = Engine(store, LocalRunner(store.layout))
     engine.runner.on_exit = engine.wake
     stop = threading.Event()

@@ -31,7 +31,7 @@ def scenario(side: int, big: bool) -> dict:
     from helpers import apply, push
 
     from knitfab.engine import Engine
-    from knitfab.store import Store
+    from knitfab.store.db import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "knitfab")

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from knitfab.images.blobs import BlobStore  # noqa: E402
 from knitfab.images.cache import ImageCache  # noqa: E402
 from knitfab.images.rootfs import Unpacker  # noqa: E402
-from knitfab.local import LocalRunner  # noqa: E402
-from knitfab.runner import Job, Mount  # noqa: E402
-from knitfab.store import Layout  # noqa: E402
+from knitfab.runners.local import LocalRunner  # noqa: E402
+from knitfab.runners.protocol import Job, Mount  # noqa: E402
+from knitfab.store.layout import Layout  # noqa: E402
 
 STARTED = ["/bin/sh", "-c", ": > /out/y/started"]  # a shell builtin: no fork between start and the mark
 

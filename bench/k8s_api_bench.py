@@ -25,15 +25,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 from helpers import apply, push  # noqa: E402
 from test_k8s import Cluster  # noqa: E402
 
-import knitfab.k8s  # noqa: E402
+import knitfab.runners.k8s  # noqa: E402
 from knitfab.engine import Engine  # noqa: E402
-from knitfab.store import Store  # noqa: E402
+from knitfab.store.db import Store  # noqa: E402
 
 
 def requests_per_tick(cluster: Cluster, runner, engine: Engine, ticks: int = 3) -> float:
     counts = []
     for _ in range(ticks):
-        runner._snapshot = knitfab.k8s.Snapshot()  # as after max_age: one refresh in this tick
+        runner._snapshot = knitfab.runners.k8s.Snapshot()  # as after max_age: one refresh in this tick
         before = len(cluster.emulator)
         engine.tick()
         counts.append(sum(1 for r in list(cluster.emulator)[before:] if r.subresource != "log"))

@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from knitfab.limits import remove_cgroups  # noqa: E402
-from knitfab.local import LocalRunner  # noqa: E402
-from knitfab.runner import Job, Mount  # noqa: E402
-from knitfab.store import Layout  # noqa: E402
+from knitfab.runners.limits import remove_cgroups  # noqa: E402
+from knitfab.runners.local import LocalRunner  # noqa: E402
+from knitfab.runners.protocol import Job, Mount  # noqa: E402
+from knitfab.store.layout import Layout  # noqa: E402
 
 
 def job(layout: Layout) -> Job:

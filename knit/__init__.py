@@ -7,7 +7,11 @@
     data = client.push_dir("./dataset", ["type:dataset", "project:demo"])
     runs = client.find_runs(knit_ids_in=[data["knitId"]])
 
-This package imports nothing of the server (no flask, peewee or kubernetes).
+This package imports nothing of the server (no flask, peewee or kubernetes). The server may import
+these knit modules, which need only the standard library, so that both sides apply one copy of
+a rule: ``tagtext`` (``KEY:VALUE`` tags), ``plandefaults`` (a plan's default resources),
+``timefmt`` (times and durations), ``archive`` and ``extract`` (tar streams, safely), ``graphs``
+(lineage in DOT). No other.
 """
 
 __version__ = "0.1.0"

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+import traceback
 from pathlib import Path
 from typing import TextIO
 
@@ -24,74 +22,10 @@ import shtab
 
 from . import __version__
 from .archive import ArchiveError
-from .client import KnitClient, KnitError
-from .profiles import KnitEnv, ProfileError, env_path, load_env, load_profile
-
-GLOBAL_FLAGS = ("--profile", "--profile-store", "--env")
-
-
-class UsageError(Exception):
-    """A command called the wrong way: exit 2 with the help of ``parser`` (the command's)."""
-
-    def __init__(self, message: str, parser: argparse.ArgumentParser | None = None):
-        super().__init__(message)
-        self.parser = parser
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse as Knitfab's CLI behaves: help on stderr, usage errors exit 2 with the help."""
-
-    def print_help(self, file: TextIO | None = None) -> None:
-        super().print_help(file or sys.stderr)
-
-    def error(self, message: str) -> None:
-        raise UsageError(message, self)
-
-
-@dataclass
-class Context:
-    """What a command handler needs: its arguments, output streams, and a lazy client and env."""
-
-    args: argparse.Namespace
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    _client: KnitClient | None = None
-
-    @property
-    def command(self) -> str:
-        return self.args.command_name
-
-    @property
-    def client(self) -> KnitClient:
-        if self._client is None:
-            _, profile = load_profile(self.args.profile, self.args.profile_store)
-            self._client = KnitClient.from_profile_object(profile)
-        return self._client
-
-    @property
-    def env(self) -> KnitEnv:
-        return load_env(env_path(self.args.env))
-
-    def log(self, message: str) -> None:
-        """Knitfab's log lines: ``[knit data push] 2024/03/06 09:25:16 message`` on stderr."""
-        print(f"[{self.command}] {time.strftime('%Y/%m/%d %H:%M:%S')} {message}", file=self.stderr, flush=True)
-
-    def out(self, text: str) -> None:
-        self.stdout.write(text)
-        self.stdout.flush()
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.stderr.isatty()
-
-
-def go_json(value: object, indent: int = 4) -> str:
-    """JSON as Go's encoder writes it: UTF-8, and ``<``, ``>``, ``&`` escaped (only strings can
-    hold them, so replacing them everywhere is safe)."""
-    text = json.dumps(value, indent=indent, ensure_ascii=False)
-    for char in "&<>\u2028\u2029":
-        text = text.replace(char, f"\\u{ord(char):04x}")
-    return text
+from .client import KnitError
+from .context import GLOBAL_FLAGS, Context, Parser, UsageError, command, split_globals
+from .graphs import Missing
+from .profiles import ProfileError, env_path
 
 
 def build_parser() -> Parser:
@@ -101,6 +35,9 @@ def build_parser() -> Parser:
     common.add_argument("--profile", default=argparse.SUPPRESS, help="the knitprofile to use")
     common.add_argument("--profile-store", default=argparse.SUPPRESS, help="profile store (default ~/.knit/profile)")
     common.add_argument("--env", default=argparse.SUPPRESS, help="knitenv file (default: nearest knitenv upward)")
+    common.add_argument(
+        "--traceback", action="store_true", default=argparse.SUPPRESS, help="on an error, show the stack"
+    )
     root = Parser(prog="knit", parents=[common], description="knit: the command line of Knitfab.")
     shtab.add_argument_to(root, "--print-completion", help="print a shell completion script (bash, zsh, tcsh)")
     groups = root.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
@@ -114,19 +51,6 @@ def build_parser() -> Parser:
     runcmds.register(groups, common)
     imagecmds.register(groups, common)
     return root
-
-
-def command(parent, common: Parser, words: str, summary: str, **kwargs) -> Parser:
-    """The sub-command ``knit <words>``, taking the global flags anywhere on its command line."""
-    name = words.rsplit(" ", 1)[-1]
-    parser = parent.add_parser(name, parents=[common], help=summary, description=summary, **kwargs)
-    parser.set_defaults(parser=parser, command_name=f"knit {words}")
-    return parser
-
-
-def group(parent, common: Parser, name: str, summary: str):
-    parser = command(parent, common, name, summary)
-    return parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -150,7 +74,9 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         print(f"error: {e}\n", file=stderr)
         (e.parser or parser).print_help(stderr)
         return 2
-    except (KnitError, ProfileError, ArchiveError, LookupError, OSError) as e:
+    except (KnitError, ProfileError, ArchiveError, Missing, OSError) as e:
+        if "--traceback" in argv:
+            traceback.print_exc(file=stderr)
         print(f"error: {e}", file=stderr)
         return 1
     except KeyboardInterrupt:
@@ -234,22 +160,10 @@ BUILTIN = {"init", "version", "license", "data", "plan", "run"}
 
 
 def _extension(argv: list[str]) -> str | None:
-    words = _without_globals(argv)
+    _, words = split_globals(argv)
     if not words or words[0] in BUILTIN or words[0].startswith("-"):
         return None
     return extensions().get(words[0])
-
-
-def _without_globals(argv: list[str]) -> list[str]:
-    words, skip = [], False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word in GLOBAL_FLAGS:
-            skip = True
-        elif not word.startswith(GLOBAL_FLAGS):
-            words.append(word)
-    return words
 
 
 def run_extension(path: str, argv: list[str]) -> int:
@@ -257,18 +171,7 @@ def run_extension(path: str, argv: list[str]) -> int:
     ``KNIT_PROFILE_STORE`` and ``KNIT_ENV`` set; 0 when it succeeds, else 1."""
     from .profiles import default_name, store_path
 
-    values: dict[str, str] = {}
-    words, pending = [], None
-    for word in argv:
-        if pending:
-            values[pending], pending = word, None
-        elif word in GLOBAL_FLAGS:
-            pending = word
-        elif word.startswith(tuple(f + "=" for f in GLOBAL_FLAGS)):
-            flag, _, value = word.partition("=")
-            values[flag] = value
-        else:
-            words.append(word)
+    values, words = split_globals(argv)
     env = dict(os.environ)
     env["KNIT_PROFILE"] = values.get("--profile") or default_name()
     env["KNIT_PROFILE_STORE"] = str(store_path(values.get("--profile-store")))

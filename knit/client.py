@@ -15,7 +15,6 @@ and checksums travel in HTTP trailers both ways.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import ssl
 import tempfile
@@ -29,7 +28,8 @@ import requests
 
 from . import archive
 from .profiles import Profile, load_profile
-from .transport import TrailerResponse, connect, send_chunked
+from .tagtext import split_tag
+from .transport import TrailerResponse, Unreachable, connect, send_chunked
 
 FINISHED = ("done", "failed", "invalidated")
 
@@ -256,10 +256,12 @@ class KnitClient:
 
     @contextlib.contextmanager
     def _connection(self, timeout: float | None):
-        conn = connect(self.api_root, self.ssl_context, timeout=timeout)
+        """A connection whose network errors (only those: not the local files' while the
+        body is read or written) become "cannot connect"."""
+        conn = connect(self.api_root, self.ssl_context, timeout=timeout, guarded=True)
         try:
             yield conn
-        except (OSError, http.client.HTTPException) as e:
+        except Unreachable as e:
             raise self._unreachable(e) from None
         finally:
             conn.close()
@@ -340,10 +342,10 @@ def _tag_objects(tags) -> list[dict]:
     """Tags as Knitfab's CLI sends them in a tag change: ``{"key", "value"}`` objects."""
     out = []
     for tag in tags:
-        key, sep, value = str(tag).partition(":")
-        if not sep:
+        parts = split_tag(str(tag))
+        if parts is None:
             raise KnitError(f"tag should be KEY:VALUE: {tag!r}")
-        out.append({"key": key.strip(), "value": value.strip()})
+        out.append({"key": parts[0], "value": parts[1]})
     return out
 
 

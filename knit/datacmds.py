@@ -7,13 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import Context, UsageError, command, go_json, group
 from .client import ChecksumMismatch
+from .context import Context, UsageError, command, go_json, group
+from .flags import TRISTATE, add_graph_flags, depth, directions, tag_flags, time_window
 from .progress import bar
 from .render import write_graph
-from .timefmt import go_duration, parse_duration, parse_since
+from .tagtext import is_system_key
 
-TRANSIENT = {"both": None, "yes": True, "true": True, "no": False, "false": False}
+TRANSIENT = TRISTATE
 
 
 def register(groups, common) -> None:
@@ -47,27 +48,10 @@ def register(groups, common) -> None:
     lineage.set_defaults(func=cmd_lineage)
 
 
-def add_graph_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-u", "--upstream", action="store_true", help="only upstream")
-    parser.add_argument("-d", "--downstream", action="store_true", help="only downstream")
-    parser.add_argument("-n", "--numbers", default="3", metavar="N|all", help="how many steps (default 3)")
-    parser.add_argument("-o", "--output", metavar="FILE", help="render to FILE.png/.svg/.pdf with Graphviz")
-
-
-def tag_flags(ctx: Context, texts: list[str]) -> list[str]:
-    """``KEY:VALUE`` tags given on the command line; anything else is a usage error (exit 2),
-    as Knitfab's knit parses its tag flags, instead of a 400 from the server."""
-    for text in texts:
-        key, sep, _ = text.partition(":")
-        if not sep or not key.strip():
-            raise UsageError(f"tag should be KEY:VALUE: {text!r}", ctx.args.parser)
-    return texts
-
-
 def user_tags(ctx: Context, texts: list[str]) -> list[str]:
     """``KEY:VALUE`` tags a user may set; system tags are a usage error."""
     for text in tag_flags(ctx, texts):
-        if text.partition(":")[0].strip().startswith("knit#"):
+        if is_system_key(text.partition(":")[0]):
             raise UsageError(f"system tags cannot be set: {text!r}", ctx.args.parser)
     return texts
 
@@ -102,17 +86,6 @@ def cmd_find(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def time_window(ctx: Context, args: argparse.Namespace) -> tuple[str | None, str | None]:
-    if args.duration and not args.since:
-        raise UsageError("--duration needs --since", args.parser)
-    try:
-        since = parse_since(args.since) if args.since else None
-        duration = go_duration(parse_duration(args.duration)) if args.duration else None
-    except ValueError as e:
-        raise UsageError(str(e), args.parser) from None
-    return since, duration
-
-
 def cmd_pull(ctx: Context, args: argparse.Namespace) -> int:
     if args.dest == "-":
         if args.extract:
@@ -145,19 +118,6 @@ def cmd_tag(ctx: Context, args: argparse.Namespace) -> int:
     detail = ctx.client.tag_data(args.knit_id, args.add, args.remove, args.remove_key)
     ctx.log(go_json(detail))  # Knitfab prints the result as a log, on stderr
     return 0
-
-
-def depth(args: argparse.Namespace) -> int | None:
-    if args.numbers == "all":
-        return None
-    if not args.numbers.isdigit() or int(args.numbers) == 0:
-        raise UsageError(f"-n takes a positive number or all, not {args.numbers!r}", args.parser)
-    return int(args.numbers)
-
-
-def directions(args: argparse.Namespace) -> tuple[bool, bool]:
-    both = not (args.upstream or args.downstream)
-    return both or args.upstream, both or args.downstream
 
 
 def cmd_lineage(ctx: Context, args: argparse.Namespace) -> int:

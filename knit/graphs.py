@@ -313,16 +313,20 @@ def _ensure_data(source: GraphSource, graph: _Graph, knit_id: str, emphasized: b
     return graph.data[knit_id][0]
 
 
+class Missing(LookupError):
+    """A Data the graph needs is not found (the source's own not-found, whatever its kind)."""
+
+
 def _fetch_data(source: GraphSource, knit_id: str) -> dict:
     missing = f"data not found: {knit_id}"
     try:
         detail = source.get_data(knit_id)
     except Exception as e:
-        if isinstance(e, LookupError) or getattr(e, "status", None) == 404 or str(e) == missing:
-            raise LookupError(missing) from e
+        if isinstance(e, LookupError) or getattr(e, "status", None) == 404:
+            raise Missing(missing) from e
         raise
     if not detail:
-        raise LookupError(missing)
+        raise Missing(missing)
     return detail
 
 

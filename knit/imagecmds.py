@@ -9,8 +9,8 @@ import gzip
 import json
 import tarfile
 
-from .cli import Context, command, group
 from .client import KnitError
+from .context import Context, command, group
 from .registry import OCI_CONFIG, OCI_MANIFEST, Blob, Registry, file_digest, split_reference
 
 REF_NAME = "org.opencontainers.image.ref.name"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from .cli import Context, UsageError, command, go_json, group
 from .client import KnitError
-from .datacmds import add_graph_flags, depth, directions, tag_flags
+from .context import Context, UsageError, command, go_json, group
+from .flags import TRISTATE, add_graph_flags, depth, directions, tag_flags
 from .render import write_graph
 
-ACTIVE = {"both": None, "yes": True, "true": True, "no": False, "false": False}
+ACTIVE = TRISTATE
 SPEC_KEYS = (
     "annotations", "image", "entrypoint", "args", "inputs", "outputs", "log",
     "active", "resources", "on_node", "service_account",

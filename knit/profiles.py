@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .tagtext import split_tag
+
 DEFAULT_STORE = Path("~/.knit/profile")
 
 
@@ -146,7 +148,7 @@ def env_path(given: str | None, cwd: Path | None = None) -> Path:
 def load_env(path: Path) -> KnitEnv:
     doc = _mapping(path, f"{path}: knitenv must be a YAML mapping with tag and resource")
     tags = [str(t) for t in doc.get("tag") or []]
-    bad = [t for t in tags if ":" not in t]
+    bad = [t for t in tags if split_tag(t) is None]
     if bad:
         raise ProfileError(f"{path}: tags must be KEY:VALUE: {', '.join(bad)}")
     resources = {str(k): str(v) for k, v in (doc.get("resource") or {}).items()}

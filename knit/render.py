@@ -20,7 +20,7 @@ def write_graph(ctx, dot: str, output: str | None) -> int:
         return 0
     target = Path(output)
     if target.suffix not in FORMATS:
-        from .cli import UsageError
+        from .context import UsageError
 
         raise UsageError(f"-o wants a .png, .svg, .pdf or .dot file, not {output}", ctx.args.parser)
     fmt = FORMATS[target.suffix]

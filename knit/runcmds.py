@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import Context, command, go_json, group
-from .datacmds import time_window
+from .context import Context, command, go_json, group
+from .flags import time_window
 
 
 def register(groups, common) -> None:

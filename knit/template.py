@@ -16,11 +16,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .plandefaults import DEFAULT_RESOURCES
+from .tagtext import SYSTEM_PREFIX, split_tag
+
 MAX_CONFIG_SIZE = 16 << 20  # image configs are a few KiB; anything bigger is a layer
-DEFAULT_RESOURCES = {"cpu": "1", "memory": "1Gi"}
 INPUT = re.compile(r"(^|/)in(/|$)")
 OUTPUT = re.compile(r"(^|/)out(/|$)")
-SYSTEM_TAG_PREFIX = "knit#"
 
 Tag = tuple[str, str]
 
@@ -155,7 +156,7 @@ def plan_template(
 ) -> str:
     """The plan YAML (with Knitfab's comments) for the image in ``docker_save``, or a blank one."""
     tags = _user_tags(env_tags)
-    resources = {key: str((env_resources or {}).get(key) or value) for key, value in DEFAULT_RESOURCES.items()}
+    resources = _resources(env_resources)
     if scratch:
         if image:
             raise TemplateError("image:tag and --scratch are exclusive")
@@ -167,14 +168,14 @@ def plan_template(
 
 def _user_tags(texts: Iterable[str]) -> list[Tag]:
     tags = [_parse_tag(text) for text in texts]
-    return [tag for tag in tags if not tag[0].startswith(SYSTEM_TAG_PREFIX)]
+    return [tag for tag in tags if not tag[0].startswith(SYSTEM_PREFIX)]
 
 
 def _parse_tag(text: str) -> Tag:
-    key, sep, value = text.partition(":")
-    if not sep:
+    parts = split_tag(text)
+    if parts is None:
         raise TemplateError(f"tag parse error: {text} :no key")
-    return key.strip(), value.strip()
+    return parts
 
 
 def _tagset(tags: Iterable[Tag]) -> list[Tag]:
@@ -191,7 +192,7 @@ def plan_template_from_config(
     image_config: dict, image: str, env_tags: Sequence[str] = (), env_resources: dict[str, str] | None = None
 ) -> str:
     """The plan YAML for an image config read from a registry (``knit plan template --image``)."""
-    resources = {key: str((env_resources or {}).get(key) or value) for key, value in DEFAULT_RESOURCES.items()}
+    resources = _resources(env_resources)
     return _render(_config_plan(image_config, image, _user_tags(env_tags), resources))
 
 
@@ -377,3 +378,8 @@ def _escape(char: str) -> str:
         return char
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _resources(env_resources: dict[str, str] | None) -> dict[str, str]:
+    """The default resources, the knitenv's values in their place."""
+    return {key: str((env_resources or {}).get(key) or value) for key, value in DEFAULT_RESOURCES.items()}

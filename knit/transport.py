@@ -31,13 +31,54 @@ class TrailerResponse(http.client.HTTPResponse):
             self.trailers[name.strip().lower()] = value.strip()
 
 
-def connect(url: str, ssl_context: ssl.SSLContext | None = None, timeout: float = 60) -> http.client.HTTPConnection:
+class Unreachable(Exception):
+    """The server could not be reached, or the connection to it broke: raised by the network
+    calls of a ``connect(..., guarded=True)`` connection and its response, never for a local
+    file's error (a full disk while pulling is the disk's, not the server's)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.reason = getattr(error, "reason", None) or error
+
+
+def _network(method):
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable(e) from e
+
+    return guarded
+
+
+class GuardedResponse(TrailerResponse):
+    """A ``TrailerResponse`` whose reads raise ``Unreachable`` when the connection breaks."""
+
+    read = _network(TrailerResponse.read)
+    readinto = _network(TrailerResponse.readinto)
+    read1 = _network(TrailerResponse.read1)
+    readline = _network(TrailerResponse.readline)
+
+
+def _guarded(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+    names = ("connect", "putrequest", "putheader", "endheaders", "send", "getresponse")
+    return type(f"Guarded{base.__name__}", (base,), {name: _network(getattr(base, name)) for name in names})
+
+
+GUARDED = {http.client.HTTPConnection: _guarded(http.client.HTTPConnection)}
+GUARDED[http.client.HTTPSConnection] = _guarded(http.client.HTTPSConnection)
+
+
+def connect(
+    url: str, ssl_context: ssl.SSLContext | None = None, timeout: float = 60, guarded: bool = False
+) -> http.client.HTTPConnection:
+    """A connection to ``url``'s host; ``guarded``: its network errors are ``Unreachable``."""
     parts = urlsplit(url)
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=ssl_context)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    conn.response_class = TrailerResponse
+    base = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    kind = GUARDED[base] if guarded else base
+    extra = {"context": ssl_context} if parts.scheme == "https" else {}
+    conn = kind(parts.hostname, parts.port, timeout=timeout, **extra)
+    conn.response_class = GuardedResponse if guarded else TrailerResponse
     return conn
 
 

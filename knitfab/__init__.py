@@ -17,7 +17,7 @@ The model, in Knitfab's own words:
 
 The engine (``knitfab.engine``) does one pass of its stages per ``tick()``: project, initialize,
 start, watch, finish and collect garbage. Runs execute on a runner: the local bubblewrap
-sandbox (``knitfab.local``) or Kubernetes Jobs (``knitfab.k8s``).
+sandbox (``knitfab.runners.local``) or Kubernetes Jobs (``knitfab.runners.k8s``).
 """
 
 from knit import __version__  # noqa: F401  (one version for the server and the client)

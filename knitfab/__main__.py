@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -36,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         "--client-timeout", type=float, default=10.0, metavar="SECONDS",
         help="time for a client's request head, an idle keep-alive and each read of a body (default 10)",
     )  # fmt: skip
-    serve.add_argument("--capacity", help="local runner: cpu and memory runs may use at once, e.g. cpu=2,memory=8Gi")
+    serve.add_argument(
+        "--capacity", type=_capacity, help="local runner: cpu and memory runs may use at once, e.g. cpu=2,memory=8Gi"
+    )
     serve.add_argument("--allow-network", action="store_true", help="local runner: give runs the network")
     serve.add_argument(
         "--local-image", action="append", default=[], metavar="IMAGE:TAG=DIR",
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     for flag, env, what in _K8S_FLAGS:
         serve.add_argument(flag, help=f"kubernetes runner: {what} (default: ${env} or as docs/kubernetes.md says)")
-    serve.set_defaults(func=_cmd_serve)
+    serve.set_defaults(func=_cmd_serve, parser=serve)
     migrate = commands.add_parser("migrate", help="create or upgrade the database of a data directory")
     migrate.add_argument("--data-dir", default="./knitfab-data", help="where Knitfab keeps its data")
     migrate.add_argument("--db", type=Path, help="the SQLite database file (default <data-dir>/knitfab.db)")
@@ -172,6 +173,20 @@ _K8S_FLAGS = [
 ]
 
 
+class FlagError(Exception):
+    """Flags that do not go together or name what is not there: an argparse error (exit 2)."""
+
+
+def _capacity(text: str):
+    """``cpu=2,memory=8Gi`` (argparse's ``type``)."""
+    from .runners.local import parse_capacity
+
+    try:
+        return parse_capacity(text) if text else None
+    except (ValueError, KnitfabError) as e:
+        raise argparse.ArgumentTypeError(getattr(e, "advice", None) or str(e)) from None
+
+
 def _bytes(text: str) -> int:
     """``10Gi``, ``500M``, ``1024``: a byte count (argparse's ``type``)."""
     from . import quantity
@@ -187,32 +202,30 @@ def _bytes(text: str) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from . import quantity
-    from .local import parse_capacity
-    from .plans import parse_image
+    from .planspec import parse_image
     from .server import Config, KnitfabServer
 
     if bool(args.cert) != bool(args.key):
-        raise SystemExit("knitfab serve: --cert and --key go together")
-    for flag, env, _ in _K8S_FLAGS:
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None:
-            os.environ[env] = value  # the Kubernetes runner reads its settings from the environment
+        raise FlagError("--cert and --key go together")
+    kubernetes = {
+        env: value for flag, env, _ in _K8S_FLAGS if (value := getattr(args, flag[2:].replace("-", "_"))) is not None
+    }
     images = {}
     for item in args.local_image:
         image, sep, folder = item.rpartition("=")
         if not sep or not Path(folder).is_dir():
-            raise SystemExit(f"knitfab serve: --local-image wants IMAGE:TAG=DIR with an existing DIR: {item!r}")
+            raise FlagError(f"--local-image wants IMAGE:TAG=DIR with an existing DIR: {item!r}")
         images[":".join(parse_image(image))] = Path(folder)
     config = Config(
         host=args.host, port=args.port, data_dir=args.data_dir, runner=args.runner, token_file=args.token_file,
         cert=args.cert, key=args.key, public_url=args.public_url, threads=args.threads,
-        capacity=parse_capacity(args.capacity) if args.capacity else None, network=args.allow_network,
+        capacity=args.capacity, network=args.allow_network,
         local_images=images, public=_public(args.public),
         max_header_size=args.max_header_size, client_timeout=args.client_timeout, **_extensions(args.config),
         max_data_size=args.max_data_size, disk_reserve=args.disk_reserve,
         run_uid=args.run_uid, run_pids=args.run_pids,
         registry_port=args.registry_port or None, host_mode=not args.no_host_mode,
-        rootfs_cache=int(quantity.value(args.rootfs_cache)),
+        rootfs_cache=int(quantity.value(args.rootfs_cache)), kubernetes=kubernetes,
     )  # fmt: skip
     config.db = args.db
     return KnitfabServer(config).serve_forever()
@@ -220,7 +233,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _public(folder: Path | None) -> Path | None:
     if folder is not None and not (folder / "index.html").is_file():
-        raise SystemExit(f"knitfab serve: --public wants a directory with an index.html: {folder}")
+        raise FlagError(f"--public wants a directory with an index.html: {folder}")
     return folder
 
 
@@ -228,7 +241,8 @@ def _extensions(path: Path | None) -> dict:
     """``Config`` fields of the ``--config`` file: Knitfab's Helm values for hooks and extra API."""
     import yaml
 
-    from . import extraapi, hooks
+    from . import hooks
+    from .api import extra
 
     if path is None:
         return {}
@@ -236,14 +250,14 @@ def _extensions(path: Path | None) -> dict:
         doc = yaml.safe_load(path.read_text()) or {}
         if not isinstance(doc, dict):
             raise ValueError("a mapping with hooks and/or extraApi is expected")
-        return hooks.config_fields(doc) | extraapi.config_fields(doc)
+        return hooks.config_fields(doc) | extra.config_fields(doc)
     except (OSError, yaml.YAMLError, ValueError) as e:
-        raise SystemExit(f"knitfab serve: --config {path}: {e}") from None
+        raise FlagError(f"--config {path}: {e}") from None
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from .migrations import current_version
-    from .store import Store
+    from .store.db import Store
+    from .store.migrations import current_version
 
     store = Store(args.data_dir, db=args.db)
     print(f"{store.layout.db}: schema version {current_version(store.db)}")
@@ -252,7 +266,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
-    from .backup import backup
+    from .store.backup import backup
 
     manifest = backup(args.data_dir, args.dest)
     print(f"{args.dest}: {len(manifest['data'])} Data and the database (schema version {manifest['schema_version']})")
@@ -260,7 +274,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from .backup import restore
+    from .store.backup import restore
 
     manifest = restore(args.src, args.data_dir)
     print(f"{args.data_dir}: restored {len(manifest['data'])} Data from {args.src}")
@@ -270,8 +284,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     import json
 
-    from .imports import import_directory
-    from .store import Store
+    from .store.db import Store
+    from .store.imports import import_directory
 
     store = Store(args.data_dir)
     try:
@@ -286,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except FlagError as e:
+        args.parser.error(str(e))  # exits 2 with the command's usage
     except KnitfabError as e:
         print(f"knitfab: {e.message}", file=sys.stderr)
         return 1

@@ -34,7 +34,6 @@ message, so the database always has room and the server recovers by itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -42,20 +41,19 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from . import data as datastore
-from . import quantity, runs
+from . import quantity
 from .errors import KnitfabError
 from .hooks import Hooks
 from .outputspace import discard_outputs, free_bytes, written_bytes
-from .projection import Projector
-from .runner import Job, Mount, Runner, RunnerError, WorkerState
+from .runners.protocol import Job, Runner, RunnerError, WorkerState
 from .status import RunStatus
-from .store import Store, json_list
+from .store import data, jobs, runs
+from .store.db import Store
+from .store.jobs import load_job
+from .store.projection import Projector
 
 log = logging.getLogger("knitfab.engine")
 S = RunStatus
-# Queries below write "+p.name": SQLite would otherwise start from the plan-name index and walk
-# every run of every plan; the run status index finds the few runs a stage wants.
 _WATCHED = {
     WorkerState.RUNNING: (S.RUNNING, None),
     WorkerState.SUCCEEDED: (S.COMPLETING, (0, "")),
@@ -135,13 +133,9 @@ class Engine:
         """At start-up, before serving: uploads that were in flight when the server died can
         never complete, so they fail.
         Image runs need nothing here: ``watch`` finds their workers again, or reports 254."""
-        datastore.recover_uploads(self.store)
-        reconcile = getattr(self.runner, "reconcile", None)  # runners whose workers outlive a run's record
-        if reconcile is not None:
-            live = self.store.column(
-                "SELECT run_id FROM run WHERE status IN ('ready', 'starting', 'running', 'completing', 'aborting')"
-            )
-            for handle in reconcile(live):
+        data.recover_uploads(self.store)
+        if self.runner is not None:
+            for handle in self.runner.reconcile(jobs.live_runs(self.store)):
                 log.warning("deleted worker %s, which no run of this server owns", handle)
 
     # -- stages ---------------------------------------------------------------------------------
@@ -232,15 +226,12 @@ class Engine:
         """Remove dropped Data; one that cannot be removed is logged and stays queued, to be tried
         again after the others (round-robin by rowid)."""
         cursor = self._cursors.get("gc", 0)
-        sql = "SELECT rowid, knit_id FROM garbage WHERE rowid {} ? ORDER BY rowid LIMIT ?"
-        rows = self.store.all(sql.format(">"), cursor, self.batch)
-        rows += self.store.all(sql.format("<="), cursor, self.batch - len(rows))
+        rows = jobs.garbage(self.store, cursor, self.batch)
         removed = [knit_id for _, knit_id in rows if self._remove(knit_id)]
         if rows:
             self._cursors["gc"] = rows[-1][0]
         for knit_id in removed:
-            with self.store.write():
-                self.store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
+            jobs.collected(self.store, knit_id)
         return bool(removed)
 
     def _remove(self, knit_id: str) -> bool:
@@ -275,10 +266,7 @@ class Engine:
         free = self._disk_short()
         if free is None:
             return False
-        writers = self.store.column(
-            "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE r.status IN ('starting', 'running') AND +p.name IS NULL"
-        )
+        writers = jobs.writing(self.store)
         sizes = {run_id: written_bytes(self.store.layout, load_job(self.store, run_id)) for run_id in writers}
         biggest = max(sizes, key=sizes.__getitem__, default=None)
         if biggest is None or sizes[biggest] == 0:
@@ -331,32 +319,12 @@ class Engine:
         return failed is not None
 
     def _take_turns(self, statuses: list[RunStatus], order: str) -> list[str]:
-        """Up to ``batch`` runs of image plans in ``statuses``, the plans taking turns: the first
-        run (in ``order``) of every plan, then the second, and so on, a plan's turns counted after
-        the runs it has in flight (so a plan with two runs going waits for one with none)."""
-        return self.store.column(
-            "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run WHERE worker IS NOT NULL GROUP BY plan_id)"
-            " SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at, COALESCE(b.n, 0)"
-            f" + ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
-            " FROM run r JOIN plan p ON p.plan_id = r.plan_id LEFT JOIN busy b ON b.plan_id = r.plan_id"
-            " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL) r"
-            f" ORDER BY turn, {order} LIMIT ?",
-            json_list(s.value for s in statuses),
-            self.batch,
-        )
+        return jobs.take_turns(self.store, statuses, order, self.batch)
 
     def _pick(self, stage: str, statuses: list[RunStatus]) -> list[str]:
         """Up to ``batch`` runs of image plans in ``statuses``, continuing after the last one
         this stage saw and wrapping around."""
-        cursor = self._cursors.get(stage, 0)
-        sql = (
-            "SELECT r.seq, r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
-            " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL AND r.seq {} ?"
-            " ORDER BY r.seq LIMIT ?"
-        )
-        names = json_list(s.value for s in statuses)
-        rows = self.store.all(sql.format(">"), names, cursor, self.batch)
-        rows += self.store.all(sql.format("<="), names, cursor, self.batch - len(rows))
+        rows = jobs.after(self.store, statuses, self._cursors.get(stage, 0), self.batch)
         if rows:
             self._cursors[stage] = rows[-1][0]
         return [run_id for _, run_id in rows]
@@ -408,44 +376,9 @@ class Engine:
 
     def _in_use(self) -> dict[str, Decimal]:
         used: dict[str, Decimal] = {}
-        for rtype, qty in self.store.all(
-            "SELECT pr.type, pr.quantity FROM run r JOIN plan_resource pr ON pr.plan_id = r.plan_id"
-            " WHERE r.worker IS NOT NULL"
-        ):
+        for rtype, qty in jobs.resources_in_use(self.store):
             used[rtype] = used.get(rtype, Decimal(0)) + quantity.value(qty)
         return used
-
-
-def load_job(store: Store, run_id: str) -> Job:
-    """A run as the runner sees it."""
-    plan_id, image, version, entrypoint, args, account, worker = store.one(
-        "SELECT r.plan_id, p.image, p.version, p.entrypoint, p.args, p.service_account, r.worker"
-        " FROM run r JOIN plan p ON p.plan_id = r.plan_id WHERE r.run_id = ?",
-        run_id,
-    )
-    inputs = store.all(
-        "SELECT i.path, a.knit_id FROM assign a JOIN input i ON i.id = a.input_id WHERE a.run_id = ? ORDER BY i.path",
-        run_id,
-    )
-    made = store.all(
-        "SELECT o.path, d.knit_id, o.is_log FROM data d JOIN output o ON o.id = d.output_id"
-        " WHERE d.run_id = ? ORDER BY o.path",
-        run_id,
-    )
-    return Job(
-        run_id=run_id,
-        plan_id=plan_id,
-        image=f"{image}:{version}",
-        entrypoint=json.loads(entrypoint) if entrypoint else [],
-        args=json.loads(args) if args else [],
-        inputs=[Mount(path, knit_id) for path, knit_id in inputs],
-        outputs=[Mount(path, knit_id) for path, knit_id, is_log in made if not is_log],
-        log=next((knit_id for _, knit_id, is_log in made if is_log), None),
-        resources=dict(store.all("SELECT type, quantity FROM plan_resource WHERE plan_id = ?", plan_id)),
-        on_node=store.all("SELECT mode, key, value FROM plan_on_node WHERE plan_id = ? ORDER BY 1, 2, 3", plan_id),
-        service_account=account,
-        worker=worker,
-    )
 
 
 def _requests(job: Job) -> dict[str, Decimal]:

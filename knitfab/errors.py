@@ -78,7 +78,21 @@ class InsufficientStorage(KnitfabError):
 
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-SQLITE_FULL = 13
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL = 5, 6, 13
+SQLITE_FULL_MESSAGE = "database or disk is full"  # sqlite3_errstr(SQLITE_FULL)
+
+
+def sqlite_code(e: BaseException) -> int | None:
+    """SQLite's primary result code of ``e``, anywhere in its chain (peewee raises its own
+    exception while handling sqlite3's, which carries the code); None when it is not SQLite's."""
+    seen: list[BaseException] = []
+    while isinstance(e, BaseException) and e not in seen:
+        seen.append(e)
+        code = getattr(e, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF  # an extended code (SQLITE_BUSY_SNAPSHOT...) keeps its primary in the low byte
+        e = e.__cause__ or e.__context__ or (e.args[0] if e.args else None)
+    return None
 
 
 def disk_full(e: BaseException) -> InsufficientStorage | None:
@@ -89,7 +103,9 @@ def disk_full(e: BaseException) -> InsufficientStorage | None:
         seen.append(e)
         if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
             return InsufficientStorage(f"the data volume is full ({e.strerror}): free some space and retry")
-        if getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(e):
+        # peewee drops sqlite3's exception (and its code) when the full disk also fails the
+        # rollback; then only SQLite's fixed message for SQLITE_FULL is left to recognise it by.
+        if getattr(e, "sqlite_errorcode", -1) & 0xFF == SQLITE_FULL or str(e) == SQLITE_FULL_MESSAGE:
             return InsufficientStorage("the database's disk is full: free some space and retry")
         e = e.__cause__ or e.__context__ or (e.args[0] if e.args else None)
     return None

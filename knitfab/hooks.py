@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import requests
 
-from . import runs
 from .status import ALLOWED, RunStatus
-from .store import Store
+from .store import runs
+from .store.db import Store
 
 log = logging.getLogger("knitfab.hooks")
 S = RunStatus

@@ -26,8 +26,8 @@ from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api, RbacAuthorizatio
 from kubernetes.client.exceptions import ApiException
 
 from .errors import KnitfabError
-from .k8s import WORKER_SELECTOR
 from .manifest import TLS_SECRET, Settings, render
+from .runners.k8s import WORKER_SELECTOR
 
 # kind -> the typed API and the suffix of its create_/patch_/delete_ methods
 APIS = {

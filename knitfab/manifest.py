@@ -103,7 +103,7 @@ def priority_class() -> dict:
     )  # fmt: skip
 
 
-# What knitfab/k8s.py calls, and nothing more (tests/test_manifests.py checks it against the calls).
+# What knitfab/runners/k8s.py calls, and nothing more (tests/test_manifests.py checks it against the calls).
 RUNNER_VERBS = {
     ("batch", "jobs"): ["create", "delete", "get", "list"],
     ("", "pods"): ["list"],

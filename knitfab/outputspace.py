@@ -9,8 +9,8 @@ import os
 import shutil
 import stat
 
-from .runner import Job
-from .store import Layout
+from .runners.protocol import Job
+from .store.layout import Layout
 
 LOG_KEPT = 64 << 10  # bytes of its log a run stopped for filling the disk keeps
 

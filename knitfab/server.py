@@ -31,16 +31,17 @@ import yaml
 from cheroot import wsgi
 from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, KnownLengthRFile
 
-from . import extraapi
-from .data import UploadLimits
+from .api import extra
+from .api.app import create_app
+from .api.web import Services
 from .diskspace import DEFAULT_RESERVE
 from .engine import Engine
 from .errors import BadRequest, KnitfabError
 from .hooks import Hooks
-from .http import Services, create_app
-from .local import LocalRunner
 from .reception import ProbeWorkers, Reception
-from .store import Store
+from .runners.local import LocalRunner
+from .store.data import UploadLimits
+from .store.db import Store
 
 log = logging.getLogger("knitfab.server")
 PIECE = 1 << 16
@@ -72,7 +73,7 @@ class Config:
     hooks_before: list[str] = field(default_factory=list)  # lifecycle hooks (hooks.py), from --config
     hooks_after: list[str] = field(default_factory=list)
     hook_timeout: float = 10.0
-    extra_api: dict[str, str] = field(default_factory=dict)  # path → proxy_to (extraapi.py), from --config
+    extra_api: dict[str, str] = field(default_factory=dict)  # path → proxy_to (extra.py), from --config
     max_data_size: int | None = None  # bytes one upload may hold; None: whatever fits above the reserve
     disk_reserve: int = DEFAULT_RESERVE  # bytes uploads (and run outputs) always leave free on the disk
     run_uid: int | None = None  # local runner, server as root: the uid runs execute as
@@ -81,6 +82,8 @@ class Config:
     host_mode: bool = True  # local runner: run plans whose image is not in the registry over the host
     rootfs_cache: int = 20 << 30  # local runner: bytes of unpacked images kept
     db: Path | None = None  # the SQLite file; default <data_dir>/knitfab.db
+    # kubernetes runner: settings from the flags by their variable's name (KNITFAB_NAMESPACE...)
+    kubernetes: dict[str, str] = field(default_factory=dict)
 
 
 class KnitfabServer:
@@ -107,7 +110,7 @@ class KnitfabServer:
         services.public = str(config.public) if config.public else None
         services.upload_limits = UploadLimits(config.max_data_size, config.disk_reserve)
         app = create_app(services)
-        extraapi.install(app, config.extra_api, token)
+        extra.install(app, config.extra_api, token)
         self.http = self._http(app)
         self._spawn("engine", self.engine.run_forever, self.stopping)
         self._spawn("http", self.http.serve)
@@ -179,15 +182,15 @@ class KnitfabServer:
     def _runner(self):
         config = self.config
         if config.runner == "kubernetes":
-            from .k8s import KubernetesRunner  # only this path imports the kubernetes client
+            from .runners.k8s import KubernetesRunner  # only this path imports the kubernetes client
 
-            runner = KubernetesRunner.from_environment(self.store.layout)
+            runner = KubernetesRunner.from_environment(self.store.layout, config.kubernetes)
             runner.refresh_in_background(self.stopping)  # the engine's status calls then read memory
             return runner
         runner = LocalRunner(self.store.layout, config.capacity, config.network, config.local_images,
-                             run_uid=config.run_uid, pids=config.run_pids)  # fmt: skip
+                             run_uid=config.run_uid, pids=config.run_pids,
+                             on_exit=lambda: self.engine.wake())  # a run that ends is finished at once  # fmt: skip
         runner.use_images(self._image_cache(), config.host_mode)
-        runner.on_exit = lambda: self.engine.wake()  # a run that ends is finished at once
         return runner
 
     def _registry(self, token: str | None) -> wsgi.Server | None:

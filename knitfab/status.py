@@ -26,14 +26,16 @@ class RunStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.DONE, RunStatus.FAILED, RunStatus.INVALIDATED)
+        return self in FINISHED
 
 
 S = RunStatus
 PROCESSING = frozenset({S.DEACTIVATED, S.WAITING, S.READY, S.STARTING, S.RUNNING, S.COMPLETING, S.ABORTING})
+LIVE = frozenset({S.READY, S.STARTING, S.RUNNING, S.COMPLETING, S.ABORTING})  # a worker may exist
+FINISHED = frozenset({S.DONE, S.FAILED, S.INVALIDATED})
 
-# Anything not listed is refused with 409 "prohibited operation". Retry (done|failed → waiting)
-# and delete (→ invalidated) are not status changes of this machine: runs.py does them apart.
+# Anything not listed is refused with 409 "prohibited operation". Retry, delete and the engine's
+# failures are not moves of this machine: they have tables of their own below (OPERATIONS).
 ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
     S.DEACTIVATED: frozenset({S.WAITING, S.ABORTING}),
     S.WAITING: frozenset({S.DEACTIVATED, S.READY, S.ABORTING}),
@@ -60,12 +62,35 @@ def failure_of(current: RunStatus) -> RunStatus | None:
     return FAILURE.get(current)
 
 
-def check_transition(current: RunStatus, new: RunStatus) -> bool:
+def initial_status(active: bool) -> RunStatus:
+    """Where a new (or retried) run of a plan starts: it waits unless its plan is deactivated."""
+    return S.WAITING if active else S.DEACTIVATED
+
+
+def activation(active: bool) -> tuple[RunStatus, RunStatus]:
+    """(from, to) of a plan's waiting runs when the plan is activated or deactivated."""
+    return initial_status(not active), initial_status(active)
+
+
+# Moves that are not a run's own life: retry (§6.7) puts a finished run back to where a new run
+# of its plan starts, delete (§6.8) invalidates a run that has finished or never started, and
+# the engine fails a run it cannot carry on (FAILURE).
+RESTARTABLE = frozenset({S.DONE, S.FAILED})
+REMOVABLE = frozenset({S.DONE, S.FAILED, S.WAITING, S.DEACTIVATED})
+OPERATIONS: dict[str, dict[RunStatus, frozenset[RunStatus]]] = {
+    "run": ALLOWED,
+    "retry": {s: frozenset({S.WAITING, S.DEACTIVATED}) for s in RESTARTABLE},
+    "delete": {s: frozenset({S.INVALIDATED}) for s in REMOVABLE},
+    "fail": {s: frozenset({t}) for s, t in FAILURE.items()},
+}
+
+
+def check_transition(current: RunStatus, new: RunStatus, operation: str = "run") -> bool:
     """True when the change must be written, False for a same-status no-op; raises when the
-    table forbids it (a terminal status never "changes" to itself either)."""
-    if current == new and not current.finished:
+    operation's table forbids it (a terminal status never "changes" to itself either)."""
+    if current == new and not current.finished and operation == "run":
         return False
-    if new not in ALLOWED[current]:
+    if new not in OPERATIONS[operation].get(current, frozenset()):
         raise InvalidTransition(f"run status cannot change from {current} to {new}")
     return True
 

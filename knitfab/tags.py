@@ -6,10 +6,11 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from knit.tagtext import SYSTEM_PREFIX, split_tag
+
 from .errors import BadRequest
 from .times import format_ts, parse_rfc3339
 
-SYSTEM_PREFIX = "knit#"
 KEY_ID = "knit#id"
 KEY_TIMESTAMP = "knit#timestamp"
 KEY_TRANSIENT = "knit#transient"
@@ -40,10 +41,10 @@ class Tag(NamedTuple):
 
 def parse_tag(text: str) -> Tag:
     """``KEY:VALUE``, split at the first colon, both sides trimmed."""
-    if not isinstance(text, str) or ":" not in text:
+    parts = split_tag(text) if isinstance(text, str) else None
+    if parts is None:
         raise BadRequest("each tag should be formatted as KEY:VALUE", reason=f"tag parse error: {text} :no key")
-    key, value = text.split(":", 1)
-    return checked(Tag(key.strip(), value.strip()))
+    return checked(Tag(*parts))
 
 
 def tag_from_json(obj: object) -> Tag:

@@ -11,7 +11,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
-from knit import timefmt as go
+from knit import timefmt
 
 from .errors import BadRequest
 
@@ -64,7 +64,7 @@ def parse_duration(text: str) -> int:
     """Go's ``time.ParseDuration`` syntax (``300ms``, ``1.5h``, ``2h45m``) to microseconds,
     within Go's range (an int64 of nanoseconds, about 292 years)."""
     try:
-        us = round(go.parse_duration(text) * 1_000_000)
+        us = round(timefmt.parse_duration(text) * 1_000_000)
     except OverflowError:
         us = MAX_DURATION_US + 1
     except ValueError as e:

@@ -1,6 +1,6 @@
 import pytest
 
-from knitfab.store import Store
+from knitfab.store.db import Store
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def server(tmp_path):
     from fake_runner import FakeRunner
 
     from knitfab.server import Config, KnitfabServer
-    from knitfab.store import Layout
+    from knitfab.store.layout import Layout
 
     data_dir = tmp_path / "server"
     srv = KnitfabServer(Config(port=0, data_dir=data_dir, poll=0.05), runner=FakeRunner(Layout(data_dir)))

@@ -17,7 +17,7 @@ from helpers import wait_for
 
 from knit.transport import connect, send_chunked
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.layout import Layout
 
 
 def start_server(data_dir: Path, token: str | None = None, tls: bool = False) -> KnitfabServer:

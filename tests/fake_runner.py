@@ -7,11 +7,11 @@ log), ``["fail", "N"]`` ends with exit N, ``["hang"]`` runs until the test calls
 
 from __future__ import annotations
 
-from knitfab.runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
-from knitfab.store import Layout
+from knitfab.runners.protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from knitfab.store.layout import Layout
 
 
-class FakeRunner:
+class FakeRunner(Runner):
     def __init__(self, layout: Layout, capacity=None):
         self.layout = layout
         self.capacity = capacity

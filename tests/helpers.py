@@ -6,9 +6,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from knitfab import data, planstore
-from knitfab.plans import parse_plan_spec
-from knitfab.store import Store
+from knitfab.planspec import parse_plan_spec
+from knitfab.store import data, plans
+from knitfab.store.db import Store
 from knitfab.tags import Tag, parse_tag
 
 
@@ -44,7 +44,7 @@ def plan_doc(inputs: dict[str, list[str]], outputs: dict[str, list[str]] | None 
 
 
 def apply(store: Store, inputs: dict[str, list[str]], outputs: dict[str, list[str]] | None = None, **extra) -> dict:
-    return planstore.apply_plan(store, parse_plan_spec(plan_doc(inputs, outputs, **extra)))
+    return plans.apply_plan(store, parse_plan_spec(plan_doc(inputs, outputs, **extra)))
 
 
 def runs_of(store: Store, plan_id: str) -> list[tuple]:

@@ -12,7 +12,7 @@ import uuid
 
 from helpers import wait_for
 
-from knitfab.runner import Job, Mount, WorkerState
+from knitfab.runners.protocol import Job, Mount, WorkerState
 
 
 class RunnerContract:
@@ -81,8 +81,7 @@ class RunnerContract:
     def test_start_again_is_the_same_worker(self, runner, store):
         job = self.launch(runner, store, "hang")
         assert runner.start(job) == job.worker
-        while not runner.stop(job):
-            pass
+        wait_for(lambda: runner.stop(job), timeout=30)
         runner.cleanup(job)
 
     def test_a_worker_never_started_is_missing(self, runner, store):

@@ -7,10 +7,10 @@ import pytest
 import requests
 from helpers import wait_for
 
-from knitfab.engine import load_job
-from knitfab.local import LocalRunner
+from knitfab.runners.local import LocalRunner
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.jobs import load_job
+from knitfab.store.layout import Layout
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,12 @@ from fake_runner import FakeRunner
 from helpers import apply, push, read_tree, runs_of, wait_for
 from peewee import SqliteDatabase
 
-from knitfab import data, runs
 from knitfab.__main__ import main
-from knitfab.backup import BackupError, backup, restore
 from knitfab.engine import Engine
-from knitfab.migrations import LATEST, current_version, migrate
-from knitfab.store import Store
+from knitfab.store import data, runs
+from knitfab.store.backup import BackupError, backup, restore
+from knitfab.store.db import Store
+from knitfab.store.migrations import LATEST, current_version, migrate
 
 
 def done_data(api) -> dict[str, dict]:

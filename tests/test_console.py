@@ -13,7 +13,7 @@ from helpers import push, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from knitfab.engine import load_job
+from knitfab.store.jobs import load_job
 
 pytestmark = pytest.mark.slow
 ZONE = "Asia/Tokyo"

@@ -171,7 +171,7 @@ def test_public_serves_another_console(tmp_path):
     from fake_runner import FakeRunner
 
     from knitfab.server import Config, KnitfabServer
-    from knitfab.store import Layout
+    from knitfab.store.layout import Layout
 
     (tmp_path / "web" / "static").mkdir(parents=True)
     (tmp_path / "web" / "index.html").write_text("<html>Knitfab's own console</html>")
@@ -189,9 +189,10 @@ def test_public_serves_another_console(tmp_path):
         server.stop()
 
 
-def test_public_needs_an_index(tmp_path):
-    with pytest.raises(SystemExit, match="index.html"):
+def test_public_needs_an_index(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
         main(["serve", "--data-dir", str(tmp_path / "d"), "--public", str(tmp_path)])
+    assert exited.value.code == 2 and "--public wants a directory with an index.html" in capsys.readouterr().err
 
 
 def test_hostile_tags_stay_text_in_the_svg(history):

@@ -4,9 +4,9 @@ import pytest
 from fake_runner import FakeRunner
 from helpers import apply, push, tags
 
-from knitfab import data, runs
 from knitfab.engine import Engine
 from knitfab.errors import BadRequest, NotFound
+from knitfab.store import data, runs
 from knitfab.tags import Tag
 from knitfab.times import parse_rfc3339
 

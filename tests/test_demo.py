@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from knitfab import data, runs
-from knitfab.store import Store
+from knitfab.store import data, runs
+from knitfab.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [

@@ -7,8 +7,9 @@ from decimal import Decimal
 from fake_runner import FakeRunner
 from helpers import apply, push, runs_of, wait_for
 
-from knitfab import data, runs
-from knitfab.engine import Engine, load_job
+from knitfab.engine import Engine
+from knitfab.store import data, runs
+from knitfab.store.jobs import load_job
 from knitfab.times import format_ts, parse_rfc3339
 
 

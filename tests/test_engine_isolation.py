@@ -7,11 +7,11 @@ import pytest
 from fake_runner import FakeRunner
 from helpers import apply, drive, push, runs_of, wait_for
 
-from knitfab import runs
 from knitfab.engine import Engine
 from knitfab.errors import InvalidTransition
-from knitfab.local import LocalRunner
+from knitfab.runners.local import LocalRunner
 from knitfab.status import RunStatus
+from knitfab.store import runs
 
 STAGE_OF = {"prepare": "initialize", "start": "start", "status": "watch", "stop": "finish", "cleanup": "finish"}
 

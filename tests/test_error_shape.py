@@ -44,15 +44,36 @@ ERRORS = [
 ]
 
 
-def test_every_error_path_has_the_same_shape(api):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One real server for every case (each is an error, so none changes what the next sees),
+    with a Data, its upload run and the upload's pseudo plan to aim at."""
+    from apiclient import Api
+    from fake_runner import FakeRunner
+
+    from knitfab.server import Config, KnitfabServer
+    from knitfab.store.layout import Layout
+
+    data_dir = tmp_path_factory.mktemp("errors") / "server"
+    server = KnitfabServer(Config(port=0, data_dir=data_dir, poll=0.05), runner=FakeRunner(Layout(data_dir)))
+    server.start()
+    api = Api(server.url.removesuffix("/api"))
     pushed = api.push({"x": "1"})
-    pseudo = pushed["upstream"]["run"]["plan"]["planId"]
-    names = {"data": pushed["knitId"], "upload": pushed["upstream"]["run"]["runId"], "pseudo": pseudo}
-    for method, path, body, headers, status in ERRORS:
-        resp = api.call(method, path.format(**names), data=body, headers=headers)
-        where = f"{method} {path} -> {resp.status_code} {resp.text!r}"
-        assert resp.status_code == status, where
-        assert resp.headers["Content-Type"] == "application/json; charset=UTF-8", where
-        assert resp.text.endswith("\n"), where
-        body = resp.json()
-        assert list(body) == ["message"] and isinstance(body["message"], str) and body["message"], where
+    run = pushed["upstream"]["run"]
+    yield api, {"data": pushed["knitId"], "upload": run["runId"], "pseudo": run["plan"]["planId"]}
+    api.http.close()
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status"), ERRORS, ids=[f"{e[0]} {e[1]} {e[4]}" for e in ERRORS]
+)
+def test_every_error_path_has_the_same_shape(served, method, path, body, headers, status):
+    api, names = served
+    resp = api.call(method, path.format(**names), data=body, headers=headers)
+    where = f"{method} {path} -> {resp.status_code} {resp.text!r}"
+    assert resp.status_code == status, where
+    assert resp.headers["Content-Type"] == "application/json; charset=UTF-8", where
+    assert resp.text.endswith("\n"), where
+    answer = resp.json()
+    assert list(answer) == ["message"] and isinstance(answer["message"], str) and answer["message"], where

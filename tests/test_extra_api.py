@@ -11,9 +11,9 @@ import pytest
 import requests
 from fake_runner import FakeRunner
 
-from knitfab.extraapi import config_fields
+from knitfab.api.extra import config_fields
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.layout import Layout
 
 DEADLINE = 10
 

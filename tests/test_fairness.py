@@ -10,8 +10,9 @@ import pytest
 from fake_runner import FakeRunner
 from helpers import apply, push, runs_of
 
-from knitfab import projection
-from knitfab.engine import Engine, load_job
+from knitfab.engine import Engine
+from knitfab.store import projection
+from knitfab.store.jobs import load_job
 
 SIDE = 150  # 150 x 150 = 22,500 combinations, the size of the report
 

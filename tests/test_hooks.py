@@ -14,14 +14,14 @@ import yaml
 from fake_runner import FakeRunner
 from helpers import apply, drive, push, runs_of, wait_for
 
-from knitfab import runs
 from knitfab.__main__ import _extensions
 from knitfab.engine import Engine
 from knitfab.hooks import Hooks, config_fields
-from knitfab.k8s import main_container
-from knitfab.runner import Job
+from knitfab.runners.k8s import main_container
+from knitfab.runners.protocol import Job
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store import runs
+from knitfab.store.layout import Layout
 
 
 class Receiver:
@@ -176,7 +176,7 @@ def test_injected_env_goes_into_the_kubernetes_worker():
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap"), reason="bubblewrap is not installed (make install)")
 def test_injected_env_reaches_a_run_in_the_local_sandbox(store, receiver):
-    from knitfab.local import LocalRunner
+    from knitfab.runners.local import LocalRunner
 
     engine = hooked(store, receiver, runner=LocalRunner(store.layout, grace=1))
     receiver.answers["/before"] = extension({"HOOKED": "hello from a hook"})

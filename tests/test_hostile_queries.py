@@ -6,7 +6,7 @@ import pytest
 from apiclient import Api
 
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.layout import Layout
 
 JSON = {"Content-Type": "application/json"}
 PLAN = {"image": "repo/img:1", "inputs": [{"path": "/in", "tags": ["a:b"]}], "outputs": []}

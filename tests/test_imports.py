@@ -7,11 +7,11 @@ import pytest
 from fake_runner import FakeRunner
 from helpers import apply, read_tree, runs_of
 
-from knitfab import data, runs
 from knitfab.__main__ import main
 from knitfab.engine import Engine
 from knitfab.errors import BadRequest
-from knitfab.imports import import_directory
+from knitfab.store import data, runs
+from knitfab.store.imports import import_directory
 
 
 def folder(root, files=None):

@@ -1,4 +1,4 @@
-"""The Kubernetes runner (knitfab/k8s.py) with no cluster.
+"""The Kubernetes runner (knitfab/runners/k8s.py) with no cluster.
 
 Every Job it makes is validated offline against a pinned Kubernetes API schema (kubernetes-validate,
 strict). The runner itself is driven through the real ``kubernetes`` client against kmock's emulated
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -28,11 +29,11 @@ from kubernetes.client.exceptions import ApiException
 from runner_contract import RunnerContract
 from schemas import K8S_VERSIONS
 
-import knitfab.k8s
+import knitfab.runners.k8s
 from knitfab.errors import ConfigurationError
-from knitfab.k8s import KubernetesRunner, job_manifest, job_name
-from knitfab.k8sstorage import filesystem_of, refuse_network_database
-from knitfab.runner import Job, Mount, RunnerError, WorkerState
+from knitfab.runners.k8s import KubernetesRunner, job_manifest, job_name
+from knitfab.runners.k8sstorage import filesystem_of, refuse_network_database
+from knitfab.runners.protocol import Job, Mount, RunnerError, WorkerState
 
 NS = "knitfab"
 PVC = "knitfab-data"
@@ -887,7 +888,7 @@ class TestFromEnvironment:
             (tmp_path / name).write_text(text)
         monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
         monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
-        monkeypatch.setattr(knitfab.k8s, "NAMESPACE_FILE", str(tmp_path / "namespace"))
+        monkeypatch.setattr(knitfab.runners.k8s, "NAMESPACE_FILE", str(tmp_path / "namespace"))
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
         for name in ("KNITFAB_NAMESPACE", "KNITFAB_DATA_PVC", "KNITFAB_DATA_SUBPATH", "KNITFAB_WORKER_PRIORITY_CLASS"):
@@ -900,6 +901,22 @@ class TestFromEnvironment:
         assert runner.batch.api_client.configuration.host == "https://10.96.0.1:443"
         assert (runner.namespace, runner.pvc, runner.data_root) == ("team-b", "knitfab-data", "")
         assert (runner.priority_class, asked) == ("knit-worker-priority", ["node-1"])
+
+    def test_the_servers_flags_win_over_the_environment_and_leave_it_alone(self, store, tmp_path, monkeypatch):
+        for name in ("token", "ca.crt"):
+            (tmp_path / name).write_text("not checked until a request")
+        monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+        monkeypatch.setattr(kubernetes.config.incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+        monkeypatch.setenv("KNITFAB_NAMESPACE", "from-env")
+        monkeypatch.setenv("KNITFAB_DATA_PVC", "env-data")
+        monkeypatch.setattr(KubernetesRunner, "pin_to_storage", lambda self, node: None)
+        given = {"KNITFAB_NAMESPACE": "from-flag", "KNITFAB_DATA_SUBPATH": "sub"}  # Config.kubernetes
+        runner = KubernetesRunner.from_environment(store.layout, given)
+        runner.batch.api_client.close()
+        assert (runner.namespace, runner.pvc, runner.data_root) == ("from-flag", "env-data", "sub")
+        assert os.environ["KNITFAB_NAMESPACE"] == "from-env" and "KNITFAB_DATA_SUBPATH" not in os.environ
 
 
 MOUNTINFO = """\
@@ -942,7 +959,7 @@ class TestStorage:
             runner.pin_to_storage(node)
 
     def test_the_database_may_live_outside_the_data_directory(self, tmp_path):
-        from knitfab.store import Store
+        from knitfab.store.db import Store
 
         store = Store(tmp_path / "data", db=tmp_path / "db" / "knitfab.db")
         store.close()
@@ -980,7 +997,7 @@ class TestApiLoad:
     RUNS = 32
 
     def requests_per_tick(self, cluster, runner, engine) -> list:
-        runner._snapshot = knitfab.k8s.Snapshot()  # as after max_age: one refresh in this tick
+        runner._snapshot = knitfab.runners.k8s.Snapshot()  # as after max_age: one refresh in this tick
         before = len(cluster.emulator)
         engine.tick()
         return [
@@ -1056,8 +1073,8 @@ class TestTheRunsMessage:
     def test_a_waiting_run_says_why_in_its_message_until_it_runs(self, cluster, store):
         from helpers import apply, push
 
-        from knitfab import runs
         from knitfab.engine import Engine
+        from knitfab.store import runs
 
         runner = cluster.runner(store.layout)
         engine = Engine(store, runner)
@@ -1090,7 +1107,7 @@ class TestLogPosition:
         assert not (store.layout.worker(job.run_id) / "log.position").exists()
 
     def test_a_stale_position_is_dropped_instead_of_padding_the_file(self, tmp_path):
-        from knitfab.k8slog import LogCopy, Position
+        from knitfab.runners.k8slog import LogCopy, Position
 
         (tmp_path / "log").write_bytes(b"")
         Position(ns=10**18, same=1, size=100).save(tmp_path / "log.position")

@@ -12,7 +12,7 @@ import yaml
 from helpers import wait_for
 from knit_helpers import knit, ok
 
-from knitfab.engine import load_job
+from knitfab.store.jobs import load_job
 
 pytestmark = pytest.mark.slow
 
@@ -201,6 +201,16 @@ def test_pulling_an_unknown_data_leaves_no_folder_behind(project):
         result = knit("data", "pull", *flags, "no-such-data", "fresh/folder")
         assert result.rc == 1 and "knitId:no-such-data is not found" in result.err
         assert not (project / "fresh").exists()
+
+
+def test_a_local_error_while_pulling_is_not_called_a_connection_error(project):
+    knit_id = ok("data", "push", str(dataset(project))).json()["knitId"]
+    (project / "out" / f"{knit_id}.tar.gz").mkdir(parents=True)  # where the archive goes: a folder
+    result = knit("data", "pull", knit_id, "out")
+    assert result.rc == 1 and "Is a directory" in result.err and "cannot connect" not in result.err
+    assert "Traceback" not in result.err
+    shown = knit("data", "pull", knit_id, "out", "--traceback")
+    assert shown.rc == 1 and "Traceback (most recent call last)" in shown.err and "Is a directory" in shown.err
 
 
 def test_plan_apply_errors(project):

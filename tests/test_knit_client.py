@@ -8,11 +8,12 @@ import sys
 import threading
 
 import pytest
+from helpers import wait_for
 from knit_helpers import knit
 
 from knit import KnitClient, KnitError
 from knit.client import ChecksumMismatch
-from knitfab.engine import load_job
+from knitfab.store.jobs import load_job
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +46,7 @@ def test_the_flow_of_a_script(server, client, tmp_path):
     data = client.push_dir(folder(tmp_path, "ds", {"x.csv": "1\n"}), ["type:dataset", "mode:training"])
     assert "mode:training" in data["tags"]
     assert [d["knitId"] for d in client.find_data(["mode:training"])] == [client.get_data(data["knitId"])["knitId"]]
-    runs = []
-    while not runs:
-        runs = client.find_runs(plan_ids=[plan["planId"]])
+    runs = wait_for(lambda: client.find_runs(plan_ids=[plan["planId"]]))
     run = client.wait_run(runs[0]["runId"], timeout=30, poll=0.05)
     assert run["status"] == "done"
     model = run["outputs"][0]["knitId"]
@@ -176,8 +175,6 @@ def test_log_of_a_finished_run_through_the_client(server, client, tmp_path):
         }
     )
     client.push_dir(folder(tmp_path, "d", {"a": "b"}), ["t:1"])
-    runs = []
-    while not runs:
-        runs = [r for r in client.find_runs(statuses=["done"]) if r["log"]]
+    runs = wait_for(lambda: [r for r in client.find_runs(statuses=["done"]) if r["log"]])
     assert b"".join(client.run_log(runs[0]["runId"])) == f"run {runs[0]['runId']} exits 0\n".encode()
     assert load_job(server.store, runs[0]["runId"]).log == runs[0]["log"]["knitId"]

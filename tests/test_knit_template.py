@@ -10,7 +10,7 @@ import yaml
 
 from knit import template
 from knit.template import TemplateError, plan_template
-from knitfab.plans import parse_plan_spec
+from knitfab.planspec import parse_plan_spec
 
 TRAIN = {
     "Entrypoint": ["python", "-u", "train.py"],

@@ -12,10 +12,11 @@ import threading
 import pytest
 from helpers import apply, drive, push, runs_of, wait_for
 
-from knitfab import data, runs
-from knitfab.engine import Engine, load_job
-from knitfab.local import LocalRunner, parse_capacity
-from knitfab.runner import RunnerError
+from knitfab.engine import Engine
+from knitfab.runners.local import LocalRunner, parse_capacity
+from knitfab.runners.protocol import RunnerError
+from knitfab.store import data, runs
+from knitfab.store.jobs import load_job
 
 pytestmark = [
     pytest.mark.slow,
@@ -143,8 +144,8 @@ ENGINE_PROCESS = textwrap.dedent(
     """
     import sys, threading
     from knitfab.engine import Engine
-    from knitfab.local import LocalRunner
-    from knitfab.store import Store
+    from knitfab.runners.local import LocalRunner
+    from knitfab.store.db import Store
     store = Store(sys.argv[1])
     Engine(store, LocalRunner(store.layout), poll=0.05).run_forever(threading.Event())
     """

@@ -5,8 +5,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from knitfab.http import Services, create_app
-from knitfab.openapi import document
+from knitfab.api.app import create_app
+from knitfab.api.openapi import document
+from knitfab.api.web import Services
 
 
 def openapi_paths(app) -> set[tuple[str, str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from knitfab.store import Store
+from knitfab.store.db import Store
 
 WORKER, NEXT_WORKER = 12345, 23456
 MANIFEST_CAPS = "-all,+chown,+dac_override,+fowner"  # manifests/: the server container's capabilities
@@ -91,7 +91,7 @@ GC = """
     import logging, sys
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     from knitfab.engine import Engine
-    from knitfab.store import Store
+    from knitfab.store.db import Store
     store = Store({root!r})
     Engine(store, None).collect_garbage()
     print(store.column("SELECT knit_id FROM garbage"))

@@ -3,7 +3,7 @@
 import pytest
 
 from knitfab.errors import BadRequest
-from knitfab.plans import parse_plan_spec, plan_hash
+from knitfab.planspec import parse_plan_spec, plan_hash
 from knitfab.tags import Tag
 
 

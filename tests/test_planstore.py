@@ -1,9 +1,9 @@
 import pytest
 from helpers import apply, push, runs_of, tags
 
-from knitfab import planstore
 from knitfab.errors import Conflict, NotFound
-from knitfab.projection import project_all
+from knitfab.store import plans
+from knitfab.store.projection import project_all
 
 
 def test_an_applied_plan_shows_in_knitfabs_shape(store):
@@ -27,7 +27,7 @@ def test_an_applied_plan_shows_in_knitfabs_shape(store):
     assert plan["log"] == {"tags": ["type:log"], "downstreams": []}
     assert plan["resources"] == {"cpu": "1", "memory": "1Gi"}
     assert plan["on_node"] == {"may": ["gpu=yes"]}
-    assert planstore.show_plan(store, plan["planId"]) == plan
+    assert plans.show_plan(store, plan["planId"]) == plan
 
 
 def test_an_equivalent_plan_is_refused(store):
@@ -66,15 +66,15 @@ def test_upstreams_and_downstreams_follow_tags(store):
     )
     validate = apply(store, {"/in/model": ["type:model"], "/in/dataset": ["type:test"]})
     logs = apply(store, {"/in/log": ["type:log"]}, args=["succeed"])
-    train = planstore.show_plan(store, train["planId"])
-    validate = planstore.show_plan(store, validate["planId"])
+    train = plans.show_plan(store, train["planId"])
+    validate = plans.show_plan(store, validate["planId"])
     (model_in,) = [i for i in validate["inputs"] if i["path"] == "/in/model"]
     assert [u["plan"]["planId"] for u in model_in["upstreams"]] == [train["planId"]]
     assert model_in["upstreams"][0]["mountpoint"] == {"path": "/out/model", "tags": ["project:p", "type:model"]}
     assert [d["plan"]["planId"] for d in train["outputs"][0]["downstreams"]] == [validate["planId"]]
     assert train["log"]["downstreams"][0]["plan"]["planId"] == logs["planId"]
     assert train["log"]["downstreams"][0]["mountpoint"]["path"] == "/in/log"
-    (log_in,) = planstore.show_plan(store, logs["planId"])["inputs"]
+    (log_in,) = plans.show_plan(store, logs["planId"])["inputs"]
     assert log_in["upstreams"][0]["log"] == {"tags": ["type:log"]}
 
 
@@ -89,7 +89,7 @@ def test_find_plans_by_every_filter(store):
     )
 
     def ids(**filters):
-        return {p["planId"] for p in planstore.find_plans(store, **filters)}
+        return {p["planId"] for p in plans.find_plans(store, **filters)}
 
     assert ids(active=True) >= {a["planId"]} and b["planId"] not in ids(active=True)
     assert ids(active=False) == {b["planId"]}
@@ -104,16 +104,16 @@ def test_find_plans_by_every_filter(store):
     assert ids(out_tags=tags("type:model")) == {a["planId"]}
     assert ids(out_tags=tags("knit#id:x")) == set()
     assert ids(in_tags=tags("no:such")) == set()
-    found = planstore.find_plans(store)
+    found = plans.find_plans(store)
     assert [p["planId"] for p in found] == sorted(p["planId"] for p in found)
 
 
 def test_find_plans_by_pinned_knit_id(store):
     pinned = apply(store, {"/in": ["type:x", "knit#id:abc"]})
     apply(store, {"/in": ["type:x"]})
-    found = planstore.find_plans(store, in_tags=tags("knit#id:abc"))
+    found = plans.find_plans(store, in_tags=tags("knit#id:abc"))
     assert [p["planId"] for p in found] == [pinned["planId"]]
-    assert planstore.find_plans(store, in_tags=tags("knit#id:abc", "knit#id:def")) == []
+    assert plans.find_plans(store, in_tags=tags("knit#id:abc", "knit#id:def")) == []
 
 
 def test_deactivating_a_plan_holds_its_waiting_runs(store):
@@ -121,40 +121,40 @@ def test_deactivating_a_plan_holds_its_waiting_runs(store):
     push(store, "type:x")
     project_all(store)
     assert [s for _, s in runs_of(store, plan["planId"])] == ["waiting"]
-    assert planstore.set_active(store, plan["planId"], False)["active"] is False
+    assert plans.set_active(store, plan["planId"], False)["active"] is False
     assert [s for _, s in runs_of(store, plan["planId"])] == ["deactivated"]
-    planstore.set_active(store, plan["planId"], True)
+    plans.set_active(store, plan["planId"], True)
     assert [s for _, s in runs_of(store, plan["planId"])] == ["waiting"]
 
 
 def test_resources_set_then_unset(store):
     plan = apply(store, {"/in": ["type:x"]})
-    changed = planstore.change_resources(store, plan["planId"], {"cpu": "2.5", "nvidia.com/gpu": 1}, ["memory"])
+    changed = plans.change_resources(store, plan["planId"], {"cpu": "2.5", "nvidia.com/gpu": 1}, ["memory"])
     assert changed["resources"] == {"cpu": "2500m", "nvidia.com/gpu": "1"}
-    changed = planstore.change_resources(store, plan["planId"], {"memory": "2Gi"}, ["memory"])
+    changed = plans.change_resources(store, plan["planId"], {"memory": "2Gi"}, ["memory"])
     assert "memory" not in changed["resources"]  # unset wins, as in Knitfab
 
 
 def test_annotations_remove_key_remove_then_add(store):
     plan = apply(store, {"/in": ["type:x"]}, annotations=["a=1", "a=2", "b=1"])
-    changed = planstore.change_annotations(store, plan["planId"], add=["a=3", "b=1"], remove=["b=1"], remove_key=["a"])
+    changed = plans.change_annotations(store, plan["planId"], add=["a=3", "b=1"], remove=["b=1"], remove_key=["a"])
     assert changed["annotations"] == ["a=3", "b=1"]
 
 
 def test_service_account_set_and_unset(store):
     plan = apply(store, {"/in": ["type:x"]})
-    assert planstore.set_service_account(store, plan["planId"], "sa")["service_account"] == "sa"
-    assert "service_account" not in planstore.set_service_account(store, plan["planId"], None)
+    assert plans.set_service_account(store, plan["planId"], "sa")["service_account"] == "sa"
+    assert "service_account" not in plans.set_service_account(store, plan["planId"], None)
 
 
 def test_unknown_and_pseudo_plans(store):
     with pytest.raises(NotFound):
-        planstore.show_plan(store, "nope")
+        plans.show_plan(store, "nope")
     with pytest.raises(NotFound):
-        planstore.set_active(store, "nope", True)
+        plans.set_active(store, "nope", True)
     (pseudo,) = store.one("SELECT plan_id FROM plan WHERE name = 'knit#uploaded'")
-    shown = planstore.show_plan(store, pseudo)
+    shown = plans.show_plan(store, pseudo)
     assert shown["name"] == "knit#uploaded" and "image" not in shown
     assert shown["outputs"] == [{"path": "/upload", "tags": [], "downstreams": []}]
     with pytest.raises(Conflict):
-        planstore.set_active(store, pseudo, False)
+        plans.set_active(store, pseudo, False)

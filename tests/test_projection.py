@@ -7,8 +7,8 @@ import pytest
 from helpers import apply, push, runs_of, tags
 from peewee import IntegrityError
 
-from knitfab import data, planstore, runs
-from knitfab.projection import project_all
+from knitfab.store import data, plans, runs
+from knitfab.store.projection import project_all
 
 
 def combos(store, plan_id):
@@ -165,4 +165,4 @@ def test_plan_listing_reports_no_runs_for_unmatched_tags(store):
     push(store, "type:dataset")
     project_all(store)
     assert runs_of(store, plan["planId"]) == []
-    assert planstore.show_plan(store, plan["planId"])["inputs"][0]["upstreams"] == []
+    assert plans.show_plan(store, plan["planId"])["inputs"][0]["upstreams"] == []

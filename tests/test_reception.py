@@ -17,7 +17,7 @@ from fake_runner import FakeRunner
 from helpers import self_signed_cert, wait_for
 
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.layout import Layout
 
 DEADLINE = 3.0  # generous: an answer takes milliseconds; before this work they took 10 s or never came
 

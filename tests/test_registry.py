@@ -19,7 +19,7 @@ DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
 def registry(tmp_path_factory):
     from fake_runner import FakeRunner
 
-    from knitfab.store import Layout
+    from knitfab.store.layout import Layout
 
     data_dir = tmp_path_factory.mktemp("registry") / "data"
     srv = KnitfabServer(Config(port=0, registry_port=0, data_dir=data_dir), runner=FakeRunner(Layout(data_dir)))
@@ -117,7 +117,7 @@ def test_bad_names_and_references_get_clear_errors(registry):
 def test_the_token_is_required_when_the_server_has_one(tmp_path):
     from fake_runner import FakeRunner
 
-    from knitfab.store import Layout
+    from knitfab.store.layout import Layout
 
     (tmp_path / "token").write_text("s3cret\n")
     config = Config(port=0, registry_port=0, data_dir=tmp_path / "data", token_file=tmp_path / "token")
@@ -190,7 +190,7 @@ def test_the_registry_speaks_tls_with_the_apis_certificate(tmp_path):
     from fake_runner import FakeRunner
     from helpers import self_signed_cert
 
-    from knitfab.store import Layout
+    from knitfab.store.layout import Layout
 
     cert, key = self_signed_cert(tmp_path)
     certs = tmp_path / "certs"  # skopeo's --dest-cert-dir: a folder with ca.crt

@@ -8,8 +8,8 @@ import pytest
 from fake_runner import FakeRunner
 from runner_contract import RunnerContract
 
-from knitfab import limits
-from knitfab.local import LocalRunner
+from knitfab.runners import limits
+from knitfab.runners.local import LocalRunner
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (make install)")
 

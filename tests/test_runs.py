@@ -4,10 +4,11 @@ import pytest
 from fake_runner import FakeRunner
 from helpers import apply, push, runs_of, tags
 
-from knitfab import data, runs
-from knitfab.engine import Engine, load_job
+from knitfab.engine import Engine
 from knitfab.errors import Conflict, InvalidTransition, NotFound
 from knitfab.status import ALLOWED, RunStatus, check_transition, parse_status_list
+from knitfab.store import data, runs
+from knitfab.store.jobs import load_job
 
 S = RunStatus
 

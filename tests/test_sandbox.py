@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from helpers import apply, drive, push, runs_of, tags, wait_for
 
-from knitfab import data, runs
-from knitfab.engine import Engine, load_job
-from knitfab.limits import Cgroups
-from knitfab.local import LocalRunner
-from knitfab.runuser import stage
-from knitfab.store import Store
+from knitfab.engine import Engine
+from knitfab.runners.limits import Cgroups
+from knitfab.runners.local import LocalRunner
+from knitfab.runners.runuser import stage
+from knitfab.store import data, runs
+from knitfab.store.db import Store
+from knitfab.store.jobs import load_job
 
 pytestmark = [
     pytest.mark.slow,
@@ -225,11 +226,11 @@ NON_ROOT_SERVER = """
 import json, sys
 sys.path.insert(0, sys.argv[2])
 from helpers import apply, drive, push, runs_of
-from knitfab import runs
 from knitfab.engine import Engine
-from knitfab.local import LocalRunner
-from knitfab.runuser import stage
-from knitfab.store import Store
+from knitfab.runners.local import LocalRunner
+from knitfab.runners.runuser import stage
+from knitfab.store import runs
+from knitfab.store.db import Store
 
 store = Store(sys.argv[1])
 runner = LocalRunner(store.layout, grace=1)

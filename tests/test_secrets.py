@@ -11,7 +11,7 @@ from helpers import self_signed_cert
 
 from knit.client import KnitClient
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.layout import Layout
 
 
 @contextlib.contextmanager

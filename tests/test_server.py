@@ -20,7 +20,7 @@ from helpers import self_signed_cert, wait_for
 
 from knit.transport import connect
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.layout import Layout
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

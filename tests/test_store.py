@@ -5,8 +5,8 @@ import pytest
 from peewee import SqliteDatabase
 
 from knitfab.errors import SchemaTooNew
-from knitfab.migrations import LATEST, current_version, migrate
-from knitfab.store import Store
+from knitfab.store.db import Store
+from knitfab.store.migrations import LATEST, current_version, migrate
 
 
 def test_a_new_store_is_at_the_latest_schema_with_wal_and_foreign_keys(store):

@@ -20,7 +20,7 @@ from hostile import gzip_of, sparse_gnu, sparse_pax, symlink_chain, tar_of, zero
 
 from knitfab.diskspace import free_bytes
 from knitfab.server import Config, KnitfabServer
-from knitfab.store import Layout
+from knitfab.store.layout import Layout
 
 pytestmark = pytest.mark.slow
 MiB = 1 << 20

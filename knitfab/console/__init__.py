@@ -14,8 +14,8 @@ from flask import Blueprint, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
+from ..api.web import services, store
 from ..errors import BadRequest, NotFound
-from ..http import services, store
 from .graphs import data_graph, plan_graph, to_svg, whole_graph
 
 STATIC = Path(__file__).parent / "static"

@@ -8,9 +8,9 @@ import subprocess
 
 from knit import graphs
 
-from .. import data, planstore, runs
 from ..errors import BadRequest, KnitfabError, NotFound, ServiceUnavailable
-from ..store import Store
+from ..store import data, plans, runs
+from ..store.db import Store
 
 MAX_NODES = 2000  # a larger graph is cut there: dot takes minutes past a few thousand nodes
 DOT_SECONDS = 60
@@ -39,7 +39,7 @@ class StoreSource:
 
     def get_plan(self, plan_id: str) -> dict:
         self._spend()
-        return planstore.show_plan(self.store, plan_id)
+        return plans.show_plan(self.store, plan_id)
 
 
 def data_graph(store: Store, knit_id: str, up: int | None, down: int | None) -> str:

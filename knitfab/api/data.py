@@ -6,11 +6,11 @@ from flask import Blueprint, Response, request
 
 from knit import archive
 
-from . import data
-from .errors import BadRequest
-from .http import body, reply, services, store, string_list, time_window
-from .paging import parse_page
-from .tags import parse_tag, tag_from_json
+from ..errors import BadRequest
+from ..paging import parse_page
+from ..store import data
+from ..tags import parse_tag, tag_from_json
+from .web import body, reply, services, store, string_list, time_window
 
 bp = Blueprint("data", __name__, url_prefix="/api/data")
 GZIP_TYPES = {"application/tar+gzip", "application/gzip", "application/x-gzip", "application/x-tar+gzip"}
@@ -54,7 +54,6 @@ def change_tags(knit_id: str):
     except BadRequest as e:
         raise BadRequest(e.message, reason) from None
     detail = data.change_tags(store(), knit_id, add, remove, keys)
-    services().wake()
     return reply(detail)
 
 
@@ -64,7 +63,6 @@ def upload():
     detail = data.receive_upload(
         store(), request.stream, _compressed(), services().upload_limits, request.content_length, _claimed_md5
     )
-    services().wake()
     return reply(detail)
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import uuid
 
-from . import nominate, quantity
-from .errors import BadRequest, Conflict, NotFound
-from .paging import WHOLE, Page
-from .plans import PlanSpec, parse_annotation, plan_hash
-from .status import RunStatus
-from .store import Store, json_list
-from .tags import KEY_ID, KEY_TIMESTAMP, Tag, as_strings, normalize
-from .times import format_ts, now_us, parse_rfc3339
+from .. import quantity
+from ..errors import BadRequest, Conflict, NotFound
+from ..paging import WHOLE, Page
+from ..planspec import PlanSpec, parse_annotation, plan_hash
+from ..status import activation
+from ..tags import KEY_ID, KEY_TIMESTAMP, Tag, as_strings, normalize
+from ..times import format_ts, parse_rfc3339
+from . import nominate, transitions
+from .db import Store, json_list
 
 UPLOADED = "knit#uploaded"
 
@@ -214,14 +215,11 @@ def _plans_by_output_tags(store: Store, tags: list[Tag]) -> set[str]:
 
 def set_active(store: Store, plan_id: str, active: bool) -> dict:
     """Activate or deactivate a plan; its waiting runs become deactivated and back (§6.3)."""
-    before, after = (RunStatus.DEACTIVATED, RunStatus.WAITING) if active else (RunStatus.WAITING, RunStatus.DEACTIVATED)
+    before, after = activation(active)
     with store.write():
         _require_image_plan(store, plan_id)
         store.execute("UPDATE plan SET active = ? WHERE plan_id = ?", int(active), plan_id)
-        store.execute(
-            "UPDATE run SET status = ?, updated_at = ? WHERE plan_id = ? AND status = ?",
-            after.value, now_us(), plan_id, before.value,
-        )  # fmt: skip
+        transitions.transition(store, before, after, "plan_id = ?", plan_id)
     return show_plan(store, plan_id)
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import uuid
 
-from . import nominate
-from .errors import Conflict, InvalidTransition, NotFound
-from .paging import WHOLE, Page
-from .planstore import input_points, output_points, plan_summaries
-from .status import RunStatus, check_transition, failure_of
-from .store import Store, json_list
-from .times import format_ts, now_us
+from ..errors import Conflict, InvalidTransition, NotFound
+from ..paging import WHOLE, Page
+from ..status import REMOVABLE, RESTARTABLE, RunStatus, check_transition, failure_of, initial_status
+from ..times import format_ts, now_us
+from . import nominate, transitions
+from .db import Store, json_list
+from .plans import input_points, output_points, plan_summaries
 
 S = RunStatus
 EXIT_ABORTED = (253, "aborted by user")
@@ -80,12 +80,12 @@ def set_status(
         return False
     if not check_transition(current, new):
         return False
-    _write_status(store, run_id, new, exit, now)
+    _write_status(store, run_id, current, new, exit, now)
     return True
 
 
-def _write_status(store: Store, run_id: str, new: RunStatus, exit: tuple[int, str] | None, now: int | None) -> None:
-    store.execute("UPDATE run SET status = ?, updated_at = ? WHERE run_id = ?", new.value, now or now_us(), run_id)
+def _write_status(store, run_id: str, current: RunStatus, new: RunStatus, exit, now, operation: str = "run") -> None:
+    transitions.transition(store, current, new, "run_id = ?", run_id, operation=operation, now=now)
     if exit is not None:
         store.execute("UPDATE run SET exit_code = ?, exit_message = ? WHERE run_id = ?", exit[0], exit[1], run_id)
 
@@ -94,7 +94,8 @@ def fail(store: Store, run_id: str, message: str, now: int | None = None) -> Run
     """The engine gives up on a run (status.FAILURE): an unfinished run goes to aborting with
     exit 255 and ``message``; a run already aborting whose finishing failed goes to failed at
     once, its exit code kept. Call it inside ``Store.write()``; None for a finished run."""
-    new = failure_of(status_of(store, run_id))
+    current = status_of(store, run_id)
+    new = failure_of(current)
     if new is None:
         return None
     message = message[:MAX_MESSAGE]
@@ -104,7 +105,7 @@ def fail(store: Store, run_id: str, message: str, now: int | None = None) -> Run
             EXIT_ENGINE, message, run_id,
         )  # fmt: skip
         return finish(store, run_id, now)
-    _write_status(store, run_id, new, (EXIT_ENGINE, message), now)
+    _write_status(store, run_id, current, new, (EXIT_ENGINE, message), now, operation="fail")
     return new
 
 
@@ -141,34 +142,29 @@ def tearoff(store: Store, run_id: str) -> dict:
 def retry(store: Store, run_id: str) -> None:
     """Run a finished run again with fresh output Data (§6.7)."""
     with store.write():
-        plan_id = _check_removable(store, run_id, retrying=True)
+        plan_id, current = _check_removable(store, run_id, retrying=True)
         drop_outputs(store, run_id)
         create_outputs(store, run_id, plan_id)
         (active,) = store.one("SELECT active FROM plan WHERE plan_id = ?", plan_id)
         # Knitfab puts the run back to waiting even for an inactive plan (§14.13), which then runs
         # it anyway; a deactivated plan's retried run should wait for activation like its others.
-        status = S.WAITING if active else S.DEACTIVATED
-        store.execute(
-            "UPDATE run SET status = ?, updated_at = ?, exit_code = NULL, exit_message = NULL WHERE run_id = ?",
-            status.value, now_us(), run_id,
-        )  # fmt: skip
+        _write_status(store, run_id, current, initial_status(bool(active)), None, None, operation="retry")
+        store.execute("UPDATE run SET exit_code = NULL, exit_message = NULL WHERE run_id = ?", run_id)
 
 
 def delete(store: Store, run_id: str) -> None:
     """Drop a run's outputs (§6.8). A run with inputs stays as ``invalidated`` so that its
     combination never runs again; an upload run is removed completely."""
     with store.write():
-        _check_removable(store, run_id, retrying=False)
+        _, current = _check_removable(store, run_id, retrying=False)
         drop_outputs(store, run_id)
         if store.one("SELECT 1 FROM assign WHERE run_id = ?", run_id):
-            store.execute(
-                "UPDATE run SET status = ?, updated_at = ? WHERE run_id = ?", S.INVALIDATED.value, now_us(), run_id
-            )
+            _write_status(store, run_id, current, S.INVALIDATED, None, None, operation="delete")
         else:
             store.execute("DELETE FROM run WHERE run_id = ?", run_id)
 
 
-def _check_removable(store: Store, run_id: str, retrying: bool) -> str:
+def _check_removable(store: Store, run_id: str, retrying: bool) -> tuple[str, RunStatus]:
     row = store.one(
         "SELECT r.status, r.worker, r.plan_id, p.name FROM run r JOIN plan p ON p.plan_id = r.plan_id"
         " WHERE r.run_id = ?",
@@ -181,14 +177,14 @@ def _check_removable(store: Store, run_id: str, retrying: bool) -> str:
         raise InvalidTransition("Root run cannot be retried")
     # Knitfab keeps a worker record from creation, so it refuses to delete waiting runs too
     # (§14.13); here a run that never started has nothing to wait for and can be deleted.
-    allowed = (S.DONE, S.FAILED) if retrying else (S.DONE, S.FAILED, S.WAITING, S.DEACTIVATED)
+    allowed = RESTARTABLE if retrying else REMOVABLE
     if status not in allowed:
         raise Conflict("Wait for the run to finish, or abort it", reason="the run have not finished yet")
     if worker is not None:
         raise Conflict("its worker is still being cleaned up; retry later", reason="the run may not be finished")
     if _outputs_in_use(store, run_id):
         raise Conflict("Delete all downstreams of the run first", reason="output of the run is in use")
-    return plan_id
+    return plan_id, status
 
 
 def _outputs_in_use(store: Store, run_id: str) -> bool:

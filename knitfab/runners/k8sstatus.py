@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .runner import WorkerState, WorkerStatus
+from .protocol import WorkerState, WorkerStatus
 
 CONTAINER = "main"
 NEVER_STARTS = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})

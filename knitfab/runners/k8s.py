@@ -31,7 +31,7 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,13 +39,13 @@ import kubernetes
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from . import __version__
-from .errors import ConfigurationError
+from .. import __version__
+from ..errors import ConfigurationError
+from ..store.layout import Layout
 from .k8slog import WorkerLogs
 from .k8sstatus import CONTAINER, Deadlines, main_state, worker_status
 from .k8sstorage import refuse_network_database, worker_node
-from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
-from .store import Layout
+from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
 
 log = logging.getLogger("knitfab.k8s")
 VOLUME = "data"
@@ -195,7 +195,7 @@ class Snapshot:
     warnings: dict = field(default_factory=dict)  # uid of the pod or Job -> [CoreV1Event]
 
 
-class KubernetesRunner:
+class KubernetesRunner(Runner):
     """Runs each run as a Job; see the module docstring. ``capacity`` is None: the scheduler decides.
     ``clock`` (wall time) measures the deadlines; tests pass their own."""
 
@@ -233,22 +233,23 @@ class KubernetesRunner:
         self._logs = WorkerLogs(self, layout, clock, poll, deadlines.log)
 
     @classmethod
-    def from_environment(cls, layout: Layout, **options) -> KubernetesRunner:
+    def from_environment(cls, layout: Layout, settings: Mapping[str, str] | None = None, **options) -> KubernetesRunner:
         """In a pod, its service account and namespace; elsewhere the kubeconfig. ``KNITFAB_NAMESPACE``
         (default: the pod's namespace, else ``knitfab``), ``KNITFAB_DATA_PVC`` (``knitfab-data``),
         ``KNITFAB_DATA_SUBPATH`` (where the server's data directory is in that PVC, default its root),
         ``KNITFAB_WORKER_PRIORITY_CLASS`` (``knit-worker-priority``; empty for none) and
         ``KNITFAB_NODE_NAME`` (the server's node, from the downward API) say the rest. Refuses
-        (``ConfigurationError``) a database on a network filesystem and storage that cannot work."""
+        (``ConfigurationError``) a database on a network filesystem and storage that cannot work.
+        ``settings`` (the server's ``Config.kubernetes``, from its flags) win over the environment."""
         refuse_network_database(layout.db)
         config = kubernetes.client.Configuration()
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             kubernetes.config.load_incluster_config(client_configuration=config)
         else:
             kubernetes.config.load_kube_config(client_configuration=config)
-        env = os.environ.get
+        env = _settings(settings or {})
         runner = cls(
-            layout, ApiClient(config), namespace=_namespace(), pvc=env("KNITFAB_DATA_PVC", "knitfab-data"),
+            layout, ApiClient(config), namespace=_namespace(env), pvc=env("KNITFAB_DATA_PVC", "knitfab-data"),
             data_root=env("KNITFAB_DATA_SUBPATH", ""),
             priority_class=env("KNITFAB_WORKER_PRIORITY_CLASS", PRIORITY_CLASS) or None, **options,
         )  # fmt: skip
@@ -453,9 +454,14 @@ class KubernetesRunner:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _namespace() -> str:
-    if os.environ.get("KNITFAB_NAMESPACE"):
-        return os.environ["KNITFAB_NAMESPACE"]
+def _settings(given: Mapping[str, str]) -> Callable[..., str | None]:
+    """A setting by its variable's name: the server's flag, else the pod's environment."""
+    return lambda name, default=None: given[name] if name in given else os.environ.get(name, default)
+
+
+def _namespace(env: Callable[..., str | None]) -> str:
+    if env("KNITFAB_NAMESPACE"):
+        return env("KNITFAB_NAMESPACE")
     in_pod = Path(NAMESPACE_FILE)
     return in_pod.read_text().strip() if in_pod.exists() else "knitfab"
 

@@ -9,8 +9,8 @@ input to the Data that carry its tags. Call these inside ``Store.write()``.
 
 from __future__ import annotations
 
-from .status import RunStatus
-from .store import Store, json_list
+from ..status import RunStatus
+from .db import Store, json_list
 
 
 def inputs_within(store: Store, tag_ids: list[int]) -> list[tuple]:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask, Response, request
 
-from .errors import BadGateway
+from ..errors import BadGateway
 
 log = logging.getLogger("knitfab.extraapi")
 ENDPOINT = "extra_api"  # http.STREAMING lists it: a proxied stream holds its thread, not a turn

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from . import planstore
-from .errors import BadRequest
-from .http import body, reply, services, store, string_list
-from .paging import parse_page
-from .plans import SPEC_FIELDS, parse_plan_spec
-from .tags import parse_tag
+from ..errors import BadRequest
+from ..paging import parse_page
+from ..planspec import SPEC_FIELDS, parse_plan_spec
+from ..store import plans
+from ..tags import parse_tag
+from .web import body, reply, services, store, string_list
 
 bp = Blueprint("plans", __name__, url_prefix="/api/plans")
 
@@ -24,7 +24,7 @@ def find():
         out_tags = [parse_tag(t) for t in request.args.getlist("out_tag")]
     except BadRequest as e:
         raise BadRequest(e.message, reason="query specification is incorrect") from None
-    found = planstore.find_plans(
+    found = plans.find_plans(
         store(),
         active=None if active is None else active == "true",
         image=request.args.get("image") or None,
@@ -39,29 +39,27 @@ def find():
 def apply():
     # Knitfab wants exactly "application/json"; a charset parameter is accepted here too.
     spec = parse_plan_spec(body(SPEC_FIELDS))
-    check = getattr(services().runner, "check_plan", None)  # a runner that can refuse at apply time
-    if check is not None:
-        check(spec.image, spec.version, spec.entrypoint)
-    plan = planstore.apply_plan(store(), spec)
-    services().wake()
+    runner = services().runner
+    if runner is not None:  # a runner that can refuse a plan does so at apply time
+        runner.check_plan(spec.image, spec.version, spec.entrypoint)
+    plan = plans.apply_plan(store(), spec)
     return reply(plan)
 
 
 @bp.get("/<plan_id>/")
 def show(plan_id: str):
-    return reply(planstore.show_plan(store(), plan_id))
+    return reply(plans.show_plan(store(), plan_id))
 
 
 @bp.put("/<plan_id>/active")
 def activate(plan_id: str):
-    plan = planstore.set_active(store(), plan_id, True)
-    services().wake()
+    plan = plans.set_active(store(), plan_id, True)
     return reply(plan)
 
 
 @bp.delete("/<plan_id>/active")
 def deactivate(plan_id: str):
-    return reply(planstore.set_active(store(), plan_id, False))
+    return reply(plans.set_active(store(), plan_id, False))
 
 
 @bp.put("/<plan_id>/resources")
@@ -71,8 +69,7 @@ def resources(plan_id: str):
     if not isinstance(set_, dict):
         raise BadRequest("set must be a mapping of resource type to quantity")
     unset = string_list(doc, "unset")
-    plan = planstore.change_resources(store(), plan_id, set_, [str(u) for u in unset])
-    services().wake()
+    plan = plans.change_resources(store(), plan_id, set_, [str(u) for u in unset])
     return reply(plan)
 
 
@@ -82,15 +79,15 @@ def annotations(plan_id: str):
     lists = [string_list(doc, key) for key in ("add", "remove", "remove_key")]
     if not all(isinstance(item, str) for items in lists for item in items):
         raise BadRequest("add, remove and remove_key must be lists of strings")
-    return reply(planstore.change_annotations(store(), plan_id, *lists))
+    return reply(plans.change_annotations(store(), plan_id, *lists))
 
 
 @bp.put("/<plan_id>/serviceaccount")
 def set_service_account(plan_id: str):
     doc = body({"service_account"})
-    return reply(planstore.set_service_account(store(), plan_id, doc.get("service_account") or ""))
+    return reply(plans.set_service_account(store(), plan_id, doc.get("service_account") or ""))
 
 
 @bp.delete("/<plan_id>/serviceaccount")
 def unset_service_account(plan_id: str):
-    return reply(planstore.set_service_account(store(), plan_id, None))
+    return reply(plans.set_service_account(store(), plan_id, None))

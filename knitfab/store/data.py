@@ -13,14 +13,11 @@ from typing import BinaryIO
 
 from knit import archive
 
-from . import nominate, runs
-from .diskspace import DEFAULT_RESERVE, Reserve, size_text
-from .errors import BadRequest, KnitfabError, NotFound, PayloadTooLarge, disk_full
-from .paging import WHOLE, Page
-from .planstore import UPLOADED, input_points, output_points, plan_summaries
-from .status import PROCESSING, RunStatus
-from .store import Store, json_list
-from .tags import (
+from ..diskspace import DEFAULT_RESERVE, Reserve, size_text
+from ..errors import BadRequest, KnitfabError, NotFound, PayloadTooLarge, disk_full
+from ..paging import WHOLE, Page
+from ..status import PROCESSING, RunStatus
+from ..tags import (
     KEY_ID,
     KEY_TIMESTAMP,
     KEY_TRANSIENT,
@@ -31,7 +28,10 @@ from .tags import (
     system_tags,
     user_tag,
 )
-from .times import parse_rfc3339
+from ..times import parse_rfc3339
+from . import nominate, runs
+from .db import Store, json_list
+from .plans import UPLOADED, input_points, output_points, plan_summaries
 
 log = logging.getLogger("knitfab.upload")
 _INDEX_ORDER = " ORDER BY d.timestamp NULLS LAST, d.knit_id"

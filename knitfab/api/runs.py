@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from . import runs
-from .engine import load_job
-from .errors import NotFound, ServiceUnavailable
-from .http import comma_list, reply, services, store, time_window
-from .paging import parse_page
-from .status import RunStatus, parse_status_list
+from ..errors import NotFound, ServiceUnavailable
+from ..paging import parse_page
+from ..status import RunStatus, parse_status_list
+from ..store import runs
+from ..store.jobs import load_job
+from .web import comma_list, reply, services, store, time_window
 
 bp = Blueprint("runs", __name__, url_prefix="/api/runs")
 S = RunStatus
@@ -41,28 +41,24 @@ def show(run_id: str):
 @bp.put("/<run_id>/abort")
 def abort(run_id: str):
     run = runs.abort(store(), run_id)
-    services().wake()
     return reply(run)
 
 
 @bp.put("/<run_id>/tearoff")
 def tearoff(run_id: str):
     run = runs.tearoff(store(), run_id)
-    services().wake()
     return reply(run)
 
 
 @bp.put("/<run_id>/retry")
 def retry(run_id: str):
     runs.retry(store(), run_id)
-    services().wake()
     return Response(status=200)
 
 
 @bp.delete("/<run_id>/")
 def delete(run_id: str):
     runs.delete(store(), run_id)
-    services().wake()
     return Response(status=204)
 
 

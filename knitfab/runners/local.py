@@ -31,16 +31,16 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
-from . import quantity
-from .errors import BadRequest
-from .images import sandbox as imagesandbox
-from .images.blobs import StorageError
-from .images.rootfs import LayerError
-from .images.sandbox import ImageConfigError
+from .. import quantity
+from ..errors import BadRequest
+from ..images import sandbox as imagesandbox
+from ..images.blobs import StorageError
+from ..images.rootfs import LayerError
+from ..images.sandbox import ImageConfigError
+from ..store.layout import Layout
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, remove_cgroups, rlimit_args
-from .runner import GONE, Job, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .runuser import launch, run_user, sandbox_user_args
-from .store import Layout
 
 log = logging.getLogger("knitfab.local")
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -72,7 +72,7 @@ def parse_capacity(text: str) -> dict[str, Decimal]:
     return capacity
 
 
-class LocalRunner:
+class LocalRunner(Runner):
     def __init__(
         self,
         layout: Layout,

@@ -23,11 +23,11 @@ import stat
 import uuid
 from pathlib import Path
 
+from ..errors import BadRequest
+from ..status import RunStatus
+from ..tags import Tag, parse_tag, user_tag
 from . import data, runs
-from .errors import BadRequest
-from .status import RunStatus
-from .store import Store
-from .tags import Tag, parse_tag, user_tag
+from .db import Store
 
 IMPORTED = "knit#imported"
 OUTPUT = "/imported"

@@ -2,7 +2,7 @@
 
 ``parse_plan_spec`` turns a decoded document into a validated ``PlanSpec`` or raises
 ``BadRequest`` with Knitfab's message. Equivalence (rule 9) and cycles (rule 10) need the
-other plans and are checked by ``knitfab.planstore``; ``plan_hash`` is the equivalence key.
+other plans and are checked by ``knitfab.store.plans``; ``plan_hash`` is the equivalence key.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import hashlib
 import posixpath
 import re
 from dataclasses import dataclass, field
+
+from knit.plandefaults import DEFAULT_RESOURCES
 
 from . import quantity
 from .errors import BadRequest
@@ -22,7 +24,6 @@ SPEC_FIELDS = {
     "on_node", "resources", "service_account", "active",
 }  # fmt: skip
 ON_NODE_MODES = ("may", "prefer", "must")
-DEFAULT_RESOURCES = {"cpu": "1", "memory": "1Gi"}
 _LABEL_NAME = r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?"
 _LABEL_KEY = re.compile(rf"^({_LABEL_NAME}(\.{_LABEL_NAME})*/)?[a-zA-Z0-9]([-_.a-zA-Z0-9]{{0,61}}[a-zA-Z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[a-zA-Z0-9]([-._a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -116,3 +116,13 @@ class Runner(Protocol):
     def stop(self, job: Job) -> bool: ...
 
     def cleanup(self, job: Job) -> None: ...
+
+    def check_plan(self, image: str, version: str, entrypoint: list[str] | None) -> None:
+        """At ``plan apply``: raise ``BadRequest`` for a plan this runner could never start.
+        Runners that cannot tell accept every plan."""
+
+    def reconcile(self, live: Collection[str]) -> list[str]:
+        """At start-up: remove workers that no run in ``live`` owns (a runner whose workers
+        outlive the server's record of them); the handles removed. Runners whose workers die
+        with the server have nothing to do."""
+        return []

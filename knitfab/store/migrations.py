@@ -12,7 +12,7 @@ import uuid
 
 from peewee import Database
 
-from .errors import SchemaTooNew
+from ..errors import SchemaTooNew
 
 V1_CORE = """
 CREATE TABLE tag (

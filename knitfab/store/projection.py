@@ -20,10 +20,10 @@ import itertools
 import logging
 from collections.abc import Iterator, Sequence
 
+from ..status import RunStatus, initial_status
 from . import runs
+from .db import Store
 from .nominate import nominated
-from .status import RunStatus
-from .store import Store
 
 log = logging.getLogger("knitfab.engine")
 BATCH = 128  # combinations examined per batch (each one a run inserted or found present)
@@ -146,4 +146,4 @@ def product_after(choices: Sequence[Sequence[str]], last: tuple[str, ...] | None
 
 def _initial_status(store: Store, plan_id: str) -> RunStatus:
     (active,) = store.one("SELECT active FROM plan WHERE plan_id = ?", plan_id)
-    return RunStatus.WAITING if active else RunStatus.DEACTIVATED
+    return initial_status(bool(active))

@@ -1,34 +1,27 @@
-"""The REST API: ``create_app()`` builds the Flask application (spec §3).
+"""Request helpers of the REST API: a leaf module every resource module imports.
 
-Handlers are thin: parse the request, call one store function, return JSON. Every error
-becomes Knitfab's body ``{"message": "..."}`` in ``_error`` and nowhere else. Routes ignore a
-trailing slash, as Knitfab's middleware does. Responses are compact JSON with a final newline,
-keys in Knitfab's order; ``?pretty`` indents them.
+Handlers are thin: parse the request (``body``, ``comma_list``, ``time_window``...), call one store
+function, return JSON with ``reply``. Routes ignore a trailing slash, as Knitfab's middleware
+does. Responses are compact JSON with a final newline, keys in Knitfab's order; ``?pretty``
+indents them. This module imports no resource module and not the factory (``app.py``).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
-import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
+from flask import Response, current_app, request
 
-from knit.archive import ArchiveError
+from ..errors import BadRequest
+from ..runners.protocol import Runner
+from ..store.data import UploadLimits
+from ..store.db import Store
+from ..times import parse_duration, parse_rfc3339
 
-from .data import UploadLimits
-from .errors import BadRequest, KnitfabError, ServiceUnavailable, Unauthorized, disk_full
-from .runner import Runner
-from .store import Store
-from .times import parse_duration, parse_rfc3339
-
-log = logging.getLogger("knitfab.http")
 MAX_JSON_BODY = 16 << 20
 MAX_JSON_DEPTH = 64  # a plan is 4 levels deep; deeper is an attack on the recursive checks
 MAX_QUERY_VALUES = 256  # repeated parameters (tag=...): each is a join; SQLite's tree ends near 1000
@@ -49,31 +42,6 @@ class Services:
     upload_limits: UploadLimits = field(default_factory=UploadLimits)
 
 
-def create_app(services: Services) -> Flask:
-    from . import console, dataapi, openapi, planapi, runapi
-
-    app = Flask("knitfab", static_folder=None)  # /static/... is the console's (Knitfab's has /static/js)
-    app.config["MAX_CONTENT_LENGTH"] = None  # uploads are unbounded; JSON bodies are checked in body()
-    app.url_map.strict_slashes = False
-    app.extensions["knitfab"] = services
-    app.register_blueprint(dataapi.bp)
-    app.register_blueprint(planapi.bp)
-    app.register_blueprint(runapi.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(console.bp)
-    app.add_url_rule("/api/healthz", "healthz", lambda: reply({"status": "ok"}))
-    app.add_url_rule("/api/readyz", "readyz", _readyz)
-    app.before_request(_authenticate)
-    app.before_request(_bounded_query)
-    app.before_request(_take_a_turn)
-    app.teardown_request(_end_turn)
-    app.register_error_handler(KnitfabError, _error)
-    app.register_error_handler(ArchiveError, lambda e: _error(BadRequest(str(e))))  # a bad upload: 400
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected)
-    return app
-
-
 def services() -> Services:
     return current_app.extensions["knitfab"]
 
@@ -91,67 +59,7 @@ def reply(body: object, status: int = 200) -> Response:
     return Response(text + "\n", status=status, content_type="application/json; charset=UTF-8")
 
 
-def _error(e: KnitfabError) -> Response:
-    return reply({"message": e.message}, e.status)
-
-
-def _http_error(e: HTTPException) -> Response:
-    # Werkzeug's own errors (unknown route, wrong method, body too large) in Knitfab's shape,
-    # keeping their headers (a 405's Allow).
-    resp = reply({"message": e.name}, e.code or 500)
-    for name, value in e.get_headers():
-        if name.lower() != "content-type":
-            resp.headers[name] = value
-    return resp
-
-
-def _unexpected(e: Exception) -> Response:
-    full = disk_full(e)
-    if full is not None:
-        log.warning("%s %s: %s", request.method, request.path, full.advice)
-        return _error(full)
-    log.exception("unexpected error in %s %s", request.method, request.path)
-    return reply({"message": "unexpected error"}, 500)
-
-
 # -- requests -------------------------------------------------------------------------------------
-
-# Streams hold their thread for as long as the client reads or writes; they do not take turns.
-STREAMING = {"data.upload", "data.download", "runs.log", "extra_api"}
-
-
-def _take_a_turn() -> None:
-    """At most a few JSON handlers run at once. Each releases the GIL at every SQLite call and
-    must win it back; with many threads runnable that costs more than the work (measured: 16
-    threads at once serve 40% fewer requests per second than 2). Streams keep their threads."""
-    if request.endpoint not in STREAMING and request.path not in PROBES:
-        services().turns.acquire()
-        g.turn = True
-
-
-def _end_turn(_exc: BaseException | None) -> None:
-    if g.pop("turn", False):
-        services().turns.release()
-
-
-def _authenticate() -> None:
-    token = services().token
-    if not token or request.path in PROBES or request.endpoint == "console.static_file":  # no data in it
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized("send the token of your knitprofile: Authorization: Bearer <token>")
-
-
-def _bounded_query() -> None:
-    for name, values in request.args.lists():
-        if len(values) > MAX_QUERY_VALUES:
-            raise BadRequest(f"at most {MAX_QUERY_VALUES} {name}= parameters in one query")
-    # Its value is quoted back when it disagrees with the body: only ever an MD5 (the trailer's
-    # is checked where the trailers are read, in server.py).
-    md5 = request.headers.get("x-checksum-md5")
-    if md5 is not None and not re.fullmatch(r"\s*[0-9a-fA-F]{32}\s*", md5):
-        raise BadRequest("the x-checksum-md5 header is not an MD5 (32 hexadecimal digits)")
 
 
 def body(fields: set[str], reason: str = "bad request") -> dict:
@@ -242,10 +150,3 @@ def time_window() -> tuple[int | None, int | None]:
     if duration is None:
         return start, None
     return start, start + parse_duration(duration)
-
-
-def _readyz() -> Response:
-    """Readiness for Kubernetes probes: the store is open and the engine thread is alive."""
-    if not services().ready():
-        raise ServiceUnavailable("the server is starting or stopping; please retry later")
-    return reply({"status": "ready"})

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import __version__
-from .http import reply
+from .. import __version__
+from ..status import RunStatus
+from .web import reply
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
@@ -60,21 +61,7 @@ SCHEMAS = {
     "RunSummary": obj(
         ["runId", "status", "updatedAt", "plan"],
         runId=STR,
-        status={
-            "type": "string",
-            "enum": [
-                "deactivated",
-                "waiting",
-                "ready",
-                "starting",
-                "running",
-                "completing",
-                "aborting",
-                "done",
-                "failed",
-                "invalidated",
-            ],
-        },  # fmt: skip
+        status={"type": "string", "enum": [status.value for status in RunStatus]},
         updatedAt=STR,
         exit=obj(["code", "message"], code={"type": "integer"}, message=STR),
         plan=ref("PlanSummary"),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from . import quantity
+from .. import quantity
 
 CONTROLLERS = ("memory", "pids", "cpu")
 CFS_PERIOD = 100_000  # microseconds: the kernel's default period, as Kubernetes uses it

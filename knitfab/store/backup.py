@@ -28,8 +28,9 @@ import sqlite3
 import time
 from pathlib import Path, PurePosixPath
 
-from .errors import KnitfabError
-from .store import Layout, Store
+from ..errors import KnitfabError
+from .db import Store
+from .layout import Layout
 
 FORMAT = "knitfab-backup/1"
 MANIFEST = "manifest.json"

@@ -1,0 +1,115 @@
+"""The engine's queries: which runs a stage takes next, what they use, and a run as a ``Job``.
+
+The engine decides; this module only reads (and empties the garbage queue). Every query skips
+pseudo plans (uploads, imports) with ``+p.name IS NULL``: written with "+" so that SQLite does
+not start from the plan-name index and walk every run of every plan; the run status index finds
+the few runs a stage wants.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from ..runners.protocol import Job, Mount
+from ..status import LIVE, RunStatus
+from .db import Store, json_list
+
+
+def live_runs(store: Store) -> list[str]:
+    """Runs whose worker may exist (what a runner that outlives the server reconciles against)."""
+    return store.column("SELECT run_id FROM run WHERE status IN (SELECT value FROM json_each(?))", _names(LIVE))
+
+
+def take_turns(store: Store, statuses: Iterable[RunStatus], order: str, limit: int) -> list[str]:
+    """Up to ``limit`` runs of image plans in ``statuses``, the plans taking turns: the first
+    run (in ``order``) of every plan, then the second, and so on, a plan's turns counted after
+    the runs it has in flight (so a plan with two runs going waits for one with none)."""
+    return store.column(
+        "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run WHERE worker IS NOT NULL GROUP BY plan_id)"
+        " SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at, COALESCE(b.n, 0)"
+        f" + ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
+        " FROM run r JOIN plan p ON p.plan_id = r.plan_id LEFT JOIN busy b ON b.plan_id = r.plan_id"
+        " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL) r"
+        f" ORDER BY turn, {order} LIMIT ?",
+        _names(statuses),
+        limit,
+    )
+
+
+def after(store: Store, statuses: Iterable[RunStatus], cursor: int, limit: int) -> list[tuple[int, str]]:
+    """Up to ``limit`` (seq, run id) of image plans in ``statuses``, continuing after ``cursor``
+    and wrapping around."""
+    sql = (
+        "SELECT r.seq, r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
+        " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL AND r.seq {} ?"
+        " ORDER BY r.seq LIMIT ?"
+    )
+    names = _names(statuses)
+    rows = store.all(sql.format(">"), names, cursor, limit)
+    return rows + store.all(sql.format("<="), names, cursor, limit - len(rows))
+
+
+def writing(store: Store) -> list[str]:
+    """Runs of image plans whose workers may be writing outputs now."""
+    return store.column(
+        "SELECT r.run_id FROM run r JOIN plan p ON p.plan_id = r.plan_id"
+        " WHERE r.status IN ('starting', 'running') AND +p.name IS NULL"
+    )
+
+
+def resources_in_use(store: Store) -> list[tuple[str, str]]:
+    """(resource type, quantity text) of every run that holds a worker."""
+    return store.all(
+        "SELECT pr.type, pr.quantity FROM run r JOIN plan_resource pr ON pr.plan_id = r.plan_id"
+        " WHERE r.worker IS NOT NULL"
+    )
+
+
+def garbage(store: Store, cursor: int, limit: int) -> list[tuple[int, str]]:
+    """Up to ``limit`` (rowid, knit id) of dropped Data, after ``cursor`` and wrapping around."""
+    sql = "SELECT rowid, knit_id FROM garbage WHERE rowid {} ? ORDER BY rowid LIMIT ?"
+    rows = store.all(sql.format(">"), cursor, limit)
+    return rows + store.all(sql.format("<="), cursor, limit - len(rows))
+
+
+def collected(store: Store, knit_id: str) -> None:
+    """The files of a dropped Data are gone: it leaves the queue."""
+    with store.write():
+        store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
+
+
+def load_job(store: Store, run_id: str) -> Job:
+    """A run as the runner sees it."""
+    plan_id, image, version, entrypoint, args, account, worker = store.one(
+        "SELECT r.plan_id, p.image, p.version, p.entrypoint, p.args, p.service_account, r.worker"
+        " FROM run r JOIN plan p ON p.plan_id = r.plan_id WHERE r.run_id = ?",
+        run_id,
+    )
+    inputs = store.all(
+        "SELECT i.path, a.knit_id FROM assign a JOIN input i ON i.id = a.input_id WHERE a.run_id = ? ORDER BY i.path",
+        run_id,
+    )
+    made = store.all(
+        "SELECT o.path, d.knit_id, o.is_log FROM data d JOIN output o ON o.id = d.output_id"
+        " WHERE d.run_id = ? ORDER BY o.path",
+        run_id,
+    )
+    return Job(
+        run_id=run_id,
+        plan_id=plan_id,
+        image=f"{image}:{version}",
+        entrypoint=json.loads(entrypoint) if entrypoint else [],
+        args=json.loads(args) if args else [],
+        inputs=[Mount(path, knit_id) for path, knit_id in inputs],
+        outputs=[Mount(path, knit_id) for path, knit_id, is_log in made if not is_log],
+        log=next((knit_id for _, knit_id, is_log in made if is_log), None),
+        resources=dict(store.all("SELECT type, quantity FROM plan_resource WHERE plan_id = ?", plan_id)),
+        on_node=store.all("SELECT mode, key, value FROM plan_on_node WHERE plan_id = ? ORDER BY 1, 2, 3", plan_id),
+        service_account=account,
+        worker=worker,
+    )
+
+
+def _names(statuses: Iterable[RunStatus]) -> str:
+    return json_list(s.value for s in statuses)
