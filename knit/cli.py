@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import shtab
-
 from . import __version__
-from .archive import ArchiveError
 from .client import KnitClient, KnitError
+from .extract import ArchiveError
 from .profiles import KnitEnv, ProfileError, env_path, load_env, load_profile
 
 GLOBAL_FLAGS = ("--profile", "--profile-store", "--env")
@@ -94,7 +92,13 @@ def go_json(value: object, indent: int = 4) -> str:
     return text
 
 
-def build_parser() -> Parser:
+COMPLETION = "--print-completion"
+SHELLS = ["bash", "zsh", "tcsh", "fish", "powershell"]  # shtab 1.13's: only --print-completion imports it
+
+
+def build_parser(completion: bool = False) -> Parser:
+    """The parser of every command; ``completion``: with shtab's action behind --print-completion
+    (else a plain flag with the same help, so that start-up does not import shtab)."""
     from . import datacmds, imagecmds, plancmds, runcmds
 
     common = Parser(add_help=False)
@@ -102,7 +106,13 @@ def build_parser() -> Parser:
     common.add_argument("--profile-store", default=argparse.SUPPRESS, help="profile store (default ~/.knit/profile)")
     common.add_argument("--env", default=argparse.SUPPRESS, help="knitenv file (default: nearest knitenv upward)")
     root = Parser(prog="knit", parents=[common], description="knit: the command line of Knitfab.")
-    shtab.add_argument_to(root, "--print-completion", help="print a shell completion script (bash, zsh, tcsh)")
+    completion_help = "print a shell completion script (bash, zsh, tcsh)"
+    if completion:
+        import shtab
+
+        shtab.add_argument_to(root, COMPLETION, help=completion_help)
+    else:
+        root.add_argument(COMPLETION, choices=SHELLS, default=None, help=completion_help)
     groups = root.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
     init = command(groups, common, "init", "store a knitprofile (handout) as the profile of this directory")
     init.add_argument("knitprofile", metavar="KNIT_PROFILE_FILE", help="the knitprofile your admin handed out")
@@ -135,7 +145,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     extension = _extension(argv)
     if extension:
         return run_extension(extension, argv)
-    parser = build_parser()
+    parser = build_parser(completion=any(word.startswith(COMPLETION) for word in argv))
     try:
         with contextlib.redirect_stderr(stderr):  # argparse's -h writes to sys.stderr
             args = parser.parse_args(argv)
