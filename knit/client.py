@@ -130,18 +130,37 @@ class KnitClient:
         from . import archive
         from .transport import send_chunked
 
-        body = archive.pack(root, compressed=True, dereference=dereference, on_read=progress)
+        content_type = self._upload_type()
+        body = archive.pack(root, compressed=content_type == GZIP, dereference=dereference, on_read=progress)
         with self._connection(timeout=None) as conn:
-            resp = send_chunked(conn, "POST", f"{self.base_path}/data", body, self._headers("application/tar+gzip"))
+            resp = send_chunked(conn, "POST", f"{self.base_path}/data", body, self._headers(content_type))
             payload = resp.read()
         return self._decode(resp.status, payload, _summary_by_status("sending data is rejected by server"))
 
+    def _upload_type(self) -> str:
+        """Plain tar to a server that says it takes it (ours: ``/api/x/formats``), so that a push
+        goes at the speed of the disk, not of gzip; ``application/tar+gzip`` to any other (a
+        Knitfab server answers 404 there), as Knitfab's ``knit`` sends."""
+        try:
+            formats = self._json("GET", "/x/formats", _summary("no formats"))
+        except KnitError as e:
+            if e.status is None or e.status >= 500:
+                raise
+            return GZIP
+        except ValueError:
+            return GZIP
+        accepted = formats.get("upload") if isinstance(formats, dict) else None
+        return TAR if isinstance(accepted, list) and TAR in accepted else GZIP
+
     @contextlib.contextmanager
-    def download(self, knit_id: str, compressed: bool = True) -> Iterator[TrailerResponse]:
-        """The Data as a stream of tar.gz (or tar) bytes; ``trailers`` has its checksum once read."""
+    def download(self, knit_id: str, compressed: bool = True, negotiate: bool = False) -> Iterator[TrailerResponse]:
+        """The Data as a stream of tar.gz (or tar) bytes; ``trailers`` has its checksum once read.
+        With ``negotiate``, plain tar is asked for (Accept) and the server chooses: the stream is
+        tar.gz unless the response's Content-Type is ``application/x-tar`` (``is_tar(resp)``)."""
         query = "" if compressed else "?format=tar"
+        accept = {"Accept": f"{TAR}, {GZIP};q=0.5"} if negotiate else {}
         with self._connection(timeout=None) as conn:
-            conn.request("GET", f"{self.base_path}/data/{_id(knit_id)}{query}", headers=self._headers())
+            conn.request("GET", f"{self.base_path}/data/{_id(knit_id)}{query}", headers=self._headers() | accept)
             resp = conn.getresponse()
             if resp.status != 200:
                 self._decode(resp.status, resp.read(), _summary(f"knitId:{knit_id} is not found"))
@@ -153,13 +172,13 @@ class KnitClient:
         from . import archive
 
         dest = Path(os.path.expanduser(str(dest)))
-        with self.download(knit_id) as resp:
+        with self.download(knit_id, negotiate=extract) as resp:  # a saved file is always .tar.gz
             dest.mkdir(parents=True, exist_ok=True)  # only once the server has the Data
             stream = archive.CountingReader(resp, progress)
             if extract:
                 target = dest / knit_id
                 target.mkdir(exist_ok=True)
-                digest = archive.unpack(stream, target)
+                digest = archive.unpack(stream, target, compressed=not is_tar(resp))
             else:
                 target = dest / f"{knit_id}.tar.gz"
                 digest = _save(stream, target)
@@ -325,6 +344,14 @@ class KnitClient:
     def _unreachable(self, error: Exception) -> KnitError:
         reason = getattr(error, "reason", None) or error
         return KnitError(f"cannot connect to {self.api_root}: is the server running? ({reason})")
+
+
+GZIP, TAR = "application/tar+gzip", "application/x-tar"
+
+
+def is_tar(resp: TrailerResponse) -> bool:
+    """Whether a download is plain tar (else it is tar.gz, as from Knitfab)."""
+    return (resp.getheader("Content-Type") or "").split(";")[0].strip().lower() == TAR
 
 
 class _Nodes:

@@ -3,12 +3,9 @@ Knitfab's one-request-per-node walk against a server without it; the DOT is the 
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
-import requests
 from console_history import served
+from knitfab_like import without_extensions
 from test_knit_graphs import tokyo  # noqa: F401  (autouse: the client draws in its own zone, not the server's)
 
 import knit
@@ -35,30 +32,8 @@ class Counted(knit.KnitClient):
 
 @pytest.fixture(scope="module")
 def knitfab_like(history):
-    """A real HTTP server in front of ours that has no ``/api/x/``, as Knitfab v1.6.1 has none."""
-    upstream = history.server.url.removesuffix("/api")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            if self.path.startswith("/api/x/"):
-                body, status = b'{"message":"not found"}', 404
-            else:
-                answer = requests.get(upstream + self.path, timeout=10)
-                body, status = answer.content, answer.status_code
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{proxy.server_address[1]}/api"
-    proxy.shutdown()
-    proxy.server_close()
+    with without_extensions(history.server.url) as url:
+        yield url
 
 
 def walked(client: knit.KnitClient, knit_id: str, up: bool, down: bool, depth: int | None) -> str:

@@ -72,6 +72,13 @@ def lineage() -> Response:
     return _graph(data_graph(store(), knit_id, _depth("up"), _depth("down")))
 
 
+@bp.get("/api/x/formats")
+def formats() -> Response:
+    """What ``POST /api/data`` takes besides Knitfab's tar.gz: ``knit`` sends plain tar to a
+    server listing it here (an extension: a Knitfab server answers 404, and gets tar.gz)."""
+    return reply({"upload": ["application/x-tar", "application/tar+gzip"]})
+
+
 @bp.get("/api/x/plangraph")
 def plans() -> Response:
     """The plan graph of ``plan=PLANID``, ``up``/``down`` steps (default 3, ``all`` to the ends)."""
