@@ -53,15 +53,14 @@ def make_small(root: Path, count: int) -> None:
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "knitfab.py"), "serve", "--port", "0", "--data-dir", str(data_dir)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = [sys.executable, str(ROOT / "knitfab.py"), "serve", "--port", "0", "--registry-port", "0"]
+    proc = subprocess.Popen([*argv, "--data-dir", str(data_dir)], stderr=subprocess.PIPE, text=True)
+    said = []
     for line in proc.stderr:
         if "is serving on" in line:
             return proc, line.split("is serving on ")[1].split()[0]
-    raise RuntimeError("the server did not start")
+        said.append(line)
+    raise RuntimeError("the server did not start:\n" + "".join(said))
 
 
 def peak_rss_mb(pid: int) -> float:
