@@ -65,7 +65,7 @@ def queries(n: int) -> list[tuple[int, str]]:
 
 def load(wrk: str, url: str, connections: int, seconds: int, script: Path) -> tuple[float, float, float, float]:
     out = subprocess.run(
-        [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     result = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
