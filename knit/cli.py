@@ -18,17 +18,20 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-import shtab
-
 from . import __version__
-from .archive import ArchiveError
 from .client import KnitError
 from .context import GLOBAL_FLAGS, Context, Parser, UsageError, command, split_globals
+from .extract import ArchiveError
 from .graphs import Missing
 from .profiles import ProfileError, env_path
 
+COMPLETION = "--print-completion"
+SHELLS = ["bash", "zsh", "tcsh", "fish", "powershell"]  # shtab 1.13's: only --print-completion imports it
 
-def build_parser() -> Parser:
+
+def build_parser(completion: bool = False) -> Parser:
+    """The parser of every command; ``completion``: with shtab's action behind --print-completion
+    (else a plain flag with the same help, so that start-up does not import shtab)."""
     from . import datacmds, imagecmds, plancmds, runcmds
 
     common = Parser(add_help=False)
@@ -39,7 +42,13 @@ def build_parser() -> Parser:
         "--traceback", action="store_true", default=argparse.SUPPRESS, help="on an error, show the stack"
     )
     root = Parser(prog="knit", parents=[common], description="knit: the command line of Knitfab.")
-    shtab.add_argument_to(root, "--print-completion", help="print a shell completion script (bash, zsh, tcsh)")
+    completion_help = "print a shell completion script (bash, zsh, tcsh)"
+    if completion:
+        import shtab
+
+        shtab.add_argument_to(root, COMPLETION, help=completion_help)
+    else:
+        root.add_argument(COMPLETION, choices=SHELLS, default=None, help=completion_help)
     groups = root.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
     init = command(groups, common, "init", "store a knitprofile (handout) as the profile of this directory")
     init.add_argument("knitprofile", metavar="KNIT_PROFILE_FILE", help="the knitprofile your admin handed out")
@@ -59,7 +68,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     extension = _extension(argv)
     if extension:
         return run_extension(extension, argv)
-    parser = build_parser()
+    parser = build_parser(completion=any(word.startswith(COMPLETION) for word in argv))
     try:
         with contextlib.redirect_stderr(stderr):  # argparse's -h writes to sys.stderr
             args = parser.parse_args(argv)

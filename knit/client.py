@@ -15,21 +15,25 @@ and checksums travel in HTTP trailers both ways.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import ssl
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-import certifi
-import requests
-
-from . import archive
 from .profiles import Profile, load_profile
 from .tagtext import split_tag
-from .transport import TrailerResponse, Unreachable, connect, send_chunked
+
+# archive (tarfile, zlib), transport (http.client) and requests are imported where they are
+# used: `knit` starts without them (issue 14: start-up < 100 ms).
+if TYPE_CHECKING:
+    import ssl
+
+    import requests
+
+    from .transport import TrailerResponse
 
 FINISHED = ("done", "failed", "invalidated")
 
@@ -49,15 +53,36 @@ class KnitClient:
         self.base_path = urlsplit(self.api_root).path
         self.token = token
         self.timeout = timeout
-        self.ssl_context = ssl.create_default_context()
-        self.http = requests.Session()
-        if token:
-            self.http.headers["Authorization"] = f"Bearer {token}"
+        self.ca = ca
+        self._ssl_context: ssl.SSLContext | None = None
+        self._http = None
         self._bundle = None
-        if ca:
-            self.ssl_context.load_verify_locations(cadata=ca.decode())
-            self._bundle = _bundle_with(ca)
-            self.http.verify = self._bundle
+
+    # Made on first use, so that a command that never calls the server (and `knit` start-up)
+    # does not pay for importing requests or loading the CA store.
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            import ssl
+
+            self._ssl_context = ssl.create_default_context()
+            if self.ca:
+                self._ssl_context.load_verify_locations(cadata=self.ca.decode())
+        return self._ssl_context
+
+    @property
+    def http(self):
+        """The ``requests.Session`` of this client (its token, and its CA when it has one)."""
+        if self._http is None:
+            import requests
+
+            self._http = requests.Session()
+            if self.token:
+                self._http.headers["Authorization"] = f"Bearer {self.token}"
+            if self.ca:
+                self._bundle = _bundle_with(self.ca)
+                self._http.verify = self._bundle
+        return self._http
 
     @classmethod
     def from_profile(cls, name: str | None = None, store: str | None = None) -> KnitClient:
@@ -70,7 +95,8 @@ class KnitClient:
         return cls(profile.api_root, profile.ca, profile.token)
 
     def close(self) -> None:
-        self.http.close()
+        if self._http is not None:
+            self._http.close()
         if self._bundle:
             os.unlink(self._bundle)
             self._bundle = None
@@ -102,18 +128,40 @@ class KnitClient:
         root = Path(path)
         if not root.is_dir():
             raise KnitError(f"{root} is not a directory")
-        body = archive.pack(root, compressed=True, dereference=dereference, on_read=progress)
+        from . import archive
+        from .transport import send_chunked
+
+        content_type = self._upload_type()
+        body = archive.pack(root, compressed=content_type == GZIP, dereference=dereference, on_read=progress)
         with self._connection(timeout=None) as conn:
-            resp = send_chunked(conn, "POST", f"{self.base_path}/data", body, self._headers("application/tar+gzip"))
+            resp = send_chunked(conn, "POST", f"{self.base_path}/data", body, self._headers(content_type))
             payload = resp.read()
         return self._decode(resp.status, payload, _summary_by_status("sending data is rejected by server"))
 
+    def _upload_type(self) -> str:
+        """Plain tar to a server that says it takes it (ours: ``/api/x/formats``), so that a push
+        goes at the speed of the disk, not of gzip; ``application/tar+gzip`` to any other (a
+        Knitfab server answers 404 there), as Knitfab's ``knit`` sends."""
+        try:
+            formats = self._json("GET", "/x/formats", _summary("no formats"))
+        except KnitError as e:
+            if e.status is None or e.status >= 500:
+                raise
+            return GZIP
+        except ValueError:
+            return GZIP
+        accepted = formats.get("upload") if isinstance(formats, dict) else None
+        return TAR if isinstance(accepted, list) and TAR in accepted else GZIP
+
     @contextlib.contextmanager
-    def download(self, knit_id: str, compressed: bool = True) -> Iterator[TrailerResponse]:
-        """The Data as a stream of tar.gz (or tar) bytes; ``trailers`` has its checksum once read."""
+    def download(self, knit_id: str, compressed: bool = True, negotiate: bool = False) -> Iterator[TrailerResponse]:
+        """The Data as a stream of tar.gz (or tar) bytes; ``trailers`` has its checksum once read.
+        With ``negotiate``, plain tar is asked for (Accept) and the server chooses: the stream is
+        tar.gz unless the response's Content-Type is ``application/x-tar`` (``is_tar(resp)``)."""
         query = "" if compressed else "?format=tar"
+        accept = {"Accept": f"{TAR}, {GZIP};q=0.5"} if negotiate else {}
         with self._connection(timeout=None) as conn:
-            conn.request("GET", f"{self.base_path}/data/{_id(knit_id)}{query}", headers=self._headers())
+            conn.request("GET", f"{self.base_path}/data/{_id(knit_id)}{query}", headers=self._headers() | accept)
             resp = conn.getresponse()
             if resp.status != 200:
                 self._decode(resp.status, resp.read(), _summary(f"knitId:{knit_id} is not found"))
@@ -122,14 +170,16 @@ class KnitClient:
     def pull(self, knit_id: str, dest, extract: bool = False, progress: Callable[[int], None] | None = None) -> Path:
         """Save a Data as ``dest/<knitId>.tar.gz``, or extracted into ``dest/<knitId>/``.
         Raises ``ChecksumMismatch`` (after saving) when the checksum trailer disagrees."""
+        from . import archive
+
         dest = Path(os.path.expanduser(str(dest)))
-        with self.download(knit_id) as resp:
+        with self.download(knit_id, negotiate=extract) as resp:  # a saved file is always .tar.gz
             dest.mkdir(parents=True, exist_ok=True)  # only once the server has the Data
             stream = archive.CountingReader(resp, progress)
             if extract:
                 target = dest / knit_id
                 target.mkdir(exist_ok=True)
-                digest = archive.unpack(stream, target)
+                digest = archive.unpack(stream, target, compressed=not is_tar(resp))
             else:
                 target = dest / f"{knit_id}.tar.gz"
                 digest = _save(stream, target)
@@ -140,7 +190,25 @@ class KnitClient:
         """Knitfab's lineage graph of a Data, as DOT text."""
         from .graphs import data_lineage
 
-        return data_lineage(self, knit_id, upstream, downstream, depth)
+        return data_lineage(self._lineage_nodes(knit_id, upstream, downstream, depth), knit_id, upstream,
+                            downstream, depth)  # fmt: skip
+
+    def _lineage_nodes(self, knit_id: str, upstream: bool, downstream: bool, depth: int | None):
+        """The nodes of the graph in one request, when the server has the extension
+        ``/api/x/lineage?format=json`` (ours); else (a Knitfab server answers 404) this client
+        itself, which asks once per node as Knitfab's ``knit`` does. Either way the graph is drawn
+        here, in this machine's time zone."""
+        steps = "all" if depth is None else str(depth)
+        params = {"data": knit_id, "up": steps if upstream else "0", "down": steps if downstream else "0"}
+        try:
+            nodes = self._json("GET", "/x/lineage", _summary("no lineage"), params={**params, "format": "json"})
+        except KnitError as e:
+            if e.status != 404:
+                raise
+            return self  # not ours, or the Data is unknown: the walk says which
+        except ValueError:  # a server of ours older than format=json answers SVG
+            return self
+        return _Nodes(self, nodes)
 
     # -- plans --------------------------------------------------------------------------------------
 
@@ -239,6 +307,8 @@ class KnitClient:
         return self._decode(resp.status_code, resp.content, summary)
 
     def _call(self, method: str, url: str, **kwargs) -> requests.Response:
+        import requests
+
         # Given per request, the profile's CA bundle wins over $REQUESTS_CA_BUNDLE, which requests
         # would otherwise put in place of the session's verify (Session.merge_environment_settings).
         kwargs.setdefault("verify", self.http.verify)
@@ -251,13 +321,15 @@ class KnitClient:
 
     def _decode(self, status: int, payload: bytes, summary: Callable[[int], str]) -> object:
         if 200 <= status < 300:
-            return requests.models.complexjson.loads(payload) if payload else None
+            return json.loads(payload) if payload else None
         raise KnitError(summary(status), status, _server_message(payload))
 
     @contextlib.contextmanager
     def _connection(self, timeout: float | None):
         """A connection whose network errors (only those: not the local files' while the
         body is read or written) become "cannot connect"."""
+        from .transport import Unreachable, connect
+
         conn = connect(self.api_root, self.ssl_context, timeout=timeout, guarded=True)
         try:
             yield conn
@@ -275,6 +347,31 @@ class KnitClient:
         return KnitError(f"cannot connect to {self.api_root}: is the server running? ({reason})")
 
 
+GZIP, TAR = "application/tar+gzip", "application/x-tar"
+
+
+def is_tar(resp: TrailerResponse) -> bool:
+    """Whether a download is plain tar (else it is tar.gz, as from Knitfab)."""
+    return (resp.getheader("Content-Type") or "").split(";")[0].strip().lower() == TAR
+
+
+class _Nodes:
+    """A ``knit.graphs.GraphSource`` answering from the nodes the server sent at once; a node it
+    lacks (none should be) is asked from the client."""
+
+    def __init__(self, client: KnitClient, nodes: dict):
+        self.client, self.data, self.runs = client, nodes.get("data") or {}, nodes.get("runs") or {}
+
+    def get_data(self, knit_id: str) -> dict:
+        return self.data.get(knit_id) or self.client.get_data(knit_id)
+
+    def get_run(self, run_id: str) -> dict:
+        return self.runs.get(run_id) or self.client.get_run(run_id)
+
+    def get_plan(self, plan_id: str) -> dict:
+        return self.client.get_plan(plan_id)
+
+
 class ChecksumMismatch(KnitError):
     """The Data was saved, but its checksum trailer disagrees with what arrived."""
 
@@ -286,6 +383,8 @@ def _check_trailer(resp: TrailerResponse, digest: str) -> None:
 
 
 def _save(stream, target: Path) -> str:
+    from . import archive
+
     reader = archive.HashingReader(stream)
     with open(target, "wb") as f:
         while chunk := reader.read(archive.CHUNK):
@@ -295,15 +394,19 @@ def _save(stream, target: Path) -> str:
 
 def _bundle_with(ca: bytes) -> str:
     """The system's CAs plus the profile's: the client trusts both, as Knitfab's does."""
+    import tempfile
+
     fd, path = tempfile.mkstemp(prefix="knit-ca-", suffix=".pem")
     with os.fdopen(fd, "wb") as f:
+        import certifi
+
         f.write(Path(certifi.where()).read_bytes() + b"\n" + ca)
     return path
 
 
 def _server_message(payload: bytes) -> str:
     try:
-        doc = requests.models.complexjson.loads(payload)
+        doc = json.loads(payload)
     except ValueError:
         return payload.decode(errors="replace").strip()
     message = doc.get("message") if isinstance(doc, dict) else None

@@ -112,6 +112,7 @@ MOUNTPOINT_KEYS = ("path", "tags")
 def read_plan(path: str, warn: Callable[[str], None] = lambda message: None) -> dict:
     """A plan file as Knitfab reads it: YAML, unknown keys ignored (each one ``warn``ed about,
     with the key it may be a typo of), numbers as strings."""
+
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 from .tagtext import split_tag
 
 DEFAULT_STORE = Path("~/.knit/profile")
@@ -70,6 +68,8 @@ def _pem(ca: object, where: str) -> bytes:
 
 
 def read_knitprofile(path: Path) -> Profile:
+    import yaml  # here, not at the top: `knit version` never reads YAML
+
     try:
         return parse_profile(yaml.safe_load(path.read_text()), str(path))
     except OSError as e:
@@ -122,6 +122,8 @@ def save_profile(store: Path, name: str, profile: Profile) -> None:
         backup.chmod(0o600)
     tmp = store.with_name(store.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    import yaml
+
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(profiles, f, sort_keys=False)
     os.replace(tmp, store)
@@ -159,6 +161,8 @@ def _mapping(path: Path, broken: str) -> dict:
     """A YAML mapping from ``path``; empty when the file does not exist."""
     if not path.exists():
         return {}
+    import yaml
+
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -13,13 +13,16 @@ import hashlib
 import json
 import os
 import platform
-import tarfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from .client import KnitClient, KnitError
+
+if TYPE_CHECKING:
+    import tarfile
+
+    import requests
 
 DEFAULT_PORT = 30503
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -104,6 +107,8 @@ class Registry:
         self._call("PUT", f"/v2/{name}/manifests/{tag}", data=manifest, headers=headers, ok=(201,))
 
     def _call(self, method: str, path: str, ok=(200,), **kwargs) -> requests.Response:
+        import requests  # here: `knit` start-up does not import it
+
         url = path if "://" in path else self.base + path
         try:
             response = self.http.request(method, url, timeout=600, **kwargs)

@@ -7,6 +7,7 @@ the clock is read at millisecond precision so that a printed timestamp, fed back
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -30,11 +31,17 @@ def format_ts(us: int, tz: timezone | None = UTC) -> str:
     millis = f"{micros // 1000:03d}".rstrip("0")
     fraction = f".{millis}" if millis else ""
     if tz is UTC:  # the API's case, on every Data and run: kept cheap
-        y, mo, d, h, mi, s = time.gmtime(seconds)[:6]
-        return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{fraction}+00:00"
+        return f"{_utc_seconds(seconds)}{fraction}+00:00"
     dt = datetime.fromtimestamp(seconds, tz)
     offset = dt.strftime("%z")
     return f"{dt.strftime('%Y-%m-%dT%H:%M:%S')}{fraction}{offset[:3]}:{offset[3:]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_seconds(seconds: int) -> str:
+    # Cached: the Data and runs of one answer mostly share their seconds (a batch, a pipeline).
+    y, mo, d, h, mi, s = time.gmtime(seconds)[:6]
+    return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}"
 
 
 def parse_rfc3339(text: str) -> int:

@@ -4,6 +4,8 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import yaml
 from helpers import wait_for
 from knit_helpers import knit, ok
 
+from knit.cli import build_parser
 from knitfab.store.jobs import load_job
 
 pytestmark = pytest.mark.slow
@@ -136,6 +139,24 @@ def test_version_and_license(project):
     assert ok("version").out.startswith("0.1.0 (commit: ")
     assert not ok("version").out.endswith("\n")
     assert "requests" in ok("license").out
+
+
+HEAVY = ("requests", "urllib3", "yaml", "shtab", "tqdm", "tarfile", "http.client", "ssl")
+
+
+def test_knit_version_imports_nothing_it_does_not_need(project):
+    probe = "import sys; from knit.cli import main; main(['version']); print(); print(*sorted(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    loaded = set(done.stdout.splitlines()[-1].split())
+    assert done.stdout.startswith("0.1.0 (commit: ") and loaded & set(HEAVY) == set()
+
+
+def test_completion_is_printed_and_the_help_is_the_same_without_shtab(project):
+    assert build_parser().format_help() == build_parser(completion=True).format_help()
+    assert "--print-completion {bash,zsh,tcsh,fish,powershell}" in knit("-h").err
+    argv = [sys.executable, "-m", "knit", "--print-completion", "bash"]
+    script = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "complete -o bashdefault -F _shtab_knit knit" in script
 
 
 PLAN = """

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 from helpers import apply, drive, push, runs_of, wait_for
@@ -202,17 +203,22 @@ def test_after_kill_9_of_server_and_worker_the_run_fails_and_its_output_is_not_d
     assert not (store.layout.data(model["knitId"]) / "final").exists()
 
 
-def test_an_ended_worker_is_not_alive_even_while_its_sandbox_init_awaits_reaping(store):
-    # The sandbox's init is re-parented to PID 1 when the worker ends; a container's PID 1 may
-    # reap it late (seconds here) or never. The worker must count as ended all the same, or its
-    # capacity is never given back.
-    runner = LocalRunner(store.layout)
+def start_true(store, runner):
+    """The job of a run of ``true``, started by the engine on ``runner``."""
     engine = Engine(store, runner)
     plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["true"], args=[])
     push(store, "type:dataset")
     engine.project(), engine.initialize(), engine.start()
     ((run_id, _),) = runs_of(store, plan["planId"])
-    job = load_job(store, run_id)
+    return load_job(store, run_id)
+
+
+def test_an_ended_worker_is_not_alive_even_while_its_sandbox_init_awaits_reaping(store):
+    # The sandbox's init is re-parented to PID 1 when the worker ends; a container's PID 1 may
+    # reap it late (seconds here) or never. The worker must count as ended all the same, or its
+    # capacity is never given back.
+    runner = LocalRunner(store.layout)
+    job = start_true(store, runner)
     wait_for(lambda: runner.status(job).state.value == "succeeded")
     assert runner.stop(job) is True
     runner.cleanup(job)  # its cgroups
@@ -228,3 +234,25 @@ def test_a_plan_can_run_python_directly(store):
     (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
     assert run["status"] == "done"
     assert output(store, run, "v").startswith("3.")
+
+
+def test_an_ended_worker_is_known_ended_from_its_cgroups_without_reading_proc(store, monkeypatch):
+    # Its shell left unreaped (a zombie, as a worker of a server that restarted may be): the
+    # process group still exists, and only the run's cgroups say cheaply that nothing runs.
+    runner = LocalRunner(store.layout)
+    monkeypatch.setattr(runner, "_wait", lambda proc: None)
+    job = start_true(store, runner)
+    shell = runner._procs.pop(job.run_id)
+    try:
+        if not runner._cgroups_of(job):
+            pytest.skip("no cgroup can be made for runs on this host: liveness falls back to /proc")
+        wait_for(lambda: runner.status(job).state.value == "succeeded")
+        wait_for(lambda: Path(f"/proc/{shell.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+        scans = []
+        real_scandir = os.scandir
+        monkeypatch.setattr(os, "scandir", lambda path=".": scans.append(str(path)) or real_scandir(path))
+        assert runner.stop(job) is True
+        runner.cleanup(job)
+        assert "/proc" not in scans
+    finally:
+        shell.wait(timeout=10)

@@ -7,6 +7,7 @@ from peewee import SqliteDatabase
 from knitfab.errors import SchemaTooNew
 from knitfab.store.db import Store
 from knitfab.store.migrations import LATEST, current_version, migrate
+from knitfab.tags import Tag
 
 
 def test_a_new_store_is_at_the_latest_schema_with_wal_and_foreign_keys(store):
@@ -89,3 +90,23 @@ def test_publish_moves_staging_into_place(store):
     assert not staging.exists()
     store.layout.publish("empty")
     assert store.layout.data("empty").is_dir()
+
+
+def test_the_rarest_tag_leads_even_when_both_are_past_the_first_count(store):
+    """A tag on 1,500 Data and a tag on every one of 12,000 both pass the first capped count
+    (1,000); the query must still start from the rarer, whatever order they were asked in."""
+    (plan_id,) = store.one("SELECT plan_id FROM plan WHERE name = 'knit#uploaded'")
+    (output_id,) = store.one("SELECT id FROM output WHERE plan_id = ?", plan_id)
+    with store.write():
+        common, rare = store.tag_ids([Tag("type", "dataset"), Tag("batch", "b1")], create=True)
+        conn = store.db.connection()
+        conn.execute("INSERT INTO run (run_id, plan_id, status, updated_at) VALUES ('r', ?, 'done', 0)", (plan_id,))
+        conn.executemany("INSERT INTO data (knit_id, run_id, output_id) VALUES (?, 'r', ?)",
+                         [(f"k{i:05d}", output_id) for i in range(12_000)])  # fmt: skip
+        conn.executemany("INSERT INTO data_tag (tag_id, knit_id) VALUES (?, ?)",
+                         [(common, f"k{i:05d}") for i in range(12_000)] +
+                         [(rare, f"k{i:05d}") for i in range(1_500)])  # fmt: skip
+    assert store.with_all_tags([common, rare])[1] == [rare, common]
+    assert store.with_all_tags([rare, common])[1] == [rare, common]
+    sql, params = store.with_all_tags([common, rare])
+    assert len(store.column(sql, *params)) == 1_500

@@ -153,6 +153,11 @@ GRAPH = {
     **errors(400, 404, 503),
 }
 GRAPH_FORMAT = query("format", schema={"type": "string", "enum": ["svg", "dot"]})
+LINEAGE = {**GRAPH, "200": {**GRAPH["200"], "content": {**GRAPH["200"]["content"], "application/json": {"schema": obj(
+    ["data", "runs"], data={"type": "object", "additionalProperties": ref("DataDetail")},
+    runs={"type": "object", "additionalProperties": ref("RunDetail")})}}}}  # fmt: skip
+LINEAGE["200"]["description"] += "; with format=json (and data, up, down) the DataDetails and runs in it"
+LINEAGE_FORMAT = query("format", schema={"type": "string", "enum": ["svg", "dot", "json"]})
 DATA_ID, PLAN_ID, RUN_ID = path_param("knitId"), path_param("planId"), path_param("runId")
 
 PATHS = {
@@ -262,9 +267,15 @@ PATHS = {
     "/api/x/lineage": {
         "get": op(
             "the lineage graph of a Data or a run (console extension): up/down steps, or the whole connected graph",
-            GRAPH,
-            [query("data"), query("run"), query("up", schema=DEPTH), query("down", schema=DEPTH), GRAPH_FORMAT],
+            LINEAGE,
+            [query("data"), query("run"), query("up", schema=DEPTH), query("down", schema=DEPTH), LINEAGE_FORMAT],
         )
+    },
+    "/api/x/formats": {
+        "get": op(
+            "the archive types POST /api/data takes (extension: knit sends plain tar where listed)",
+            {"200": ok(obj(["upload"], upload=STRINGS))},
+        )  # fmt: skip
     },
     "/api/x/plangraph": {
         "get": op(

@@ -14,9 +14,9 @@ from flask import Blueprint, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from ..api.web import services, store
+from ..api.web import reply, services, store
 from ..errors import BadRequest, NotFound
-from .graphs import data_graph, plan_graph, to_svg, whole_graph
+from .graphs import data_graph, data_nodes, plan_graph, to_svg, whole_graph
 
 STATIC = Path(__file__).parent / "static"
 bp = Blueprint("console", __name__)
@@ -57,13 +57,26 @@ def static_file(path: str) -> Response:
 @bp.get("/api/x/lineage")
 def lineage() -> Response:
     """The lineage graph of ``data=KNITID`` or ``run=RUNID``: with ``up``/``down`` (a number of
-    steps or ``all``) as ``knit data lineage`` traces it; without them, the whole connected graph."""
+    steps or ``all``) as ``knit data lineage`` traces it; without them, the whole connected graph.
+    ``format=json`` (with ``data``, ``up`` and ``down``): the nodes ``knit data lineage`` reads to
+    draw it, so that it asks once instead of once per node."""
     knit_id, run_id = request.args.get("data"), request.args.get("run")
     if bool(knit_id) == bool(run_id):
         raise BadRequest("give one of data=KNITID or run=RUNID")
+    if request.args.get("format") == "json":
+        if not knit_id:
+            raise BadRequest("format=json needs data=KNITID")
+        return reply(data_nodes(store(), knit_id, _depth("up"), _depth("down")))
     if run_id or ("up" not in request.args and "down" not in request.args):
         return _graph(whole_graph(store(), knit_id, run_id))
     return _graph(data_graph(store(), knit_id, _depth("up"), _depth("down")))
+
+
+@bp.get("/api/x/formats")
+def formats() -> Response:
+    """What ``POST /api/data`` takes besides Knitfab's tar.gz: ``knit`` sends plain tar to a
+    server listing it here (an extension: a Knitfab server answers 404, and gets tar.gz)."""
+    return reply({"upload": ["application/x-tar", "application/tar+gzip"]})
 
 
 @bp.get("/api/x/plangraph")

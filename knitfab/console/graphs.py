@@ -42,6 +42,36 @@ class StoreSource:
         return plans.show_plan(self.store, plan_id)
 
 
+class RecordingSource(StoreSource):
+    """A ``StoreSource`` keeping every Data and run it answered: what a client needs to draw
+    the same graph itself (``knit data lineage`` draws in its own time zone)."""
+
+    def __init__(self, store: Store):
+        super().__init__(store)
+        self.data: dict[str, dict] = {}
+        self.runs: dict[str, dict] = {}
+
+    def get_data(self, knit_id: str) -> dict:
+        found = self.data[knit_id] = super().get_data(knit_id)
+        return found
+
+    def get_run(self, run_id: str) -> dict:
+        found = self.runs[run_id] = super().get_run(run_id)
+        return found
+
+
+def data_nodes(store: Store, knit_id: str, up: int | None, down: int | None) -> dict:
+    """The DataDetails and runs ``knit data lineage`` reads to draw ``data_graph``, in one answer:
+    ``{"data": {knitId: DataDetail}, "runs": {runId: Run}}``."""
+    with store.read():  # one snapshot for the whole walk
+        source = RecordingSource(store)
+        try:
+            graphs.lineage(source, knit_id, up, down)
+        except LookupError as e:
+            raise NotFound(str(e)) from None
+    return {"data": source.data, "runs": source.runs}
+
+
 def data_graph(store: Store, knit_id: str, up: int | None, down: int | None) -> str:
     """``up``/``down`` steps (None: to the ends) around a Data, as ``knit data lineage`` traces."""
     try:

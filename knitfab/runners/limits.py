@@ -116,6 +116,22 @@ def oom_killed(groups: list[Path]) -> bool:
     return False
 
 
+def populated(groups: list[Path]) -> bool | None:
+    """Whether a process of the run is still in its cgroups; None when no cgroup can tell (there
+    are none, or they are gone). Zombies do not count: the kernel takes a task out at its exit.
+    One or two small reads, where looking for the run's processes means reading all of /proc."""
+    answers = []
+    for group in groups:
+        try:
+            if _is_v2(group):  # "populated" covers the sub-cgroups too
+                answers.append("populated 1" in (group / "cgroup.events").read_text().splitlines())
+            else:  # v1: the run cannot make sub-cgroups (it may not write here)
+                answers.append(bool((group / "cgroup.procs").read_text().split()))
+        except OSError:
+            continue
+    return any(answers) if answers else None
+
+
 def remove_cgroups(groups: list[Path], timeout: float = 5.0) -> None:
     """Kill what is left in the run's cgroups and remove them (an emptied cgroup goes at once)."""
     deadline = time.monotonic() + timeout

@@ -38,7 +38,7 @@ from ..images.blobs import StorageError
 from ..images.rootfs import LayerError
 from ..images.sandbox import ImageConfigError
 from ..store.layout import Layout
-from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, remove_cgroups, rlimit_args
+from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .runuser import launch, run_user, sandbox_user_args
 
@@ -358,7 +358,10 @@ class LocalRunner(Runner):
             return False  # the pid was reused by another process
         if leader is not None and leader[0] != "Z":
             return True
-        return _group_alive(handle["pid"])
+        # Once the leader has ended, what is left of the run can only be in its cgroups: the
+        # launch enters them before anything of the run is forked (runuser.launch).
+        inside = populated(self._cgroups_of(job))
+        return _group_alive(handle["pid"]) if inside is None else inside
 
     def _wait(self, proc: subprocess.Popen) -> None:
         proc.wait()

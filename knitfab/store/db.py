@@ -131,17 +131,30 @@ class Store:
         """A subquery (and its parameters) of the knitIds carrying every one of ``tag_ids``
         (at least one). It starts from the rarest tag and checks the others through the
         (tag, knitId) key, so its cost follows the rarest tag, not the number of Data."""
-        # Counting is capped so that a tag on every Data costs no more than a rare one.
-        rarity = dict(
-            self.all(
-                "SELECT value, (SELECT COUNT(*) FROM (SELECT 1 FROM data_tag WHERE tag_id = value LIMIT 1000))"
-                " FROM json_each(?)",
-                json.dumps(tag_ids),
-            )
-        )
-        ordered = sorted(tag_ids, key=rarity.__getitem__)
+        ordered = self._rarest_first(tag_ids)
         exists = " AND EXISTS (SELECT 1 FROM data_tag x WHERE x.tag_id = ? AND x.knit_id = t0.knit_id)"
         return "SELECT t0.knit_id FROM data_tag t0 WHERE t0.tag_id = ?" + exists * (len(ordered) - 1), ordered
+
+    def _rarest_first(self, tag_ids: list[int]) -> list[int]:
+        """``tag_ids`` by how many Data carry each, rarest first. Counting is capped, and the
+        cap grows tenfold while the rarest tags tie at it: the cost follows the rarest tag
+        (at most ten times its size), never the number of Data."""
+        if len(tag_ids) < 2:
+            return list(tag_ids)
+        cap = 1000
+        while True:
+            counts = dict(self._capped_counts(tag_ids, cap))
+            if min(counts.values()) < cap:
+                break  # the rarest tag's count is exact, and every other is at least as large
+            cap *= 10
+        return sorted(tag_ids, key=counts.__getitem__)
+
+    def _capped_counts(self, tag_ids: list[int], cap: int) -> list[tuple[int, int]]:
+        return self.all(
+            "SELECT value, (SELECT COUNT(*) FROM (SELECT 1 FROM data_tag WHERE tag_id = value LIMIT ?))"
+            " FROM json_each(?)",
+            cap, json.dumps(tag_ids),
+        )  # fmt: skip
 
     def tags_of(self, table: str, column: str, ids: Sequence) -> dict[object, list[Tag]]:
         """User tags of many rows of ``data_tag``/``input_tag``/``output_tag`` in one query."""
