@@ -8,8 +8,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from .client import KnitError
 from .context import Context, UsageError, command, go_json, group
 from .flags import TRISTATE, add_graph_flags, depth, directions, tag_flags
@@ -112,6 +110,7 @@ MOUNTPOINT_KEYS = ("path", "tags")
 def read_plan(path: str, warn: Callable[[str], None] = lambda message: None) -> dict:
     """A plan file as Knitfab reads it: YAML, unknown keys ignored (each one ``warn``ed about,
     with the key it may be a typo of), numbers as strings."""
+    import yaml  # here: `knit` start-up does not import it
 
     try:
         doc = yaml.safe_load(Path(path).read_text())
