@@ -42,9 +42,10 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from . import quantity
+from .diskspace import free_bytes
 from .errors import KnitfabError
 from .hooks import Hooks
-from .outputspace import discard_outputs, free_bytes, written_bytes
+from .outputspace import discard_outputs, written_bytes
 from .runners.protocol import Job, Runner, RunnerError, WorkerState
 from .status import RunStatus
 from .store import data, jobs, runs

@@ -15,12 +15,6 @@ from .store.layout import Layout
 LOG_KEPT = 64 << 10  # bytes of its log a run stopped for filling the disk keeps
 
 
-def free_bytes(path: os.PathLike | str) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 def written_bytes(layout: Layout, job: Job) -> int:
     """Disk space taken by what a run has written so far (its outputs and log, in staging)."""
     total = 0

@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from ..diskspace import free_bytes
 
 NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -44,8 +45,8 @@ class StorageError(Exception):
 
 
 def check_free_disk(path: Path, incoming: int, reserve: int) -> None:
-    """Refuse bytes that would eat into the free-disk reserve (until ``knitfab.diskspace`` merges)."""
-    if shutil.disk_usage(path).free - incoming < reserve:
+    """Refuse bytes that would eat into the free-disk reserve, as the registry's 507."""
+    if free_bytes(path) - incoming < reserve:
         raise StorageError("DENIED", "the server's disk is full: the upload is refused", 507)
 
 
