@@ -70,10 +70,9 @@ def test_a_backup_under_pushes_and_runs_restores_every_done_data_and_edge(server
                 theirs["outputs"],
                 theirs["log"],
             )
-            assert (kept[knit_id]["upstream"], kept[knit_id]["tags"]) == (
-                before[knit_id]["upstream"],
-                before[knit_id]["tags"],
-            )
+            assert kept[knit_id]["upstream"] == before[knit_id]["upstream"]
+            # a push tags its Data after the upload: the backup may have come between the two
+            assert set(before[knit_id]["tags"]) <= set(kept[knit_id]["tags"])
     finally:
         restored.close()
 
