@@ -284,12 +284,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     import json
 
+    from .api import render
     from .store.db import Store
     from .store.imports import import_directory
 
     store = Store(args.data_dir)
     try:
-        print(json.dumps(import_directory(store, args.source, args.tag, args.copy), indent=4))
+        print(json.dumps(render.data(import_directory(store, args.source, args.tag, args.copy)), indent=4))
     finally:
         store.close()
     return 0

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+from .api import render
 from .status import ALLOWED, RunStatus
 from .store import runs
 from .store.db import Store
@@ -55,7 +56,7 @@ class Hooks:
         target = FINISHING.get(current) if new is None else new
         if target is None or target not in ALLOWED[current]:
             return {}  # no change will happen (a running run watched again): nothing to announce
-        detail = runs.show_run(store, run_id)
+        detail = render.run(runs.show_run(store, run_id))
         env: dict[str, str] = {}
         for url in self.before:
             answer = self._post(url, detail)
@@ -70,7 +71,7 @@ class Hooks:
         """Tell the after-hooks of the run as it is now; their answers do not matter."""
         if not self.after:
             return
-        detail = runs.show_run(store, run_id)
+        detail = render.run(runs.show_run(store, run_id))
         for url in self.after:
             self._post(url, detail)
 

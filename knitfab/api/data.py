@@ -10,6 +10,7 @@ from ..errors import BadRequest
 from ..paging import parse_page
 from ..store import data
 from ..tags import parse_tag, tag_from_json
+from . import render
 from .web import body, reply, services, store, string_list, time_window
 
 bp = Blueprint("data", __name__, url_prefix="/api/data")
@@ -21,7 +22,7 @@ TAR_TYPES = {"application/x-tar", "application/tar"}
 def find():
     tags = [parse_tag(t) for t in request.args.getlist("tag")]
     since, until = time_window()
-    return reply(data.find_data(store(), tags, since, until, parse_page(request.args)))
+    return reply(render.data_list(data.find_data(store(), tags, since, until, parse_page(request.args))))
 
 
 @bp.get("/<knit_id>/")
@@ -53,8 +54,7 @@ def change_tags(knit_id: str):
             raise BadRequest("remove_key must be a list of strings")
     except BadRequest as e:
         raise BadRequest(e.message, reason) from None
-    detail = data.change_tags(store(), knit_id, add, remove, keys)
-    return reply(detail)
+    return reply(render.data(data.change_tags(store(), knit_id, add, remove, keys)))
 
 
 @bp.post("/")
@@ -63,7 +63,7 @@ def upload():
     detail = data.receive_upload(
         store(), request.stream, _compressed(), services().upload_limits, request.content_length, _claimed_md5
     )
-    return reply(detail)
+    return reply(render.data(detail))
 
 
 def _compressed() -> bool:

@@ -9,6 +9,7 @@ from ..paging import parse_page
 from ..planspec import SPEC_FIELDS, parse_plan_spec
 from ..store import plans
 from ..tags import parse_tag
+from . import render
 from .web import body, reply, services, store, string_list
 
 bp = Blueprint("plans", __name__, url_prefix="/api/plans")
@@ -32,7 +33,7 @@ def find():
         out_tags=out_tags,
         page=parse_page(request.args),
     )
-    return reply(found)
+    return reply(render.plan_list(found))
 
 
 @bp.post("/")
@@ -42,24 +43,22 @@ def apply():
     runner = services().runner
     if runner is not None:  # a runner that can refuse a plan does so at apply time
         runner.check_plan(spec.image, spec.version, spec.entrypoint)
-    plan = plans.apply_plan(store(), spec)
-    return reply(plan)
+    return reply(render.plan(plans.apply_plan(store(), spec)))
 
 
 @bp.get("/<plan_id>/")
 def show(plan_id: str):
-    return reply(plans.show_plan(store(), plan_id))
+    return reply(render.plan(plans.show_plan(store(), plan_id)))
 
 
 @bp.put("/<plan_id>/active")
 def activate(plan_id: str):
-    plan = plans.set_active(store(), plan_id, True)
-    return reply(plan)
+    return reply(render.plan(plans.set_active(store(), plan_id, True)))
 
 
 @bp.delete("/<plan_id>/active")
 def deactivate(plan_id: str):
-    return reply(plans.set_active(store(), plan_id, False))
+    return reply(render.plan(plans.set_active(store(), plan_id, False)))
 
 
 @bp.put("/<plan_id>/resources")
@@ -69,8 +68,7 @@ def resources(plan_id: str):
     if not isinstance(set_, dict):
         raise BadRequest("set must be a mapping of resource type to quantity")
     unset = string_list(doc, "unset")
-    plan = plans.change_resources(store(), plan_id, set_, [str(u) for u in unset])
-    return reply(plan)
+    return reply(render.plan(plans.change_resources(store(), plan_id, set_, [str(u) for u in unset])))
 
 
 @bp.put("/<plan_id>/annotations")
@@ -79,15 +77,15 @@ def annotations(plan_id: str):
     lists = [string_list(doc, key) for key in ("add", "remove", "remove_key")]
     if not all(isinstance(item, str) for items in lists for item in items):
         raise BadRequest("add, remove and remove_key must be lists of strings")
-    return reply(plans.change_annotations(store(), plan_id, *lists))
+    return reply(render.plan(plans.change_annotations(store(), plan_id, *lists)))
 
 
 @bp.put("/<plan_id>/serviceaccount")
 def set_service_account(plan_id: str):
     doc = body({"service_account"})
-    return reply(plans.set_service_account(store(), plan_id, doc.get("service_account") or ""))
+    return reply(render.plan(plans.set_service_account(store(), plan_id, doc.get("service_account") or "")))
 
 
 @bp.delete("/<plan_id>/serviceaccount")
 def unset_service_account(plan_id: str):
-    return reply(plans.set_service_account(store(), plan_id, None))
+    return reply(render.plan(plans.set_service_account(store(), plan_id, None)))

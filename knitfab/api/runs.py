@@ -9,6 +9,7 @@ from ..paging import parse_page
 from ..status import RunStatus, parse_status_list
 from ..store import runs
 from ..store.jobs import load_job
+from . import render
 from .web import comma_list, reply, services, store, time_window
 
 bp = Blueprint("runs", __name__, url_prefix="/api/runs")
@@ -30,24 +31,22 @@ def find():
         until=until,
         page=parse_page(request.args),
     )
-    return reply(found)
+    return reply(render.run_list(found))
 
 
 @bp.get("/<run_id>/")
 def show(run_id: str):
-    return reply(runs.show_run(store(), run_id))
+    return reply(render.run(runs.show_run(store(), run_id)))
 
 
 @bp.put("/<run_id>/abort")
 def abort(run_id: str):
-    run = runs.abort(store(), run_id)
-    return reply(run)
+    return reply(render.run(runs.abort(store(), run_id)))
 
 
 @bp.put("/<run_id>/tearoff")
 def tearoff(run_id: str):
-    run = runs.tearoff(store(), run_id)
-    return reply(run)
+    return reply(render.run(runs.tearoff(store(), run_id)))
 
 
 @bp.put("/<run_id>/retry")
@@ -65,15 +64,15 @@ def delete(run_id: str):
 @bp.get("/<run_id>/log")
 def log(run_id: str):
     run = runs.show_run(store(), run_id)
-    if run["status"] == S.INVALIDATED or run["log"] is None:
+    if run.status == S.INVALIDATED or run.log is None:
         raise NotFound(f"run {run_id} has no log")
-    if run["status"] in NOT_STARTED:
+    if run.status in NOT_STARTED:
         raise ServiceUnavailable("please retry later.")
-    if run["status"] in (S.STARTING, S.RUNNING) and services().runner is not None:
+    if run.status in (S.STARTING, S.RUNNING) and services().runner is not None:
         job = load_job(store(), run_id)
         chunks = services().runner.logs(job, follow="follow" in request.args)
     else:
-        chunks = _read(store().layout.current(run["log"]["knitId"]) / "log")
+        chunks = _read(store().layout.current(run.log.knit_id) / "log")
     return Response(chunks, content_type="application/octet-stream")
 
 

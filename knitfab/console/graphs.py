@@ -8,6 +8,7 @@ import subprocess
 
 from knit import graphs
 
+from ..api import render
 from ..errors import BadRequest, KnitfabError, NotFound, ServiceUnavailable
 from ..store import data, plans, runs
 from ..store.db import Store
@@ -31,15 +32,15 @@ class StoreSource:
 
     def get_data(self, knit_id: str) -> dict:
         self._spend()
-        return data.show_data(self.store, knit_id)
+        return render.data(data.show_data(self.store, knit_id))
 
     def get_run(self, run_id: str) -> dict:
         self._spend()
-        return runs.show_run(self.store, run_id)
+        return render.run(runs.show_run(self.store, run_id))
 
     def get_plan(self, plan_id: str) -> dict:
         self._spend()
-        return plans.show_plan(self.store, plan_id)
+        return render.plan(plans.show_plan(self.store, plan_id))
 
 
 class RecordingSource(StoreSource):

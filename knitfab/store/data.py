@@ -1,6 +1,6 @@
 """Data in the store: find, show, tag changes and uploads (spec §3 D1–D4, §6.6, §4.1).
 
-Public functions open their own transaction and return Knitfab's ``DataDetail`` (§2.3).
+Public functions open their own transaction and return records (``records.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from ..tags import (
     TRANSIENT_FAILED,
     TRANSIENT_PROCESSING,
     Tag,
-    as_strings,
     system_tags,
     user_tag,
 )
@@ -32,13 +31,14 @@ from ..times import parse_rfc3339
 from . import nominate, runs
 from .db import Store, json_list
 from .plans import UPLOADED, input_points, output_points, plan_summaries
+from .records import DataDetail, PlanPoint, RunPoint
 
 log = logging.getLogger("knitfab.upload")
 _INDEX_ORDER = " ORDER BY d.timestamp NULLS LAST, d.knit_id"
 _PROCESSING_SQL = ",".join(f"'{s.value}'" for s in PROCESSING)
 
 
-def show_data(store: Store, knit_id: str) -> dict:
+def show_data(store: Store, knit_id: str) -> DataDetail:
     with store.read():
         details = data_details(store, [knit_id])
     if not details:
@@ -48,7 +48,7 @@ def show_data(store: Store, knit_id: str) -> dict:
 
 def find_data(
     store: Store, tags: Iterable[Tag] = (), since: int | None = None, until: int | None = None, page: Page = WHOLE
-) -> list[dict]:
+) -> list[DataDetail]:
     """``GET /api/data``: Data carrying every tag (system tags too), whose time (its
     ``knit#timestamp``, else its run's ``updatedAt``) is in [since, until). Ordered by
     timestamp, untimestamped Data last, then knitId; ``page`` of that order."""
@@ -128,7 +128,7 @@ class _DataQuery:
 
 def change_tags(
     store: Store, knit_id: str, add: list[Tag] = (), remove: list[Tag] = (), remove_key: list[str] = ()
-) -> dict:
+) -> DataDetail:
     """Remove exact tags, then remove by key, then add (so ``remove k:v, add k:v`` keeps it),
     then re-nominate the Data (§6.6)."""
     for tag in [*add, *remove]:
@@ -177,7 +177,7 @@ def receive_upload(
     limits: UploadLimits = UploadLimits(),
     length: int | None = None,
     claimed_md5: Callable[[], str | None] = lambda: None,
-) -> dict:
+) -> DataDetail:
     """``POST /api/data``: the whole life of an upload, as one pseudo run of ``knit#uploaded``.
 
     The archive is unpacked into staging while it arrives (limits checked as it grows), then
@@ -286,15 +286,15 @@ def recover_uploads(store: Store) -> None:
         end_upload(store, run_id, ok=False, message="the server stopped during the upload")
 
 
-# -- JSON shape (spec §2.3) -----------------------------------------------------------------------
+# -- records (rendered as spec §2.3 by api/render.py) -------------------------------------------
 
 
 # A Data and its producing run, which is all an upstream run summary needs.
 _COLUMNS = f"d.knit_id, d.output_id, d.timestamp, {runs.RUN_COLUMNS}"
 
 
-def data_details(store: Store, knit_ids: list[str]) -> list[dict]:
-    """``DataDetail`` of many Data, in the order given."""
+def data_details(store: Store, knit_ids: list[str]) -> list[DataDetail]:
+    """Details of many Data, in the order given."""
     rows = store.all(
         f"SELECT {_COLUMNS} FROM data d JOIN run r ON r.run_id = d.run_id"
         " WHERE d.knit_id IN (SELECT value FROM json_each(?))",
@@ -304,8 +304,8 @@ def data_details(store: Store, knit_ids: list[str]) -> list[dict]:
     return _details(store, sorted(rows, key=lambda row: order[row[0]]))
 
 
-def _details(store: Store, rows: list[tuple]) -> list[dict]:
-    """DataDetails of rows of ``_COLUMNS`` with a fixed number of queries, however many."""
+def _details(store: Store, rows: list[tuple]) -> list[DataDetail]:
+    """Details of rows of ``_COLUMNS`` with a fixed number of queries, however many."""
     ids = json_list(row[0] for row in rows)
     downs = store.all(
         "SELECT a.knit_id, a.input_id, a.run_id FROM assign a JOIN run r ON r.run_id = a.run_id"
@@ -331,25 +331,24 @@ class _Parts:
         self.outputs = output_points(store, [r[1] for r in rows])
         self.inputs = input_points(store, [d[1] for d in downs] + [n[1] for n in noms])
         self.plans = plan_summaries(store, [n[2] for n in noms])
-        self.downs: dict[str, list] = {}
+        self.downs: dict[str, list[RunPoint]] = {}
         for knit_id, input_id, run_id in downs:
-            self.downs.setdefault(knit_id, []).append({"mountpoint": self.inputs[input_id], "run": self.runs[run_id]})
-        self.noms: dict[str, list] = {}
+            self.downs.setdefault(knit_id, []).append(RunPoint(self.inputs[input_id], self.runs[run_id]))
+        self.noms: dict[str, list[PlanPoint]] = {}
         for knit_id, input_id, plan_id in noms:
             # Knitfab returns one nomination at most, a map-overwrite bug (§14.8): all are given.
-            self.noms.setdefault(knit_id, []).append({**self.inputs[input_id], "plan": self.plans[plan_id]})
+            self.noms.setdefault(knit_id, []).append(PlanPoint(self.plans[plan_id], self.inputs[input_id]))
 
-    def detail(self, row: tuple) -> dict:
+    def detail(self, row: tuple) -> DataDetail:
         knit_id, output_id, stamp, run_id, status = row[:5]
-        _, is_log, point = self.outputs[output_id]
-        transient = _transient(RunStatus(status))
-        return {
-            "knitId": knit_id,
-            "tags": as_strings(self.tags[knit_id] + system_tags(knit_id, stamp, transient)),
-            "upstream": {"log" if is_log else "mountpoint": point, "run": self.runs[run_id]},
-            "downstreams": self.downs.get(knit_id, []),
-            "nomination": self.noms.get(knit_id, []),
-        }
+        tags = self.tags[knit_id] + system_tags(knit_id, stamp, _transient(RunStatus(status)))
+        return DataDetail(
+            knit_id,
+            sorted(set(tags)),
+            RunPoint(self.outputs[output_id][1], self.runs[run_id]),
+            self.downs.get(knit_id, []),
+            self.noms.get(knit_id, []),
+        )
 
 
 def _transient(status: RunStatus) -> str | None:

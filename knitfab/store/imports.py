@@ -28,12 +28,13 @@ from ..status import RunStatus
 from ..tags import Tag, parse_tag, user_tag
 from . import data, runs
 from .db import Store
+from .records import DataDetail
 
 IMPORTED = "knit#imported"
 OUTPUT = "/imported"
 
 
-def import_directory(store: Store, source: Path | str, tags: list[str] = (), copy: bool = False) -> dict:
+def import_directory(store: Store, source: Path | str, tags: list[str] = (), copy: bool = False) -> DataDetail:
     """Register ``source`` as a new Data tagged ``tags``; its ``DataDetail``."""
     source = Path(source).absolute()
     parsed = [user_tag(parse_tag(t)) for t in tags]

@@ -1,6 +1,6 @@
 """Plans in the store: apply, find, show, and the mutable fields (spec §3 P1–P9, §5).
 
-Public functions open their own transaction and return Knitfab's JSON shapes (§2.1).
+Public functions open their own transaction and return records (``records.py``).
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..paging import WHOLE, Page
 from ..planspec import PlanSpec, parse_annotation, plan_hash
 from ..status import activation
-from ..tags import KEY_ID, KEY_TIMESTAMP, Tag, as_strings, normalize
+from ..tags import KEY_ID, KEY_TIMESTAMP, Tag, normalize
 from ..times import format_ts, parse_rfc3339
 from . import nominate, transitions
 from .db import Store, json_list
+from .records import Mountpoint, PlanDetail, PlanInput, PlanOutput, PlanPoint, PlanSummary
 
 UPLOADED = "knit#uploaded"
 
 
-def apply_plan(store: Store, spec: PlanSpec) -> dict:
+def apply_plan(store: Store, spec: PlanSpec) -> PlanDetail:
     """Register a validated plan and nominate Data to its inputs.
 
     :raise Conflict: an equivalent plan exists, or the plan would close a cycle.
@@ -128,7 +129,7 @@ def _reaches(store: Store, start: str, goal: str) -> bool:
 # -- queries ------------------------------------------------------------------------------------
 
 
-def show_plan(store: Store, plan_id: str) -> dict:
+def show_plan(store: Store, plan_id: str) -> PlanDetail:
     with store.read():
         details = plan_details(store, [plan_id])
     if not details:
@@ -143,7 +144,7 @@ def find_plans(
     in_tags: list[Tag] = (),
     out_tags: list[Tag] = (),
     page: Page = WHOLE,
-) -> list[dict]:
+) -> list[PlanDetail]:
     """``GET /api/plans``: every filter given must hold; in-tags all on one input, out-tags all
     on one output or the log. Ordered by planId; ``page`` of that order."""
     with store.read():
@@ -213,7 +214,7 @@ def _plans_by_output_tags(store: Store, tags: list[Tag]) -> set[str]:
 # -- changes ---------------------------------------------------------------------------------
 
 
-def set_active(store: Store, plan_id: str, active: bool) -> dict:
+def set_active(store: Store, plan_id: str, active: bool) -> PlanDetail:
     """Activate or deactivate a plan; its waiting runs become deactivated and back (§6.3)."""
     before, after = activation(active)
     with store.write():
@@ -223,7 +224,7 @@ def set_active(store: Store, plan_id: str, active: bool) -> dict:
     return show_plan(store, plan_id)
 
 
-def change_resources(store: Store, plan_id: str, set_: dict[str, object], unset: list[str]) -> dict:
+def change_resources(store: Store, plan_id: str, set_: dict[str, object], unset: list[str]) -> PlanDetail:
     """Set then unset resource limits (unset wins for the same type, as in Knitfab)."""
     canonical = {str(k): quantity.canonical(v) for k, v in (set_ or {}).items()}
     with store.write():
@@ -235,7 +236,7 @@ def change_resources(store: Store, plan_id: str, set_: dict[str, object], unset:
     return show_plan(store, plan_id)
 
 
-def change_annotations(store: Store, plan_id: str, add: list, remove: list, remove_key: list) -> dict:
+def change_annotations(store: Store, plan_id: str, add: list, remove: list, remove_key: list) -> PlanDetail:
     """Remove by key, remove exact pairs, then add (spec §7.3 ``plan annotate``)."""
     adds = [parse_annotation(a) for a in add or []]
     removes = [parse_annotation(a) for a in remove or []]
@@ -252,7 +253,7 @@ def change_annotations(store: Store, plan_id: str, add: list, remove: list, remo
     return show_plan(store, plan_id)
 
 
-def set_service_account(store: Store, plan_id: str, name: str | None) -> dict:
+def set_service_account(store: Store, plan_id: str, name: str | None) -> PlanDetail:
     if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 63):
         raise BadRequest("service_account must be a non-empty string of at most 63 characters")
     with store.write():
@@ -269,10 +270,10 @@ def _require_image_plan(store: Store, plan_id: str) -> None:
         raise Conflict(f"{row[0]} is a pseudo plan: it cannot be changed", reason="prohibited operation")
 
 
-# -- JSON shapes (spec §2.1) ----------------------------------------------------------------
+# -- records (rendered as spec §2.1 by api/render.py) ----------------------------------------------
 
 
-def plan_summaries(store: Store, plan_ids) -> dict[str, dict]:
+def plan_summaries(store: Store, plan_ids) -> dict[str, PlanSummary]:
     ids = list(dict.fromkeys(plan_ids))
     if not ids:
         return {}
@@ -290,25 +291,20 @@ def plan_summaries(store: Store, plan_ids) -> dict[str, dict]:
     return {row[0]: _summary(row, notes[row[0]]) for row in rows}
 
 
-def _summary(row: tuple, annotations: list[tuple[str, str]]) -> dict:
+def _summary(row: tuple, annotations: list[tuple[str, str]]) -> PlanSummary:
     plan_id, image, version, name, entrypoint, args = row
-    out: dict = {"planId": plan_id}
-    if image is not None:
-        out["image"] = f"{image}:{version}"
-    if entrypoint:
-        out["entrypoint"] = json.loads(entrypoint)
-    if args:
-        out["args"] = json.loads(args)
-    if name is not None:
-        out["name"] = name
-    if annotations:
-        ordered = sorted(annotations, key=lambda kv: (kv[0].encode(), kv[1].encode()))
-        out["annotations"] = [f"{k}={v}" for k, v in ordered]
-    return out
+    return PlanSummary(
+        plan_id,
+        None if image is None else f"{image}:{version}",
+        json.loads(entrypoint) if entrypoint else None,
+        json.loads(args) if args else None,
+        name,
+        sorted(annotations, key=lambda kv: (kv[0].encode(), kv[1].encode())),
+    )
 
 
-def input_points(store: Store, input_ids) -> dict[int, dict]:
-    """``{"path", "tags"}`` of plan inputs, system tags included."""
+def input_points(store: Store, input_ids) -> dict[int, Mountpoint]:
+    """Mountpoints of plan inputs, system tags included."""
     ids = list(dict.fromkeys(input_ids))
     if not ids:
         return {}
@@ -318,82 +314,68 @@ def input_points(store: Store, input_ids) -> dict[int, dict]:
         "SELECT id, path, knit_id, timestamp FROM input WHERE id IN (SELECT value FROM json_each(?))",
         json_list(ids),
     ):
-        tags = list(user[input_id])
+        tags = user[input_id]
         if knit_id is not None:
             tags.append(Tag(KEY_ID, knit_id))
         if stamp is not None:
             tags.append(Tag(KEY_TIMESTAMP, format_ts(stamp)))
-        out[input_id] = {"path": path, "tags": as_strings(tags)}
+        out[input_id] = Mountpoint(path, sorted(set(tags)))
     return out
 
 
-def output_points(store: Store, output_ids) -> dict[int, tuple[str, bool, dict]]:
-    """(plan_id, is_log, ``{"path", "tags"}`` or ``{"tags"}`` for a log) of plan outputs."""
+def output_points(store: Store, output_ids) -> dict[int, tuple[str, Mountpoint]]:
+    """(plan_id, mountpoint) of plan outputs; the log's mountpoint has no path."""
     ids = list(dict.fromkeys(output_ids))
     if not ids:
         return {}
     tags = store.tags_of("output_tag", "output_id", ids)
-    out = {}
-    for output_id, plan_id, path, is_log in store.all(
-        "SELECT id, plan_id, path, is_log FROM output WHERE id IN (SELECT value FROM json_each(?))",
-        json_list(ids),
-    ):
-        point = {"tags": as_strings(tags[output_id])}
-        out[output_id] = (plan_id, bool(is_log), point if is_log else {"path": path, **point})
-    return out
+    return {
+        output_id: (plan_id, Mountpoint(None if is_log else path, sorted(set(tags[output_id]))))
+        for output_id, plan_id, path, is_log in store.all(
+            "SELECT id, plan_id, path, is_log FROM output WHERE id IN (SELECT value FROM json_each(?))",
+            json_list(ids),
+        )
+    }
 
 
-def plan_details(store: Store, plan_ids: list[str]) -> list[dict]:
+def plan_details(store: Store, plan_ids: list[str]) -> list[PlanDetail]:
     summaries = plan_summaries(store, plan_ids)
     return [_detail(store, summaries[p]) for p in plan_ids if p in summaries]
 
 
-def _detail(store: Store, summary: dict) -> dict:
-    plan_id = summary["planId"]
+def _detail(store: Store, summary: PlanSummary) -> PlanDetail:
+    plan_id = summary.plan_id
     input_ids = store.column("SELECT id FROM input WHERE plan_id = ? ORDER BY path", plan_id)
-    output_rows = store.all("SELECT id, is_log FROM output WHERE plan_id = ? ORDER BY path", plan_id)
+    output_ids = store.column("SELECT id FROM output WHERE plan_id = ? ORDER BY path", plan_id)
     points = input_points(store, input_ids)
-    outs = output_points(store, [r[0] for r in output_rows])
-    detail = dict(summary)
-    detail["inputs"] = [{**points[i], "upstreams": _upstreams(store, i)} for i in input_ids]
-    detail["outputs"] = [{**outs[o][2], "downstreams": _downstreams(store, o)} for o, log in output_rows if not log]
-    for o, log in output_rows:
-        if log:
-            detail["log"] = {**outs[o][2], "downstreams": _downstreams(store, o)}
-    _plan_settings(store, plan_id, detail)
-    return detail
-
-
-def _plan_settings(store: Store, plan_id: str, detail: dict) -> None:
+    outs = output_points(store, output_ids)
+    ends = [PlanOutput(outs[o][1], _downstreams(store, o)) for o in output_ids]
     active, account = store.one("SELECT active, service_account FROM plan WHERE plan_id = ?", plan_id)
-    detail["active"] = bool(active)
-    on_node: dict[str, list[str]] = {}
-    for mode, key, value in store.all(
-        "SELECT mode, key, value FROM plan_on_node WHERE plan_id = ? ORDER BY mode, key, value", plan_id
-    ):
-        on_node.setdefault(mode, []).append(f"{key}={value}")
-    if on_node:
-        detail["on_node"] = {m: on_node[m] for m in ("may", "prefer", "must") if m in on_node}
-    resources = dict(store.all("SELECT type, quantity FROM plan_resource WHERE plan_id = ? ORDER BY type", plan_id))
-    if resources:
-        detail["resources"] = resources
-    if account:
-        detail["service_account"] = account
+    return PlanDetail(
+        *(getattr(summary, f) for f in PlanSummary.__slots__),
+        inputs=[PlanInput(points[i], _upstreams(store, i)) for i in input_ids],
+        outputs=[end for end in ends if not end.point.is_log],
+        log=next((end for end in ends if end.point.is_log), None),
+        active=bool(active),
+        on_node=store.all(
+            "SELECT mode, key, value FROM plan_on_node WHERE plan_id = ? ORDER BY mode, key, value", plan_id
+        ),
+        resources=dict(store.all("SELECT type, quantity FROM plan_resource WHERE plan_id = ? ORDER BY type", plan_id)),
+        service_account=account or None,
+    )
 
 
-def _upstreams(store: Store, input_id: int) -> list[dict]:
+def _upstreams(store: Store, input_id: int) -> list[PlanPoint]:
     outs = output_points(store, upstream_outputs(store, input_id))
-    plans = plan_summaries(store, [plan_id for plan_id, _, _ in outs.values()])
-    return [
-        {"plan": plans[plan_id], "log" if is_log else "mountpoint": point} for plan_id, is_log, point in outs.values()
-    ]
+    plans = plan_summaries(store, [plan_id for plan_id, _ in outs.values()])
+    return [PlanPoint(plans[plan_id], point) for plan_id, point in outs.values()]
 
 
-def _downstreams(store: Store, output_id: int) -> list[dict]:
+def _downstreams(store: Store, output_id: int) -> list[PlanPoint]:
     input_ids = downstream_inputs(store, output_id)
     points = input_points(store, input_ids)
     owners = dict(
         store.all("SELECT id, plan_id FROM input WHERE id IN (SELECT value FROM json_each(?))", json_list(input_ids))
     )
     plans = plan_summaries(store, owners.values())
-    return [{"plan": plans[owners[i]], "mountpoint": points[i]} for i in input_ids]
+    return [PlanPoint(plans[owners[i]], points[i]) for i in input_ids]

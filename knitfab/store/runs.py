@@ -2,7 +2,7 @@
 
 Functions named with a leading verb and no transaction of their own (``create_run``,
 ``set_status``) must be called inside ``Store.write()``; the user operations (``abort``,
-``tearoff``, ``retry``, ``delete``) and queries open their own and return JSON (§2.2).
+``tearoff``, ``retry``, ``delete``) and queries open their own and return records (``records.py``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import uuid
 from ..errors import Conflict, InvalidTransition, NotFound
 from ..paging import WHOLE, Page
 from ..status import REMOVABLE, RESTARTABLE, RunStatus, check_transition, failure_of, initial_status
-from ..times import format_ts, now_us
+from ..times import now_us
 from . import nominate, transitions
 from .db import Store, json_list
 from .plans import input_points, output_points, plan_summaries
+from .records import Assignment, RunDetail, RunSummary
 
 S = RunStatus
 EXIT_ABORTED = (253, "aborted by user")
@@ -125,14 +126,14 @@ def outputs_of(store: Store, run_id: str) -> list[str]:
 # -- user operations ----------------------------------------------------------------------------
 
 
-def abort(store: Store, run_id: str) -> dict:
+def abort(store: Store, run_id: str) -> RunDetail:
     """``knit run stop --fail``: to aborting with 253 ``aborted by user``."""
     with store.write():
         set_status(store, run_id, S.ABORTING, exit=EXIT_ABORTED)
     return show_run(store, run_id)
 
 
-def tearoff(store: Store, run_id: str) -> dict:
+def tearoff(store: Store, run_id: str) -> RunDetail:
     """``knit run stop``: to completing with 0 ``stopped by user``; the run counts as done."""
     with store.write():
         set_status(store, run_id, S.COMPLETING, exit=EXIT_STOPPED)
@@ -239,10 +240,10 @@ def finish(store: Store, run_id: str, now: int | None = None) -> RunStatus | Non
     return final
 
 
-# -- queries and JSON shapes (spec §2.2) -----------------------------------------------------------
+# -- queries: records, rendered as spec §2.2 by api/render.py ------------------------------------
 
 
-def show_run(store: Store, run_id: str) -> dict:
+def show_run(store: Store, run_id: str) -> RunDetail:
     with store.read():
         details = run_details(store, [run_id])
     if not details:
@@ -259,7 +260,7 @@ def find_runs(
     since: int | None = None,
     until: int | None = None,
     page: Page = WHOLE,
-) -> list[dict]:
+) -> list[RunDetail]:
     """``GET /api/runs``: OR within a filter, AND across them; ordered by (updatedAt, runId);
     ``page`` of that order."""
     any_of = "IN (SELECT value FROM json_each(?))"
@@ -286,8 +287,8 @@ def find_runs(
 RUN_COLUMNS = "r.run_id, r.status, r.updated_at, r.exit_code, r.exit_message, r.plan_id"
 
 
-def run_summaries(store: Store, run_ids, known: list[tuple] = ()) -> dict[str, dict]:
-    """``RunSummary`` of runs; ``known`` rows of ``RUN_COLUMNS`` save fetching them again."""
+def run_summaries(store: Store, run_ids, known: list[tuple] = ()) -> dict[str, RunSummary]:
+    """Summaries of runs; ``known`` rows of ``RUN_COLUMNS`` save fetching them again."""
     have = {row[0] for row in known}
     missing = [r for r in dict.fromkeys(run_ids) if r not in have]
     rows = list(known)
@@ -296,19 +297,13 @@ def run_summaries(store: Store, run_ids, known: list[tuple] = ()) -> dict[str, d
             f"SELECT {RUN_COLUMNS} FROM run r WHERE r.run_id IN (SELECT value FROM json_each(?))", json_list(missing)
         )
     plans = plan_summaries(store, [row[5] for row in rows])
-    out = {}
-    for run_id, status, updated, code, message, plan_id in rows:
-        summary: dict = {"runId": run_id, "status": status, "updatedAt": format_ts(updated)}
-        if code is not None:
-            summary["exit"] = {"code": code, "message": message or ""}
-        elif message:  # an unfinished run's complaint (runs.note): why it waits
-            summary["message"] = message
-        summary["plan"] = plans[plan_id]
-        out[run_id] = summary
-    return out
+    return {
+        run_id: RunSummary(run_id, RunStatus(status), updated, code, message or "", plans[plan_id])
+        for run_id, status, updated, code, message, plan_id in rows
+    }
 
 
-def run_details(store: Store, run_ids: list[str]) -> list[dict]:
+def run_details(store: Store, run_ids: list[str]) -> list[RunDetail]:
     summaries = run_summaries(store, run_ids)
     ids = json_list(summaries)
     assigns = store.all(
@@ -319,16 +314,16 @@ def run_details(store: Store, run_ids: list[str]) -> list[dict]:
     )
     ins = input_points(store, [a[1] for a in assigns])
     outs = output_points(store, [m[1] for m in made])
-    details = {r: {**s, "inputs": [], "outputs": [], "log": None} for r, s in summaries.items()}
+    details = {r: RunDetail(*(getattr(s, f) for f in RunSummary.__slots__), [], [], None) for r, s in summaries.items()}
     for run_id, input_id, knit_id in assigns:
-        details[run_id]["inputs"].append({**ins[input_id], "knitId": knit_id})
+        details[run_id].inputs.append(Assignment(ins[input_id], knit_id))
     for run_id, output_id, knit_id in made:
-        _, is_log, point = outs[output_id]
-        if is_log:
-            details[run_id]["log"] = {**point, "knitId": knit_id}
+        point = outs[output_id][1]
+        if point.is_log:
+            details[run_id].log = Assignment(point, knit_id)
         else:
-            details[run_id]["outputs"].append({**point, "knitId": knit_id})
+            details[run_id].outputs.append(Assignment(point, knit_id))
     for detail in details.values():
-        detail["inputs"].sort(key=lambda a: a["path"])
-        detail["outputs"].sort(key=lambda a: a["path"])
+        detail.inputs.sort(key=lambda a: a.point.path)
+        detail.outputs.sort(key=lambda a: a.point.path)
     return [details[r] for r in run_ids if r in details]
