@@ -166,6 +166,35 @@ def test_the_store_imports_no_engine_runner_or_api(module):
     assert sorted(m for m in GRAPH[module] if m.startswith(above)) == []
 
 
+# Keys only Knitfab's JSON has (spec §2): the store answers records, and one module spells them.
+JSON_KEYS = {"knitId", "runId", "planId", "updatedAt", "upstreams", "downstreams", "nomination"}
+RENDERERS = {"knitfab.api.render", "knitfab.api.openapi"}  # the JSON, and the schema describing it
+
+
+def test_knitfab_json_is_spelled_only_by_the_renderer():
+    spelled = {
+        name: sorted({text for _, text in string_literals(path) if text in JSON_KEYS})
+        for name, path in MODULES.items()
+        if name.startswith("knitfab")
+    }
+    assert {name: keys for name, keys in spelled.items() if keys and name not in RENDERERS} == {}
+    assert spelled["knitfab.api.render"] == sorted(JSON_KEYS)
+
+
+def test_the_store_answers_records_not_dicts():
+    public = [
+        f"{name}.{node.name}"
+        for name, path in MODULES.items()
+        if name in ("knitfab.store.data", "knitfab.store.runs", "knitfab.store.plans", "knitfab.store.imports")
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.FunctionDef)
+        and not node.name.startswith("_")
+        and node.returns is not None
+        and re.search(r"\bdict\b(?!\[)", ast.unparse(node.returns))
+    ]
+    assert public == []
+
+
 STATUS_WRITE = re.compile(r"\bUPDATE\s+run\s+SET\b[^;]*\bstatus\s*=", re.IGNORECASE)
 
 
