@@ -110,3 +110,44 @@ def test_the_rarest_tag_leads_even_when_both_are_past_the_first_count(store):
     assert store.with_all_tags([rare, common])[1] == [rare, common]
     sql, params = store.with_all_tags([common, rare])
     assert len(store.column(sql, *params)) == 1_500
+
+
+def tag_new_data(store: Store, knit_id: str, text: str) -> None:
+    """Inside a write: a Data row carrying one tag (the tag created if new)."""
+    (plan_id, output_id) = store.one("SELECT p.plan_id, o.id FROM plan p JOIN output o USING (plan_id) LIMIT 1")
+    store.execute("INSERT OR IGNORE INTO run (run_id, plan_id, status, updated_at) VALUES ('r', ?, 'done', 1)", plan_id)
+    store.execute("INSERT INTO data (knit_id, run_id, output_id) VALUES (?, 'r', ?)", knit_id, output_id)
+    (tag_id,) = store.tag_ids([Tag(*text.split(":"))], create=True)
+    store.execute("INSERT INTO data_tag (tag_id, knit_id) VALUES (?, ?)", tag_id, knit_id)
+
+
+def tagged(store: Store, knit_id: str, text: str) -> None:
+    with store.write():
+        tag_new_data(store, knit_id, text)
+
+
+def test_tags_are_answered_from_the_cache_of_committed_tags(store):
+    tagged(store, "k1", "a:1")
+    assert store.tags_of("data_tag", "knit_id", ["k1"]) == {"k1": [Tag("a", "1")]}
+    store.execute("UPDATE tag SET value = 'changed behind its back'")  # never done: tags are immutable
+    assert store.tags_of("data_tag", "knit_id", ["k1"]) == {"k1": [Tag("a", "1")]}
+
+
+def test_a_tag_read_inside_a_write_that_rolls_back_is_not_remembered(store):
+    with pytest.raises(RuntimeError), store.write():
+        tag_new_data(store, "k0", "x:gone")
+        assert store.tags_of("data_tag", "knit_id", ["k0"]) == {"k0": [Tag("x", "gone")]}
+        raise RuntimeError("roll back")
+    tagged(store, "k1", "b:2")  # the rolled-back tag's id is given again
+    assert store.tags_of("data_tag", "knit_id", ["k1"]) == {"k1": [Tag("b", "2")]}
+
+
+def test_past_its_bound_the_tag_cache_starts_over_and_answers_stay_right(store, monkeypatch):
+    monkeypatch.setattr("knitfab.store.db.TAG_CACHE", 3)
+    for n in range(10):
+        tagged(store, f"k{n}", f"t:{n}")
+        assert store.tags_of("data_tag", "knit_id", ["k0", f"k{n}"]) == {
+            "k0": [Tag("t", "0")],
+            f"k{n}": [Tag("t", str(n))],
+        }
+    assert len(store._tag_cache) <= 3

@@ -47,6 +47,13 @@ class Renderer:
     def __init__(self) -> None:
         self._plans: dict[str, dict] = {}
         self._runs: dict[str, dict] = {}
+        self._points: dict[int, dict] = {}  # by id(): the store shares one Mountpoint per plan input/output
+
+    def mountpoint(self, point: Mountpoint) -> dict:
+        found = self._points.get(id(point))
+        if found is None:
+            found = self._points[id(point)] = mountpoint(point)
+        return found
 
     # -- plans (§2.1)
 
@@ -107,7 +114,7 @@ class Renderer:
     # -- Data (§2.3)
 
     def run_point(self, link: RunPoint) -> dict:
-        return {_point_key(link.point): mountpoint(link.point), "run": self.run_summary(link.run)}
+        return {_point_key(link.point): self.mountpoint(link.point), "run": self.run_summary(link.run)}
 
     def data_detail(self, data: DataDetail) -> dict:
         return {

@@ -341,18 +341,18 @@ class _Parts:
 
     def detail(self, row: tuple) -> DataDetail:
         knit_id, output_id, stamp, run_id, status = row[:5]
-        tags = self.tags[knit_id] + system_tags(knit_id, stamp, _transient(RunStatus(status)))
+        tags = self.tags[knit_id] + system_tags(knit_id, stamp, _transient(status))
         return DataDetail(
             knit_id,
-            sorted(set(tags)),
+            sorted(tags),  # unique already: a user tag is one row, and users cannot write system tags
             RunPoint(self.outputs[output_id][1], self.runs[run_id]),
             self.downs.get(knit_id, []),
             self.noms.get(knit_id, []),
         )
 
 
-def _transient(status: RunStatus) -> str | None:
-    if status.processing:
+def _transient(status: str) -> str | None:
+    if status in PROCESSING:
         return TRANSIENT_PROCESSING
     if status in (RunStatus.FAILED, RunStatus.INVALIDATED):
         return TRANSIENT_FAILED

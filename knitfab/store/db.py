@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections import ChainMap
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from ..tags import Tag
 from .layout import Layout
 from .migrations import migrate
 
+TAG_CACHE = 100_000
+MMAP_BYTES = 1 << 30
+
 
 class Store:
     def __init__(self, data_dir: Path | str, busy_timeout: float = 60.0, db: Path | str | None = None):
@@ -37,9 +41,12 @@ class Store:
         self.db = SqliteDatabase(
             str(self.layout.db),
             timeout=busy_timeout,
-            pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
+            # Reads through a memory map copy no page (a third less CPU for a big answer); the
+            # pages are the kernel's file cache, shared by every connection.
+            pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full", "mmap_size": MMAP_BYTES},
             check_same_thread=False,
         )
+        self._tag_cache: dict[int, Tag] = {}
         self._open(busy_timeout)
 
     def _open(self, patience: float) -> None:
@@ -162,13 +169,35 @@ class Store:
         if not result:
             return result
         rows = self.all(
-            f"SELECT x.{column}, t.key, t.value FROM {table} x JOIN tag t ON t.id = x.tag_id "
-            f"WHERE x.{column} IN (SELECT value FROM json_each(?))",
-            json.dumps(list(ids)),
+            f"SELECT {column}, tag_id FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))",
+            json.dumps(list(result)),
         )
-        for owner, key, value in rows:
-            result[owner].append(Tag(key, value))
+        known = self._tags_by_id({row[1] for row in rows})
+        for owner, tag_id in rows:
+            result[owner].append(known[tag_id])
         return result
+
+    def _tags_by_id(self, tag_ids: set[int]) -> Mapping[int, Tag]:
+        """Tags by id. A tag row never changes nor goes, so the committed ones are kept (up to
+        ``TAG_CACHE`` of them) and each answer builds no Tag; ones read inside a write may yet be
+        rolled back, and are not kept."""
+        cache = self._tag_cache
+        missing = [t for t in tag_ids if t not in cache]
+        if not missing:
+            return cache
+        found = {
+            tag_id: Tag(key, value)
+            for tag_id, key, value in self.all(
+                "SELECT id, key, value FROM tag WHERE id IN (SELECT value FROM json_each(?))", json.dumps(missing)
+            )
+        }
+        if self.db.in_transaction():
+            return ChainMap(found, cache)
+        if len(cache) + len(found) > TAG_CACHE:  # a client can make any number of tags: start over
+            self._tag_cache = found  # (a new dict: other threads may be reading the old one)
+            return ChainMap(found, cache)
+        cache.update(found)
+        return cache
 
 
 def json_list(items: Iterable) -> str:

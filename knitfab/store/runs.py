@@ -284,6 +284,7 @@ def find_runs(
         return run_details(store, store.column(sql + order + limit, *params, *bounds))
 
 
+_STATUSES = {s.value: s for s in RunStatus}  # RunStatus(text) is an Enum lookup: slow, per row
 RUN_COLUMNS = "r.run_id, r.status, r.updated_at, r.exit_code, r.exit_message, r.plan_id"
 
 
@@ -298,7 +299,7 @@ def run_summaries(store: Store, run_ids, known: list[tuple] = ()) -> dict[str, R
         )
     plans = plan_summaries(store, [row[5] for row in rows])
     return {
-        run_id: RunSummary(run_id, RunStatus(status), updated, code, message or "", plans[plan_id])
+        run_id: RunSummary(run_id, _STATUSES[status], updated, code, message or "", plans[plan_id])
         for run_id, status, updated, code, message, plan_id in rows
     }
 
