@@ -9,6 +9,7 @@ from pathlib import Path
 from knitfab.planspec import parse_plan_spec
 from knitfab.store import data, plans
 from knitfab.store.db import Store
+from knitfab.store.records import PlanDetail
 from knitfab.tags import Tag, parse_tag
 
 
@@ -43,7 +44,9 @@ def plan_doc(inputs: dict[str, list[str]], outputs: dict[str, list[str]] | None 
     return doc
 
 
-def apply(store: Store, inputs: dict[str, list[str]], outputs: dict[str, list[str]] | None = None, **extra) -> dict:
+def apply(
+    store: Store, inputs: dict[str, list[str]], outputs: dict[str, list[str]] | None = None, **extra
+) -> PlanDetail:
     return plans.apply_plan(store, parse_plan_spec(plan_doc(inputs, outputs, **extra)))
 
 

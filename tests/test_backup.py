@@ -10,6 +10,7 @@ from helpers import apply, push, read_tree, runs_of, wait_for
 from peewee import SqliteDatabase
 
 from knitfab.__main__ import main
+from knitfab.api import render
 from knitfab.engine import Engine
 from knitfab.store import data, runs
 from knitfab.store.backup import BackupError, backup, restore
@@ -57,7 +58,7 @@ def test_a_backup_under_pushes_and_runs_restores_every_done_data_and_edge(server
     restore(tmp_path / "backup", tmp_path / "restored")
     restored = Store(tmp_path / "restored")
     try:
-        kept = {d["knitId"]: d for d in data.find_data(restored)}
+        kept = {d["knitId"]: d for d in render.data_list(data.find_data(restored))}  # as the API shows them
         assert set(before) <= set(kept) and set(manifest["data"]) >= set(before)
         finished = [k for k, d in kept.items() if not any("transient" in t for t in d["tags"])]
         for knit_id in finished:  # every Data done at the backup's moment, byte for byte
@@ -65,11 +66,7 @@ def test_a_backup_under_pushes_and_runs_restores_every_done_data_and_edge(server
         for knit_id in before:  # and every lineage edge: producing run, its inputs and outputs
             run_id = kept[knit_id]["upstream"]["run"]["runId"]
             mine, theirs = runs.show_run(restored, run_id), runs.show_run(source, run_id)
-            assert (mine["inputs"], mine["outputs"], mine["log"]) == (
-                theirs["inputs"],
-                theirs["outputs"],
-                theirs["log"],
-            )
+            assert (mine.inputs, mine.outputs, mine.log) == (theirs.inputs, theirs.outputs, theirs.log)
             assert kept[knit_id]["upstream"] == before[knit_id]["upstream"]
             # a push tags its Data after the upload: the backup may have come between the two
             assert set(before[knit_id]["tags"]) <= set(kept[knit_id]["tags"])
@@ -137,7 +134,7 @@ def test_an_older_schema_backup_is_upgraded_on_restore(tmp_path):
     store = Store(tmp_path / "restored")
     try:
         assert current_version(store.db) == LATEST
-        assert data.show_data(store, "k1")["upstream"]["run"]["plan"]["name"] == "knit#uploaded"
+        assert data.show_data(store, "k1").upstream.run.plan.name == "knit#uploaded"
         assert (store.layout.data("k1") / "f").read_text() == "from v1"
     finally:
         store.close()
@@ -156,7 +153,7 @@ def test_a_run_in_flight_at_the_backup_fails_after_the_restore_and_can_be_retrie
     plan = apply(store, {"/in": ["type:dataset"]}, args=["hang"])
     push(store, "type:dataset")
     Engine(store, FakeRunner(store.layout)).run_until_idle()
-    ((run_id, status),) = runs_of(store, plan["planId"])
+    ((run_id, status),) = runs_of(store, plan.plan_id)
     assert status == "running"
     backup(store.layout.root, tmp_path / "backup")
     restore(tmp_path / "backup", tmp_path / "restored")
@@ -164,8 +161,8 @@ def test_a_run_in_flight_at_the_backup_fails_after_the_restore_and_can_be_retrie
     try:
         Engine(restored, FakeRunner(restored.layout)).run_until_idle()  # its worker is not there
         run = runs.show_run(restored, run_id)
-        assert run["status"] == "failed" and run["exit"]["code"] == 254
+        assert run.status == "failed" and run.exit_code == 254
         runs.retry(restored, run_id)
-        assert runs.show_run(restored, run_id)["status"] == "waiting"
+        assert runs.show_run(restored, run_id).status == "waiting"
     finally:
         restored.close()

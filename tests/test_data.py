@@ -4,6 +4,7 @@ import pytest
 from fake_runner import FakeRunner
 from helpers import apply, push, tags
 
+from knitfab.api import render
 from knitfab.engine import Engine
 from knitfab.errors import BadRequest, NotFound
 from knitfab.store import data, runs
@@ -12,18 +13,19 @@ from knitfab.times import parse_rfc3339
 
 
 def ids(found):
-    return [d["knitId"] for d in found]
+    return [d.knit_id for d in found]
 
 
 def stamp_of(detail):
-    return next(t.split(":", 1)[1] for t in detail["tags"] if t.startswith("knit#timestamp:"))
+    return next(t.value for t in detail.tags if t.key == "knit#timestamp")
 
 
 def test_a_pushed_data_in_knitfabs_shape(store):
     knit_id = push(store, "type:dataset", "format:mnist")
-    detail = data.show_data(store, knit_id)
+    found = data.show_data(store, knit_id)
+    detail = render.data(found)
     assert list(detail) == ["knitId", "tags", "upstream", "downstreams", "nomination"]
-    stamp = stamp_of(detail)
+    stamp = stamp_of(found)
     assert detail["tags"] == ["format:mnist", f"knit#id:{knit_id}", f"knit#timestamp:{stamp}", "type:dataset"]
     upstream = detail["upstream"]
     assert upstream["mountpoint"] == {"path": "/upload", "tags": []}
@@ -33,9 +35,9 @@ def test_a_pushed_data_in_knitfabs_shape(store):
 
 def test_a_done_upload_carries_no_exit_as_in_knitfab(store):
     knit_id = push(store)
-    run = runs.show_run(store, data.show_data(store, knit_id)["upstream"]["run"]["runId"])
-    assert run["status"] == "done" and "exit" not in run
-    assert "exit" not in data.show_data(store, knit_id)["upstream"]["run"]
+    run = runs.show_run(store, data.show_data(store, knit_id).upstream.run.run_id)
+    assert run.status == "done" and "exit" not in render.run(run)
+    assert "exit" not in render.data(data.show_data(store, knit_id))["upstream"]["run"]
 
 
 def test_find_by_tags_means_all_of_them(store):
@@ -82,9 +84,9 @@ def test_find_by_time_window(store):
 def test_tag_changes_remove_then_remove_key_then_add(store):
     knit_id = push(store, "a:1", "b:1", "b:2")
     detail = data.change_tags(store, knit_id, add=tags("a:1", "b:3"), remove=tags("a:1"), remove_key=["b"])
-    assert [t for t in detail["tags"] if not t.startswith("knit#")] == ["a:1", "b:3"]
+    assert [str(t) for t in detail.tags if not t.is_system] == ["a:1", "b:3"]
     detail = data.change_tags(store, knit_id, remove=tags("zzz:none"))  # removing a missing tag: no-op
-    assert [t for t in detail["tags"] if not t.startswith("knit#")] == ["a:1", "b:3"]
+    assert [str(t) for t in detail.tags if not t.is_system] == ["a:1", "b:3"]
 
 
 def test_tag_changes_refuse_system_tags_and_unknown_data(store):
@@ -107,11 +109,11 @@ def test_a_failed_upload_leaves_a_failed_run_and_no_data(store):
     staging = store.layout.staging(knit_id)
     staging.mkdir(parents=True)
     (staging / "half").write_text("written")
-    assert data.find_data(store, tags(f"knit#id:{knit_id}"))[0]["tags"][-1] == "knit#transient:processing"
+    assert data.find_data(store, tags(f"knit#id:{knit_id}"))[0].tags[-1] == Tag("knit#transient", "processing")
     data.end_upload(store, run_id, ok=False, message="client went away")
     run = runs.show_run(store, run_id)
-    assert run["status"] == "failed" and run["exit"] == {"code": 1, "message": "client went away"}
-    assert run["outputs"] == []
+    assert run.status == "failed" and (run.exit_code, run.message) == (1, "client went away")
+    assert run.outputs == []
     with pytest.raises(NotFound):
         data.show_data(store, knit_id)
     Engine(store, FakeRunner(store.layout)).collect_garbage()
@@ -124,7 +126,7 @@ def test_downstreams_and_nominations_of_a_data(store):
     knit_id = push(store, "type:dataset")
     Engine(store, FakeRunner(store.layout)).run_until_idle()
     detail = data.show_data(store, knit_id)
-    assert {n["plan"]["planId"] for n in detail["nomination"]} == {plan["planId"], other["planId"]}
-    assert {n["path"] for n in detail["nomination"]} == {"/in", "/in/x"}
-    assert {d["run"]["plan"]["planId"] for d in detail["downstreams"]} == {plan["planId"], other["planId"]}
-    assert {d["mountpoint"]["path"] for d in detail["downstreams"]} == {"/in", "/in/x"}
+    assert {n.plan.plan_id for n in detail.nominations} == {plan.plan_id, other.plan_id}
+    assert {n.point.path for n in detail.nominations} == {"/in", "/in/x"}
+    assert {d.run.plan.plan_id for d in detail.downstreams} == {plan.plan_id, other.plan_id}
+    assert {d.point.path for d in detail.downstreams} == {"/in", "/in/x"}

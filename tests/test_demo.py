@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
 
 
 def tags_of(store, knit_id):
-    return [t for t in data.show_data(store, knit_id)["tags"] if not t.startswith("knit#")]
+    return [str(t) for t in data.show_data(store, knit_id).tags if not t.is_system]
 
 
 def test_the_datasets_carry_the_tutorials_tags(demo):
@@ -50,11 +50,11 @@ def test_validation_is_chained_off_the_trained_model(demo):
     out, summary, store, _ = demo
     training = runs.show_run(store, summary["runs"]["training"])
     validation = runs.show_run(store, summary["runs"]["validation"])
-    assert training["status"] == validation["status"] == "done"
-    assert [i["knitId"] for i in training["inputs"]] == [summary["datasets"]["training"]]
-    model = training["outputs"][0]["knitId"]
+    assert training.status == validation.status == "done"
+    assert [i.knit_id for i in training.inputs] == [summary["datasets"]["training"]]
+    model = training.outputs[0].knit_id
     assert tags_of(store, model) == ["description:2 layer CNN + 2 layer Affine", "project:first-knitfab", "type:model"]
-    assert {i["path"]: i["knitId"] for i in validation["inputs"]} == {
+    assert {i.point.path: i.knit_id for i in validation.inputs} == {
         "/in/dataset": summary["datasets"]["test"],
         "/in/model": model,
     }
@@ -63,7 +63,7 @@ def test_validation_is_chained_off_the_trained_model(demo):
 
 def test_the_accuracy_is_in_the_validation_log_and_printed(demo):
     out, summary, store, stdout = demo
-    log_id = runs.show_run(store, summary["runs"]["validation"])["log"]["knitId"]
+    log_id = runs.show_run(store, summary["runs"]["validation"]).log.knit_id
     log = (store.layout.data(log_id) / "log").read_text()
     assert re.search(r"^Accuracy: 0\.\d+$", log, flags=re.M)
     assert f"validation accuracy: {summary['accuracy']}" in stdout
@@ -82,12 +82,12 @@ def test_the_lineage_graph_links_everything(demo):
     edges = {tuple(re.findall(r'"([^"]+)"', line)[:2]) for line in dot.splitlines() if "->" in line}
     training = runs.show_run(store, summary["runs"]["training"])
     validation = runs.show_run(store, summary["runs"]["validation"])
-    model = training["outputs"][0]["knitId"]
-    assert ("d" + summary["datasets"]["training"], "r" + training["runId"]) in edges
-    assert ("r" + training["runId"], "d" + model) in edges
-    assert ("d" + model, "r" + validation["runId"]) in edges
-    assert ("d" + summary["datasets"]["test"], "r" + validation["runId"]) in edges
-    assert ("r" + validation["runId"], "d" + validation["log"]["knitId"]) in edges
+    model = training.outputs[0].knit_id
+    assert ("d" + summary["datasets"]["training"], "r" + training.run_id) in edges
+    assert ("r" + training.run_id, "d" + model) in edges
+    assert ("d" + model, "r" + validation.run_id) in edges
+    assert ("d" + summary["datasets"]["test"], "r" + validation.run_id) in edges
+    assert ("r" + validation.run_id, "d" + validation.log.knit_id) in edges
     assert len([e for e in edges if e[0].startswith("root#")]) == 2  # the two uploads
     if shutil.which("dot"):
         assert (out / "lineage.png").read_bytes().startswith(b"\x89PNG")

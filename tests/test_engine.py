@@ -10,11 +10,12 @@ from helpers import apply, push, runs_of, wait_for
 from knitfab.engine import Engine
 from knitfab.store import data, runs
 from knitfab.store.jobs import load_job
-from knitfab.times import format_ts, parse_rfc3339
+from knitfab.tags import Tag
+from knitfab.times import parse_rfc3339
 
 
 def statuses(store, plan):
-    return [s for _, s in runs_of(store, plan["planId"])]
+    return [s for _, s in runs_of(store, plan.plan_id)]
 
 
 def test_each_stage_moves_a_run_one_step(store):
@@ -26,7 +27,7 @@ def test_each_stage_moves_a_run_one_step(store):
     assert engine.start() and statuses(store, plan) == ["starting"]
     assert engine.watch() and statuses(store, plan) == ["running"]
     assert not engine.watch()  # nothing new
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     engine.runner.finish(load_job(store, run_id), 0)
     assert engine.watch() and statuses(store, plan) == ["completing"]
     assert engine.finish() and statuses(store, plan) == ["done"]
@@ -40,10 +41,10 @@ def test_tick_stamps_changes_with_the_time_it_is_given(store):
     now = parse_rfc3339("2030-01-02T03:04:05.678Z")
     while engine.tick(now):
         pass
-    run = runs.find_runs(store, plan_ids=[plan["planId"]])[0]
-    assert run["status"] == "done" and run["updatedAt"] == format_ts(now)
-    model = data.show_data(store, run["outputs"][0]["knitId"])
-    assert "knit#timestamp:2030-01-02T03:04:05.678+00:00" in model["tags"]
+    run = runs.find_runs(store, plan_ids=[plan.plan_id])[0]
+    assert run.status == "done" and run.updated_at == now
+    model = data.show_data(store, run.outputs[0].knit_id)
+    assert Tag("knit#timestamp", "2030-01-02T03:04:05.678+00:00") in model.tags
 
 
 def test_done_outputs_trigger_the_next_plan(store):
@@ -56,11 +57,11 @@ def test_done_outputs_trigger_the_next_plan(store):
     test_set = push(store, "type:dataset", "mode:test")
     engine.run_until_idle()
     assert statuses(store, train) == ["done"] and statuses(store, validate) == ["done"]
-    (v,) = runs.find_runs(store, plan_ids=[validate["planId"]])
-    model = runs.find_runs(store, plan_ids=[train["planId"]])[0]["outputs"][0]["knitId"]
-    assert {i["knitId"] for i in v["inputs"]} == {model, test_set}
-    log_file = store.layout.data(v["log"]["knitId"]) / "log"
-    assert log_file.read_text() == f"run {v['runId']} exits 0\n"
+    (v,) = runs.find_runs(store, plan_ids=[validate.plan_id])
+    model = runs.find_runs(store, plan_ids=[train.plan_id])[0].outputs[0].knit_id
+    assert {i.knit_id for i in v.inputs} == {model, test_set}
+    log_file = store.layout.data(v.log.knit_id) / "log"
+    assert log_file.read_text() == f"run {v.run_id} exits 0\n"
     assert (store.layout.data(model) / "result").read_text().startswith("made by")
 
 
@@ -70,8 +71,8 @@ def test_a_failed_run_does_not_trigger_the_next_plan(store):
     validate = apply(store, {"/in": ["type:model"]}, args=["succeed"])
     push(store, "type:dataset")
     engine.run_until_idle()
-    (run,) = runs.find_runs(store, plan_ids=[train["planId"]])
-    assert run["status"] == "failed" and run["exit"] == {"code": 2, "message": "(container main) Error"}
+    (run,) = runs.find_runs(store, plan_ids=[train.plan_id])
+    assert run.status == "failed" and (run.exit_code, run.message) == (2, "(container main) Error")
     assert statuses(store, validate) == []
 
 
@@ -80,11 +81,11 @@ def test_a_vanished_worker_fails_the_run_with_254(store):
     plan = apply(store, {"/in": ["type:dataset"]})
     push(store, "type:dataset")
     engine.run_until_idle()
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     engine.runner.vanish(run_id)
     engine.run_until_idle()
     run = runs.show_run(store, run_id)
-    assert run["status"] == "failed" and run["exit"] == {"code": 254, "message": "worker for the run is not found"}
+    assert run.status == "failed" and (run.exit_code, run.message) == (254, "worker for the run is not found")
 
 
 def test_a_run_that_cannot_start_fails_with_the_runners_message(store):
@@ -92,8 +93,8 @@ def test_a_run_that_cannot_start_fails_with_the_runners_message(store):
     plan = apply(store, {"/in": ["type:dataset"]}, args=["unstartable"])
     push(store, "type:dataset")
     engine.run_until_idle()
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    assert run["status"] == "failed" and run["exit"] == {"code": 255, "message": "this job cannot start here"}
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    assert run.status == "failed" and (run.exit_code, run.message) == (255, "this job cannot start here")
 
 
 def test_runs_start_in_order_while_they_fit_the_capacity(store):
@@ -106,7 +107,7 @@ def test_runs_start_in_order_while_they_fit_the_capacity(store):
     engine.run_until_idle()
     assert statuses(store, big) == ["running"] and statuses(store, small) == ["running"]
     assert statuses(store, later) == ["ready"]  # 1.5 + 0.5 cores are taken
-    ((big_run, _),) = runs_of(store, big["planId"])
+    ((big_run, _),) = runs_of(store, big.plan_id)
     runner.finish(load_job(store, big_run), 0)
     engine.run_until_idle()
     assert statuses(store, later) == ["running"]
@@ -117,9 +118,9 @@ def test_a_run_bigger_than_the_machine_fails_instead_of_waiting_forever(store):
     plan = apply(store, {"/in": ["type:dataset"]}, resources={"nvidia.com/gpu": "1"})
     push(store, "type:dataset")
     engine.run_until_idle()
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    assert run["status"] == "failed" and run["exit"]["code"] == 255
-    assert "nvidia.com/gpu=1 (capacity 0)" in run["exit"]["message"]
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    assert run.status == "failed" and run.exit_code == 255
+    assert "nvidia.com/gpu=1 (capacity 0)" in run.message
 
 
 def test_a_too_big_run_says_so_in_quantities_people_write(store):
@@ -128,8 +129,8 @@ def test_a_too_big_run_says_so_in_quantities_people_write(store):
     plan = apply(store, {"/in": ["type:dataset"]}, resources={"memory": "1000Gi"})
     push(store, "type:dataset")
     engine.run_until_idle()
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    assert run["exit"]["message"].endswith("memory=1000Gi (capacity 23.5Gi)")
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    assert run.exit_code is not None and run.message.endswith("memory=1000Gi (capacity 23.5Gi)")
 
 
 def test_a_failing_stage_is_logged_and_the_others_go_on(store, caplog):
@@ -153,7 +154,7 @@ def test_stages_take_runs_round_robin(store):
     engine.project()
     store.execute("UPDATE run SET status = 'waiting'")
     seen = [engine._pick("initialize", [runs.S.WAITING]) for _ in range(3)]
-    ordered = [r for r, _ in runs_of(store, plan["planId"])]
+    ordered = [r for r, _ in runs_of(store, plan.plan_id)]
     assert seen == [ordered[0:2], ordered[2:4], [ordered[4], ordered[0]]]
 
 
@@ -161,7 +162,7 @@ def test_recover_fails_uploads_interrupted_by_a_restart(store):
     run_id, knit_id = data.begin_upload(store)
     Engine(store, FakeRunner(store.layout)).recover()
     run = runs.show_run(store, run_id)
-    assert run["status"] == "failed" and run["outputs"] == []
+    assert run.status == "failed" and run.outputs == []
 
 
 def test_a_run_starts_within_milliseconds_of_its_data(store):
@@ -192,6 +193,6 @@ def test_recover_lets_the_runner_delete_workers_no_live_run_owns(store):
     plan = apply(store, {"/in": ["type:dataset"]})
     push(store, "type:dataset")
     engine.run_until_idle()
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     engine.recover()
     assert runner.live == {run_id}

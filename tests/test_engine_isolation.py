@@ -42,7 +42,7 @@ def two_plans(store):
 
 
 def only_run_of(store, plan):
-    return runs.find_runs(store, plan_ids=[plan["planId"]])
+    return runs.find_runs(store, plan_ids=[plan.plan_id])
 
 
 @pytest.mark.parametrize("method", sorted(STAGE_OF))
@@ -51,11 +51,11 @@ def test_a_run_whose_runner_call_raises_fails_with_the_error_and_the_others_comp
     engine = Engine(store, runner)
     poison, good = two_plans(store)
     engine.run_until_idle()
-    assert [r["status"] for r in only_run_of(store, good)] == ["done"] * 3
+    assert [r.status for r in only_run_of(store, good)] == ["done"] * 3
     for run in only_run_of(store, poison):
-        assert run["status"] == "failed"
-        assert run["exit"]["code"] == 255
-        assert run["exit"]["message"] == f"knitfab could not {STAGE_OF[method]} the run: ValueError: embedded null byte"
+        assert run.status == "failed"
+        assert run.exit_code == 255
+        assert run.message == f"knitfab could not {STAGE_OF[method]} the run: ValueError: embedded null byte"
 
 
 def test_a_passing_error_of_the_environment_is_tried_again(store):
@@ -72,7 +72,7 @@ def test_a_passing_error_of_the_environment_is_tried_again(store):
     plan = apply(store, {"/in": ["type:dataset"]}, args=["succeed"])
     push(store, "type:dataset")
     engine.run_until_idle()
-    assert FullOnce.calls == 2 and [s for _, s in runs_of(store, plan["planId"])] == ["done"]
+    assert FullOnce.calls == 2 and [s for _, s in runs_of(store, plan.plan_id)] == ["done"]
 
 
 def test_an_error_of_the_environment_that_lasts_fails_the_run_after_the_patience(store):
@@ -80,20 +80,20 @@ def test_an_error_of_the_environment_that_lasts_fails_the_run_after_the_patience
     engine.patience = 0
     poison, good = two_plans(store)
     engine.run_until_idle()
-    assert {r["status"] for r in only_run_of(store, good)} == {"done"}
-    (message,) = {r["exit"]["message"] for r in only_run_of(store, poison)}
+    assert {r.status for r in only_run_of(store, good)} == {"done"}
+    (message,) = {r.message for r in only_run_of(store, poison)}
     assert message == "knitfab could not initialize the run: OSError: [Errno 28] No space left on device"
 
 
 def test_a_plan_whose_projection_raises_does_not_stop_the_others(store, caplog):
     engine = Engine(store, FakeRunner(store.layout))
     poison, good = two_plans(store)
-    (input_id,) = store.column("SELECT id FROM input WHERE plan_id = ?", poison["planId"])
+    (input_id,) = store.column("SELECT id FROM input WHERE plan_id = ?", poison.plan_id)
     store.execute("PRAGMA foreign_keys = OFF")  # a nomination of a Data that does not exist
     store.execute("INSERT INTO nomination (input_id, knit_id, updated) VALUES (?, 'no-such-data', 1)", input_id)
     store.execute("PRAGMA foreign_keys = ON")
     engine.run_until_idle()
-    assert [r["status"] for r in only_run_of(store, good)] == ["done"] * 3
+    assert [r.status for r in only_run_of(store, good)] == ["done"] * 3
     assert "projection of plan" in caplog.text and "FOREIGN KEY constraint failed" in caplog.text
 
 
@@ -104,8 +104,8 @@ def test_the_engine_thread_outlives_a_poison_plan(store):
     thread = threading.Thread(target=engine.run_forever, args=(stop,))
     thread.start()
     try:
-        wait_for(lambda: {r["status"] for r in only_run_of(store, good)} == {"done"}, timeout=10)
-        wait_for(lambda: {r["status"] for r in only_run_of(store, poison)} == {"failed"}, timeout=10)
+        wait_for(lambda: {r.status for r in only_run_of(store, good)} == {"done"}, timeout=10)
+        wait_for(lambda: {r.status for r in only_run_of(store, poison)} == {"failed"}, timeout=10)
         assert thread.is_alive()
     finally:
         stop.set()
@@ -120,16 +120,16 @@ def test_a_plan_path_with_nul_fails_its_run_in_the_real_sandbox_and_the_others_r
     py = ["python", "-c", "open('/out/ok', 'w').write('fine')"]
     poison = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:x"]}, image="poison:v1", entrypoint=py, args=[])
     good = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:y"]}, image="good:v1", entrypoint=py, args=[])
-    store.execute("UPDATE input SET path = '/in/bad' || char(0) WHERE plan_id = ?", poison["planId"])
+    store.execute("UPDATE input SET path = '/in/bad' || char(0) WHERE plan_id = ?", poison.plan_id)
     push(store, "type:dataset")
     drive(
         engine,
-        lambda: {r["status"] for r in only_run_of(store, good) + only_run_of(store, poison)} == {"done", "failed"},
+        lambda: {r.status for r in only_run_of(store, good) + only_run_of(store, poison)} == {"done", "failed"},
     )
     (bad,) = only_run_of(store, poison)
-    assert bad["status"] == "failed" and "ValueError: embedded null byte" in bad["exit"]["message"]
+    assert bad.status == "failed" and "ValueError: embedded null byte" in bad.message
     (ok,) = only_run_of(store, good)
-    assert ok["status"] == "done" and (store.layout.data(ok["outputs"][0]["knitId"]) / "ok").read_text() == "fine"
+    assert ok.status == "done" and (store.layout.data(ok.outputs[0].knit_id) / "ok").read_text() == "fine"
 
 
 def test_only_the_engine_may_fail_a_completing_run_and_a_user_still_cannot_abort_it(store):
@@ -137,17 +137,17 @@ def test_only_the_engine_may_fail_a_completing_run_and_a_user_still_cannot_abort
     plan = apply(store, {"/in": ["type:dataset"]}, args=["hang"])
     push(store, "type:dataset")
     engine.run_until_idle()
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     runs.tearoff(store, run_id)
     with pytest.raises(InvalidTransition):
         runs.abort(store, run_id)  # Knitfab's table: completing only goes to done
     with store.write():
         assert runs.fail(store, run_id, "x" * 5000) == RunStatus.ABORTING
     run = runs.show_run(store, run_id)
-    assert run["status"] == "aborting" and run["exit"] == {"code": 255, "message": "x" * runs.MAX_MESSAGE}
+    assert run.status == "aborting" and (run.exit_code, run.message) == (255, "x" * runs.MAX_MESSAGE)
     with store.write():
         assert runs.fail(store, run_id, "finishing failed too") == RunStatus.FAILED
     run = runs.show_run(store, run_id)
-    assert run["status"] == "failed" and run["exit"] == {"code": 255, "message": "finishing failed too"}
+    assert run.status == "failed" and (run.exit_code, run.message) == (255, "finishing failed too")
     with store.write():
         assert runs.fail(store, run_id, "again") is None  # a finished run stays as it is

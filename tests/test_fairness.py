@@ -27,7 +27,7 @@ def big_and_small(store, side=SIDE):
 
 
 def has_worker(store, plan) -> bool:
-    return any(s in ("starting", "running", "completing", "done") for _, s in runs_of(store, plan["planId"]))
+    return any(s in ("starting", "running", "completing", "done") for _, s in runs_of(store, plan.plan_id))
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_a_trivial_run_starts_within_one_batch_of_a_22500_combination_projection
     push(store, "type:trigger")
     engine.tick()
     assert has_worker(store, small)
-    created = len(runs_of(store, big["planId"]))
+    created = len(runs_of(store, big.plan_id))
     assert created <= 4 * projection.BATCH < SIDE * SIDE  # at most one batch more than before the push
     started = len(engine.runner.started)
     assert started <= 4 * engine.batch + 1
@@ -57,7 +57,7 @@ def test_after_a_restart_the_catch_up_is_interleaved_too(store):
     assert has_worker(store, small)
     while restarted.project():
         pass
-    assert len(runs_of(store, big["planId"])) == 40 * 40  # every combination once, none lost
+    assert len(runs_of(store, big.plan_id)) == 40 * 40  # every combination once, none lost
 
 
 def test_a_plan_with_runs_in_flight_waits_for_one_with_none(store):
@@ -70,12 +70,12 @@ def test_a_plan_with_runs_in_flight_waits_for_one_with_none(store):
     small = apply(store, {"/in": ["type:trigger"]}, image="small:v1", args=["succeed"])
     push(store, "type:trigger")
     engine.run_until_idle()
-    assert [s for _, s in runs_of(store, small["planId"])] == ["ready"]  # both cores taken
-    first, _ = runs_of(store, big["planId"])[0]
+    assert [s for _, s in runs_of(store, small.plan_id)] == ["ready"]  # both cores taken
+    first, _ = runs_of(store, big.plan_id)[0]
     runner.finish(load_job(store, first), 0)
     engine.run_until_idle()
-    assert [s for _, s in runs_of(store, small["planId"])] == ["done"]
-    (small_run,) = (r for r, _ in runs_of(store, small["planId"]))
+    assert [s for _, s in runs_of(store, small.plan_id)] == ["done"]
+    (small_run,) = (r for r, _ in runs_of(store, small.plan_id))
     assert runner.started.index(small_run) == 2  # right after the two big runs that held the cores
 
 

@@ -15,6 +15,7 @@ from fake_runner import FakeRunner
 from helpers import apply, drive, push, runs_of, wait_for
 
 from knitfab.__main__ import _extensions
+from knitfab.api import render
 from knitfab.engine import Engine
 from knitfab.hooks import Hooks, config_fields
 from knitfab.runners.k8s import main_container
@@ -80,13 +81,13 @@ def test_every_engine_step_is_told_before_and_after_with_the_run(store, receiver
     plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["succeed"])
     push(store, "type:dataset")  # the upload's run is not the engine's: no hook
     engine.run_until_idle()
-    (run_id, status), *_ = runs_of(store, plan["planId"])
+    (run_id, status), *_ = runs_of(store, plan.plan_id)
     assert status == "done"
     assert receiver.statuses("/before") == ["waiting", "ready", "starting", "completing"]
     assert receiver.statuses("/after") == ["ready", "starting", "completing", "done"]
     assert {body["runId"] for _, body in receiver.calls} == {run_id}
     last = receiver.calls[-1][1]
-    assert last == runs.show_run(store, run_id)  # the RunDetail JSON, as the API shows it
+    assert last == render.run(runs.show_run(store, run_id))  # the RunDetail JSON, as the API shows it
     assert list(last) == ["runId", "status", "updatedAt", "exit", "plan", "inputs", "outputs", "log"]
 
 
@@ -97,12 +98,12 @@ def test_a_refusing_before_hook_holds_the_step_until_it_agrees(store, receiver):
     receiver.answers["/before"] = (503, "text/plain", "not now")
     engine.run_until_idle()
     engine.run_until_idle()
-    assert [s for _, s in runs_of(store, plan["planId"])] == ["waiting"]
+    assert [s for _, s in runs_of(store, plan.plan_id)] == ["waiting"]
     assert set(receiver.statuses("/before")) == {"waiting"} and len(receiver.calls) >= 2  # asked again
     assert receiver.statuses("/after") == []
     del receiver.answers["/before"]
     engine.run_until_idle()
-    assert [s for _, s in runs_of(store, plan["planId"])] == ["done"]
+    assert [s for _, s in runs_of(store, plan.plan_id)] == ["done"]
 
 
 def test_a_down_hook_holds_the_step_and_is_not_called_again_at_once(store, receiver, caplog):
@@ -114,9 +115,9 @@ def test_a_down_hook_holds_the_step_and_is_not_called_again_at_once(store, recei
         engine.run_until_idle()
         engine.run_until_idle()
     assert len(receiver.calls) == 1 and "is down (ReadTimeout)" in caplog.text
-    assert [s for _, s in runs_of(store, plan["planId"])] == ["waiting"]
+    assert [s for _, s in runs_of(store, plan.plan_id)] == ["waiting"]
     del receiver.stall["/before"]
-    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] == "done", timeout=10)  # after its back-off
+    drive(engine, lambda: runs_of(store, plan.plan_id)[0][1] == "done", timeout=10)  # after its back-off
 
 
 def test_a_dead_after_hook_changes_nothing(store, receiver):
@@ -128,7 +129,7 @@ def test_a_dead_after_hook_changes_nothing(store, receiver):
     plan = apply(store, {"/in": ["type:dataset"]}, args=["succeed"])
     push(store, "type:dataset")
     engine.run_until_idle()
-    assert [s for _, s in runs_of(store, plan["planId"])] == ["done"]
+    assert [s for _, s in runs_of(store, plan.plan_id)] == ["done"]
 
 
 def test_a_users_abort_calls_no_hook_but_finishing_does(store, receiver):
@@ -136,7 +137,7 @@ def test_a_users_abort_calls_no_hook_but_finishing_does(store, receiver):
     plan = apply(store, {"/in": ["type:dataset"]}, args=["hang"])
     push(store, "type:dataset")
     engine.run_until_idle()
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     told = len(receiver.calls)
     runs.abort(store, run_id)
     assert len(receiver.calls) == told
@@ -183,10 +184,10 @@ def test_injected_env_reaches_a_run_in_the_local_sandbox(store, receiver):
     plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]},
                  entrypoint=["sh", "-c", 'printf %s "$HOOKED" > /out/env'], args=[])  # fmt: skip
     push(store, "type:dataset")
-    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"))
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    assert run["status"] == "done"
-    assert (store.layout.data(run["outputs"][0]["knitId"]) / "env").read_text() == "hello from a hook"
+    drive(engine, lambda: runs_of(store, plan.plan_id)[0][1] in ("done", "failed"))
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    assert run.status == "done"
+    assert (store.layout.data(run.outputs[0].knit_id) / "env").read_text() == "hello from a hook"
 
 
 def test_the_config_file_takes_knitfabs_helm_values(tmp_path, receiver):
@@ -202,7 +203,7 @@ def test_the_config_file_takes_knitfabs_helm_values(tmp_path, receiver):
         plan = apply(server.store, {"/in": ["type:dataset"]}, args=["succeed"])
         push(server.store, "type:dataset")
         server.engine.wake()
-        wait_for(lambda: [s for _, s in runs_of(server.store, plan["planId"])] == ["done"])
+        wait_for(lambda: [s for _, s in runs_of(server.store, plan.plan_id)] == ["done"])
         assert receiver.statuses("/before") == ["waiting", "ready", "starting", "completing"]
     finally:
         server.stop()

@@ -1086,14 +1086,14 @@ class TestTheRunsMessage:
         cluster.event("Job", worker, "FailedCreate", "error looking up service account knitfab/trainer: not found")
         engine.tick()
         shown = runs.show_run(store, run_id)
-        assert shown["status"] == "starting" and "exit" not in shown
-        assert shown["message"] == (
+        assert shown.status == "starting" and shown.exit_code is None
+        assert shown.message == (
             f"waiting: (job {worker}) [FailedCreate] error looking up service account knitfab/trainer: not found"
         )
         cluster.run(cluster.create_pod(worker))
         engine.tick()
         shown = runs.show_run(store, run_id)
-        assert shown["status"] == "running" and "message" not in shown
+        assert shown.status == "running" and shown.message == ""
 
 
 class TestLogPosition:

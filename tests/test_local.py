@@ -18,6 +18,7 @@ from knitfab.runners.local import LocalRunner, parse_capacity
 from knitfab.runners.protocol import RunnerError
 from knitfab.store import data, runs
 from knitfab.store.jobs import load_job
+from knitfab.tags import Tag
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,35 +32,35 @@ def run_plan(store, script, runner=None, inputs=None, **extra):
     plan = apply(store, inputs or {"/in/dataset": ["type:dataset"]}, {"/out/model": ["type:model"]},
                  log={"tags": ["type:log"]}, entrypoint=["sh", "-c", script], args=[], **extra)  # fmt: skip
     push(store, "type:dataset", files={"train.csv": "1,2,3\n"})
-    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"))
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    log = (store.layout.data(run["log"]["knitId"]) / "log").read_text()
+    drive(engine, lambda: runs_of(store, plan.plan_id)[0][1] in ("done", "failed"))
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    log = (store.layout.data(run.log.knit_id) / "log").read_text()
     return run, log
 
 
 def output(store, run, name):
-    return (store.layout.data(run["outputs"][0]["knitId"]) / name).read_text()
+    return (store.layout.data(run.outputs[0].knit_id) / name).read_text()
 
 
 def test_a_run_reads_its_input_and_writes_its_output(store):
     run, log = run_plan(store, "wc -l < /in/dataset/train.csv > /out/model/lines; echo trained")
-    assert run["status"] == "done", log
+    assert run.status == "done", log
     assert output(store, run, "lines").strip() == "1"
     assert log == "trained\n"
 
 
 def test_mountpoints_under_tmp_are_not_hidden_by_the_private_tmp(store):
     run, log = run_plan(store, "cat /tmp/in/train.csv > /out/model/copy", inputs={"/tmp/in": ["type:dataset"]})
-    assert run["status"] == "done", log
+    assert run.status == "done", log
     assert output(store, run, "copy") == "1,2,3\n"
 
 
 def test_inputs_are_read_only(store):
     run, log = run_plan(store, "echo x > /in/dataset/train.csv")
-    assert run["status"] == "failed"
-    assert run["exit"]["code"] == 2 and "Read-only file system" in log
-    (dataset,) = run["inputs"]
-    assert (store.layout.data(dataset["knitId"]) / "train.csv").read_text() == "1,2,3\n"
+    assert run.status == "failed"
+    assert run.exit_code == 2 and "Read-only file system" in log
+    (dataset,) = run.inputs
+    assert (store.layout.data(dataset.knit_id) / "train.csv").read_text() == "1,2,3\n"
 
 
 def test_stdout_and_stderr_stream_into_the_log_as_they_are_made(store):
@@ -69,12 +70,12 @@ def test_stdout_and_stderr_stream_into_the_log_as_they_are_made(store):
                  entrypoint=["sh", "-c", "echo first; echo second >&2; sleep 30"], args=[])  # fmt: skip
     push(store, "type:dataset")
     engine.run_until_idle()
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     job = load_job(store, run_id)
     wait_for(lambda: b"second" in b"".join(runner.logs(job)))
     assert b"".join(runner.logs(job)) == b"first\nsecond\n"
     runs.abort(store, run_id)
-    drive(engine, lambda: runs.show_run(store, run_id)["status"] == "failed")
+    drive(engine, lambda: runs.show_run(store, run_id).status == "failed")
 
 
 def test_the_sandbox_hides_the_host(store):
@@ -83,8 +84,8 @@ def test_the_sandbox_hides_the_host(store):
         "test -w /out/model; echo $HOME $KNIT_RUN_ID > /out/model/env"
     )
     run, log = run_plan(store, probe)
-    assert run["status"] == "done", log
-    assert output(store, run, "env").split() == ["/tmp", run["runId"]]
+    assert run.status == "done", log
+    assert output(store, run, "env").split() == ["/tmp", run.run_id]
     assert not os.path.exists("/tmp/inside")
 
 
@@ -110,7 +111,7 @@ def test_network_only_when_the_operator_allows_it(store, network, expected):
     connect = f"python -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\""
     run, log = run_plan(store, connect, runner=LocalRunner(store.layout, network=network))
     server.close()
-    assert run["status"] == expected, log
+    assert run.status == expected, log
 
 
 def test_a_mapped_image_is_the_working_directory(store, tmp_path):
@@ -119,7 +120,7 @@ def test_a_mapped_image_is_the_working_directory(store, tmp_path):
     (image / "train.py").write_text("import sys; open('/out/model/m', 'w').write('model'); print(sys.argv[1:])\n")
     runner = LocalRunner(store.layout, images={"example.com/train:v1": image})
     run, log = run_plan(store, "python3 train.py --epochs 1 && test ! -w /work/train.py", runner=runner)
-    assert run["status"] == "done", log
+    assert run.status == "done", log
     assert output(store, run, "m") == "model"
     assert log == "['--epochs', '1']\n"
 
@@ -129,11 +130,11 @@ def test_a_plan_without_entrypoint_says_what_to_add(store):
     plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=None, args=None)
     push(store, "type:dataset")
     engine.run_until_idle()
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    assert run["status"] == "failed"
-    assert "has no entrypoint" in run["exit"]["message"] and "entrypoint: [" in run["exit"]["message"]
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    assert run.status == "failed"
+    assert "has no entrypoint" in run.message and "entrypoint: [" in run.message
     with pytest.raises(RunnerError):
-        LocalRunner(store.layout).start(load_job(store, run["runId"]))
+        LocalRunner(store.layout).start(load_job(store, run.run_id))
 
 
 def test_capacity_is_the_machine_unless_told():
@@ -167,7 +168,7 @@ def slow_plan(store):
 
 def running_run(store, plan):
     def started():
-        rows = runs_of(store, plan["planId"])
+        rows = runs_of(store, plan.plan_id)
         return rows and rows[0][1] == "running" and rows[0][0]
 
     return wait_for(started)
@@ -181,7 +182,7 @@ def test_after_kill_9_of_the_server_a_live_run_is_found_again(store):
     server.wait()
     engine = Engine(store, LocalRunner(store.layout))
     engine.recover()
-    drive(engine, lambda: runs.show_run(store, run_id)["status"] == "done", timeout=30)
+    drive(engine, lambda: runs.show_run(store, run_id).status == "done", timeout=30)
     run = runs.show_run(store, run_id)
     assert output(store, run, "final") == "full\n"
 
@@ -195,12 +196,12 @@ def test_after_kill_9_of_server_and_worker_the_run_fails_and_its_output_is_not_d
     (worker,) = store.one("SELECT worker FROM run WHERE run_id = ?", run_id)
     os.killpg(json.loads(worker)["pid"], signal.SIGKILL)
     engine = Engine(store, LocalRunner(store.layout))
-    drive(engine, lambda: runs.show_run(store, run_id)["status"] == "failed", timeout=30)
+    drive(engine, lambda: runs.show_run(store, run_id).status == "failed", timeout=30)
     run = runs.show_run(store, run_id)
-    assert run["exit"] == {"code": 254, "message": "worker for the run is not found"}
-    model = data.show_data(store, run["outputs"][0]["knitId"])
-    assert "knit#transient:failed" in model["tags"]
-    assert not (store.layout.data(model["knitId"]) / "final").exists()
+    assert (run.exit_code, run.message) == (254, "worker for the run is not found")
+    model = data.show_data(store, run.outputs[0].knit_id)
+    assert Tag("knit#transient", "failed") in model.tags
+    assert not (store.layout.data(model.knit_id) / "final").exists()
 
 
 def start_true(store, runner):
@@ -209,7 +210,7 @@ def start_true(store, runner):
     plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["true"], args=[])
     push(store, "type:dataset")
     engine.project(), engine.initialize(), engine.start()
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     return load_job(store, run_id)
 
 
@@ -230,9 +231,9 @@ def test_a_plan_can_run_python_directly(store):
     plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:x"]}, entrypoint=["python", "-c"],
                  args=["import sys; open('/out/v', 'w').write(sys.version)"])  # fmt: skip
     push(store, "type:dataset")
-    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"))
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    assert run["status"] == "done"
+    drive(engine, lambda: runs_of(store, plan.plan_id)[0][1] in ("done", "failed"))
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    assert run.status == "done"
     assert output(store, run, "v").startswith("3.")
 
 

@@ -4,11 +4,13 @@ import pytest
 from fake_runner import FakeRunner
 from helpers import apply, push, runs_of, tags
 
+from knitfab.api import render
 from knitfab.engine import Engine
 from knitfab.errors import Conflict, InvalidTransition, NotFound
 from knitfab.status import ALLOWED, RunStatus, check_transition, parse_status_list
 from knitfab.store import data, runs
 from knitfab.store.jobs import load_job
+from knitfab.tags import Tag
 
 S = RunStatus
 
@@ -19,12 +21,12 @@ def engine(store):
 
 
 def one_run(store, plan):
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     return run_id
 
 
 def status(store, run_id):
-    return runs.show_run(store, run_id)["status"]
+    return runs.show_run(store, run_id).status
 
 
 @pytest.mark.parametrize("current", list(RunStatus))
@@ -57,13 +59,13 @@ def test_tearoff_makes_a_done_run_with_usable_outputs(store, engine):
     run_id = one_run(store, plan)
     assert status(store, run_id) == "running"
     shown = runs.tearoff(store, run_id)
-    assert shown["status"] == "completing" and shown["exit"] == {"code": 0, "message": "stopped by user"}
+    assert shown.status == "completing" and (shown.exit_code, shown.message) == (0, "stopped by user")
     engine.run_until_idle()
     run = runs.show_run(store, run_id)
-    assert run["status"] == "done" and run["exit"] == {"code": 0, "message": "stopped by user"}
+    assert run.status == "done" and (run.exit_code, run.message) == (0, "stopped by user")
     assert engine.runner.stopped == [run_id]
-    model = data.show_data(store, run["outputs"][0]["knitId"])
-    assert not any(t.startswith("knit#transient") for t in model["tags"])
+    model = data.show_data(store, run.outputs[0].knit_id)
+    assert not any(t.key == "knit#transient" for t in model.tags)
 
 
 def test_abort_makes_a_failed_run(store, engine):
@@ -71,13 +73,14 @@ def test_abort_makes_a_failed_run(store, engine):
     push(store, "type:dataset")
     engine.run_until_idle()
     run_id = one_run(store, plan)
-    assert runs.abort(store, run_id)["exit"] == {"code": 253, "message": "aborted by user"}
+    aborted = runs.abort(store, run_id)
+    assert (aborted.exit_code, aborted.message) == (253, "aborted by user")
     engine.run_until_idle()
     run = runs.show_run(store, run_id)
-    assert run["status"] == "failed"
-    model = data.show_data(store, run["outputs"][0]["knitId"])
-    assert "knit#transient:failed" in model["tags"]
-    assert any(t.startswith("knit#timestamp:") for t in model["tags"])
+    assert run.status == "failed"
+    model = data.show_data(store, run.outputs[0].knit_id)
+    assert Tag("knit#transient", "failed") in model.tags
+    assert any(t.key == "knit#timestamp" for t in model.tags)
 
 
 def test_abort_works_before_start_but_tearoff_does_not(store):
@@ -88,8 +91,8 @@ def test_abort_works_before_start_but_tearoff_does_not(store):
     with pytest.raises(InvalidTransition) as e:
         runs.tearoff(store, run_id)
     assert (e.value.status, e.value.reason) == (409, "prohibited operation")
-    assert runs.abort(store, run_id)["status"] == "aborting"
-    assert runs.abort(store, run_id)["status"] == "aborting"  # the same status again: a no-op
+    assert runs.abort(store, run_id).status == "aborting"
+    assert runs.abort(store, run_id).status == "aborting"  # the same status again: a no-op
 
 
 def test_user_operations_on_unknown_runs(store):
@@ -104,12 +107,12 @@ def test_retry_gives_fresh_outputs_and_runs_again(store, engine):
     engine.run_until_idle()
     run_id = one_run(store, plan)
     failed = runs.show_run(store, run_id)
-    assert failed["status"] == "failed" and failed["exit"]["code"] == 3
-    old_output = failed["outputs"][0]["knitId"]
+    assert failed.status == "failed" and failed.exit_code == 3
+    old_output = failed.outputs[0].knit_id
     runs.retry(store, run_id)
     retried = runs.show_run(store, run_id)
-    assert retried["status"] == "waiting" and "exit" not in retried
-    assert retried["outputs"][0]["knitId"] != old_output
+    assert retried.status == "waiting" and retried.exit_code is None
+    assert retried.outputs[0].knit_id != old_output
     with pytest.raises(NotFound):
         data.show_data(store, old_output)
     assert store.column("SELECT knit_id FROM garbage") == [old_output]
@@ -134,8 +137,8 @@ def test_retry_and_delete_protections(store, engine):
         with pytest.raises(Conflict) as e:
             op(store, running)
         assert e.value.reason == "the run have not finished yet"
-    (upload,) = runs.show_run(store, run_id)["inputs"]
-    upload_run = data.show_data(store, upload["knitId"])["upstream"]["run"]["runId"]
+    (upload,) = runs.show_run(store, run_id).inputs
+    upload_run = data.show_data(store, upload.knit_id).upstream.run.run_id
     with pytest.raises(InvalidTransition, match="Root run cannot be retried"):
         runs.retry(store, upload_run)
 
@@ -148,21 +151,21 @@ def test_deleting_downstream_first_then_upstream(store, engine):
     first, second = one_run(store, plan), one_run(store, consumer)
     runs.delete(store, second)
     assert status(store, second) == "invalidated"
-    assert runs.find_runs(store, statuses=[S.DONE])[-1]["runId"] == first
+    assert runs.find_runs(store, statuses=[S.DONE])[-1].run_id == first
     with pytest.raises(NotFound):
         runs.delete(store, second)
     runs.retry(store, first)  # its output is used only by an invalidated run: allowed, and that run goes
     assert store.one("SELECT 1 FROM run WHERE run_id = ?", second) is None
     engine.run_until_idle()
-    assert len(runs_of(store, consumer["planId"])) == 1  # the new model made a new combination
-    upload_run = data.show_data(store, dataset)["upstream"]["run"]["runId"]
+    assert len(runs_of(store, consumer.plan_id)) == 1  # the new model made a new combination
+    upload_run = data.show_data(store, dataset).upstream.run.run_id
     with pytest.raises(Conflict):
         runs.delete(store, upload_run)
 
 
 def test_deleting_an_upload_removes_it_completely(store):
     knit_id = push(store, "type:dataset")
-    upload_run = data.show_data(store, knit_id)["upstream"]["run"]["runId"]
+    upload_run = data.show_data(store, knit_id).upstream.run.run_id
     runs.delete(store, upload_run)
     with pytest.raises(NotFound):
         runs.show_run(store, upload_run)
@@ -177,7 +180,7 @@ def test_a_waiting_run_can_be_deleted_and_never_comes_back(store):
     runs.delete(store, run_id)
     data.change_tags(store, knit_id, remove=tags("type:dataset"), add=tags("type:dataset"))
     Engine(store, FakeRunner(store.layout)).run_until_idle()
-    assert runs_of(store, plan["planId"]) == [(run_id, "invalidated")]
+    assert runs_of(store, plan.plan_id) == [(run_id, "invalidated")]
 
 
 def test_find_runs_filters_and_order(store, engine):
@@ -186,18 +189,16 @@ def test_find_runs_filters_and_order(store, engine):
     d1 = push(store, "type:dataset")
     engine.run_until_idle(max_ticks=50)
     all_runs = runs.find_runs(store)
-    assert [(r["updatedAt"], r["runId"]) for r in all_runs] == sorted((r["updatedAt"], r["runId"]) for r in all_runs)
-    assert {r["plan"]["planId"] for r in runs.find_runs(store, plan_ids=[a["planId"]])} == {a["planId"]}
+    assert [(r.updated_at, r.run_id) for r in all_runs] == sorted((r.updated_at, r.run_id) for r in all_runs)
+    assert {r.plan.plan_id for r in runs.find_runs(store, plan_ids=[a.plan_id])} == {a.plan_id}
     using = runs.find_runs(store, knit_ids_in=[d1])
-    assert {r["plan"]["planId"] for r in using} == {a["planId"], b["planId"]}
-    model = runs.find_runs(store, plan_ids=[a["planId"]])[0]["outputs"][0]["knitId"]
-    assert [r["plan"]["planId"] for r in runs.find_runs(store, knit_ids_out=[model])] == [a["planId"]]
-    assert [r["plan"]["planId"] for r in runs.find_runs(store, statuses=[S.RUNNING])] == [b["planId"]]
-    assert runs.find_runs(store, plan_ids=[a["planId"]], statuses=[S.RUNNING]) == []
+    assert {r.plan.plan_id for r in using} == {a.plan_id, b.plan_id}
+    model = runs.find_runs(store, plan_ids=[a.plan_id])[0].outputs[0].knit_id
+    assert [r.plan.plan_id for r in runs.find_runs(store, knit_ids_out=[model])] == [a.plan_id]
+    assert [r.plan.plan_id for r in runs.find_runs(store, statuses=[S.RUNNING])] == [b.plan_id]
+    assert runs.find_runs(store, plan_ids=[a.plan_id], statuses=[S.RUNNING]) == []
     last = all_runs[-1]
-    from knitfab.times import parse_rfc3339
-
-    t = parse_rfc3339(last["updatedAt"])
+    t = last.updated_at
     assert runs.find_runs(store, since=t + 1000) == []
     assert last in runs.find_runs(store, since=t, until=t + 1000)
 
@@ -208,16 +209,16 @@ def test_run_detail_shapes(store, engine):
     )
     knit_id = push(store, "type:dataset")
     engine.run_until_idle()
-    run = runs.show_run(store, one_run(store, plan))
+    run = render.run(runs.show_run(store, one_run(store, plan)))
     assert list(run) == ["runId", "status", "updatedAt", "exit", "plan", "inputs", "outputs", "log"]
     assert run["inputs"] == [{"path": "/in", "tags": ["type:dataset"], "knitId": knit_id}]
     assert run["plan"] == {
-        "planId": plan["planId"],
+        "planId": plan.plan_id,
         "image": "example.com/train:v1",
         "entrypoint": ["fake"],
         "args": ["succeed"],
     }
-    upload = runs.show_run(store, data.show_data(store, knit_id)["upstream"]["run"]["runId"])
+    upload = render.run(runs.show_run(store, data.show_data(store, knit_id).upstream.run.run_id))
     assert upload["inputs"] == [] and upload["log"] is None
     assert upload["outputs"] == [{"path": "/upload", "tags": [], "knitId": knit_id}]
     assert upload["plan"]["name"] == "knit#uploaded"

@@ -39,13 +39,13 @@ def run_plan(store, script, runner=None, resources=None, timeout=30):
     plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, log={"tags": ["type:log"]},
                  entrypoint=["sh", "-c", script], args=[], resources=resources or {})  # fmt: skip
     push(store, "type:dataset", files={"train.csv": "1,2,3\n"})
-    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"), timeout=timeout)
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    return run, (store.layout.data(run["log"]["knitId"]) / "log").read_text()
+    drive(engine, lambda: runs_of(store, plan.plan_id)[0][1] in ("done", "failed"), timeout=timeout)
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    return run, (store.layout.data(run.log.knit_id) / "log").read_text()
 
 
 def output(store, run, name):
-    return store.layout.data(run["outputs"][0]["knitId"]) / name
+    return store.layout.data(run.outputs[0].knit_id) / name
 
 
 def refused(*commands):
@@ -56,7 +56,7 @@ def refused(*commands):
 
 def test_a_run_is_not_root_on_the_host(store):
     run, log = run_plan(store, "grep -E '^(Uid|Gid|CapEff)' /proc/self/status > /out/status; id -u > /out/id")
-    assert run["status"] == "done", log
+    assert run.status == "done", log
     status = dict(line.split(":", 1) for line in output(store, run, "status").read_text().splitlines())
     assert "0" not in status["Uid"].split() and "0" not in status["Gid"].split()
     assert int(status["CapEff"], 16) == 0
@@ -82,7 +82,7 @@ def test_a_run_cannot_read_host_secrets_or_other_data(store, tmp_path):
         f"ls {store.layout.data(other)}", f"cat {token}", f"ls {store.layout.handout}",
     ]  # fmt: skip
     run, log = run_plan(store, refused(*probes) + " > /out/probes; ls -A /root > /out/root || true")
-    assert run["status"] == "done", log
+    assert run.status == "done", log
     assert "ALLOWED" not in output(store, run, "probes").read_text()
     # /root holds at most the way to the server's Python, when that is installed below /root
     python = {Path(p).parts[2] for p in (sys.base_prefix, sys.exec_prefix) if p.startswith("/root/")}
@@ -97,7 +97,7 @@ def test_a_data_directory_inside_a_visible_system_directory_is_covered():
     try:
         probes = refused(f'test -n "$(ls -A {root})"', f"touch {root}/x", f"cat {store.layout.db}")
         run, log = run_plan(store, probes + " > /out/probes")
-        assert run["status"] == "done", log
+        assert run.status == "done", log
         assert "ALLOWED" not in output(store, run, "probes").read_text()
     finally:
         store.close()
@@ -114,7 +114,7 @@ def test_a_run_cannot_write_the_kernel_settings_or_its_root(store):
         "touch /dev/knitfab-probe", "touch /in/knitfab-probe",
     ]  # fmt: skip
     run, log = run_plan(store, refused(*probes) + " > /out/probes; touch /tmp/ok /dev/shm/ok /out/ok")
-    assert run["status"] == "done", log
+    assert run.status == "done", log
     assert "ALLOWED" not in output(store, run, "probes").read_text()
     assert Path("/proc/sys/kernel/core_pattern").read_text() == before
 
@@ -127,9 +127,9 @@ def test_inputs_uploaded_with_private_modes_are_readable_in_the_run(store):
     (store.layout.data(knit_id) / "deep" / "secret.csv").chmod(0o600)
     (store.layout.data(knit_id) / "deep").chmod(0o700)
     data.change_tags(store, knit_id, add=tags("type:private"))
-    drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"))
-    (run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-    assert run["status"] == "done", (store.layout.data(run["log"]["knitId"]) / "log").read_text()
+    drive(engine, lambda: runs_of(store, plan.plan_id)[0][1] in ("done", "failed"))
+    (run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+    assert run.status == "done", (store.layout.data(run.log.knit_id) / "log").read_text()
     assert output(store, run, "copy").read_text() == "private rows\n"
     assert (store.layout.data(knit_id) / "deep" / "secret.csv").stat().st_mode & 0o777 == 0o600  # modes kept
 
@@ -138,15 +138,15 @@ def test_inputs_uploaded_with_private_modes_are_readable_in_the_run(store):
 def test_a_run_over_its_memory_limit_is_oom_killed_with_137(store):
     grab = "python3 -c 'b = bytearray(256 * 1024 * 1024); b[::4096] = b\"x\" * len(b[::4096])'"
     run, log = run_plan(store, grab, resources={"memory": "64Mi"})
-    assert run["status"] == "failed", log
-    assert run["exit"] == {"code": 137, "message": "(container main) OOMKilled: memory limit 64Mi exceeded"}
+    assert run.status == "failed", log
+    assert (run.exit_code, run.message) == (137, "(container main) OOMKilled: memory limit 64Mi exceeded")
 
 
 def test_without_cgroups_memory_falls_back_to_a_data_size_limit(store):
     runner = LocalRunner(store.layout, grace=1)
     runner.cgroups = Cgroups({})
     run, log = run_plan(store, "python3 -c 'bytearray(256 * 1024 * 1024)'", runner=runner, resources={"memory": "64Mi"})
-    assert run["status"] == "failed" and "MemoryError" in log, log
+    assert run.status == "failed" and "MemoryError" in log, log
 
 
 @pytest.mark.parametrize("cgroups", [True, False], ids=["cgroup", "rlimit"])
@@ -161,7 +161,7 @@ def test_a_fork_bomb_is_bounded_by_the_process_limit_and_ends(store, cgroups):
     bomb = "for i in $(seq 200); do sleep 30 & echo $i > /out/started; done"
     started = time.monotonic()
     run, log = run_plan(store, bomb, runner=runner, resources={"cpu": "500m"})
-    assert run["status"] == "failed" and "Cannot fork" in log, (run["exit"], log[-300:])
+    assert run.status == "failed" and "Cannot fork" in log, ((run.exit_code, run.message), log[-300:])
     assert int(output(store, run, "started").read_text()) < 48
     assert time.monotonic() - started < 20
 
@@ -169,7 +169,7 @@ def test_a_fork_bomb_is_bounded_by_the_process_limit_and_ends(store, cgroups):
 def test_writing_past_the_tmpfs_size_fails_inside_the_run(store):
     fill = "dd if=/dev/zero of=/tmp/big bs=1M count=16 2>&1; echo dd=$?; dd if=/dev/zero of=/dev/shm/big bs=1M count=16"
     run, log = run_plan(store, fill, resources={"memory": "256Mi", "ephemeral-storage": "8Mi"})
-    assert run["status"] == "failed", log
+    assert run.status == "failed", log
     assert "No space left on device" in log and "dd=1" in log
 
 
@@ -197,7 +197,7 @@ def start_hanging(store, runner, resources=None):
     plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["sleep", "60"], args=[], resources=resources or {})
     push(store, "type:dataset")
     engine.run_until_idle()
-    ((run_id, status),) = runs_of(store, plan["planId"])
+    ((run_id, status),) = runs_of(store, plan.plan_id)
     assert status == "running"
     return load_job(store, run_id)
 
@@ -239,11 +239,11 @@ script = "id -u > /out/id; cat /in/train.csv > /out/copy; python3 -c 'bytearray(
 plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, log={"tags": ["type:log"]},
              entrypoint=["sh", "-c", script], args=[], resources={"memory": "64Mi"})
 push(store, "type:dataset", files={"train.csv": "1,2,3\\n"})
-drive(engine, lambda: runs_of(store, plan["planId"])[0][1] in ("done", "failed"), timeout=30)
-(run,) = runs.find_runs(store, plan_ids=[plan["planId"]])
-out = store.layout.data(run["outputs"][0]["knitId"])
+drive(engine, lambda: runs_of(store, plan.plan_id)[0][1] in ("done", "failed"), timeout=30)
+(run,) = runs.find_runs(store, plan_ids=[plan.plan_id])
+out = store.layout.data(run.outputs[0].knit_id)
 files = {name: (out / name).read_text().strip() for name in ("id", "copy", "py")}
-print(json.dumps({"status": run["status"], "files": files, "enforced": runner.cgroups.enforced()}))
+print(json.dumps({"status": run.status, "files": files, "enforced": runner.cgroups.enforced()}))
 """
 
 
