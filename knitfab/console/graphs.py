@@ -10,7 +10,7 @@ from knit import graphs
 
 from ..api import render
 from ..errors import BadRequest, KnitfabError, NotFound, ServiceUnavailable
-from ..store import data, plans, runs
+from ..store import data, lineage, plans, runs
 from ..store.db import Store
 
 MAX_NODES = 2000  # a larger graph is cut there: dot takes minutes past a few thousand nodes
@@ -19,11 +19,19 @@ DOT_SECONDS = 60
 
 class StoreSource:
     """``knit.graphs.GraphSource`` over the store: the same JSON the API answers, at most
-    ``budget`` items (a 400 past it: Graphviz could not draw that many anyway)."""
+    ``budget`` items (a 400 past it: Graphviz could not draw that many anyway). What
+    ``prefetch`` fetched in batches is answered from memory."""
 
     def __init__(self, store: Store, budget: int | None = None):
         self.store = store
         self.left = MAX_NODES if budget is None else budget
+        self.data: dict[str, dict] = {}
+        self.runs: dict[str, dict] = {}
+
+    def prefetch(self, knit_ids, run_ids) -> None:
+        renderer = render.Renderer()
+        self.data.update((d.knit_id, renderer.data_detail(d)) for d in data.data_details(self.store, list(knit_ids)))
+        self.runs.update((r.run_id, renderer.run_detail(r)) for r in runs.run_details(self.store, list(run_ids)))
 
     def _spend(self) -> None:
         self.left -= 1
@@ -32,11 +40,11 @@ class StoreSource:
 
     def get_data(self, knit_id: str) -> dict:
         self._spend()
-        return render.data(data.show_data(self.store, knit_id))
+        return self.data.get(knit_id) or render.data(data.show_data(self.store, knit_id))
 
     def get_run(self, run_id: str) -> dict:
         self._spend()
-        return render.run(runs.show_run(self.store, run_id))
+        return self.runs.get(run_id) or render.run(runs.show_run(self.store, run_id))
 
     def get_plan(self, plan_id: str) -> dict:
         self._spend()
@@ -49,36 +57,42 @@ class RecordingSource(StoreSource):
 
     def __init__(self, store: Store):
         super().__init__(store)
-        self.data: dict[str, dict] = {}
-        self.runs: dict[str, dict] = {}
+        self.answered: dict[str, dict] = {"data": {}, "runs": {}}
 
     def get_data(self, knit_id: str) -> dict:
-        found = self.data[knit_id] = super().get_data(knit_id)
+        found = self.answered["data"][knit_id] = super().get_data(knit_id)
         return found
 
     def get_run(self, run_id: str) -> dict:
-        found = self.runs[run_id] = super().get_run(run_id)
+        found = self.answered["runs"][run_id] = super().get_run(run_id)
         return found
+
+
+def _lineage_source(store: Store, knit_id: str, up: int | None, down: int | None, source: StoreSource) -> StoreSource:
+    source.prefetch(*lineage.neighbourhood(store, knit_id, up, down, MAX_NODES))
+    return source
 
 
 def data_nodes(store: Store, knit_id: str, up: int | None, down: int | None) -> dict:
     """The DataDetails and runs ``knit data lineage`` reads to draw ``data_graph``, in one answer:
     ``{"data": {knitId: DataDetail}, "runs": {runId: Run}}``."""
     with store.read():  # one snapshot for the whole walk
-        source = RecordingSource(store)
+        source = _lineage_source(store, knit_id, up, down, RecordingSource(store))
         try:
             graphs.lineage(source, knit_id, up, down)
         except LookupError as e:
             raise NotFound(str(e)) from None
-    return {"data": source.data, "runs": source.runs}
+    return source.answered
 
 
 def data_graph(store: Store, knit_id: str, up: int | None, down: int | None) -> str:
     """``up``/``down`` steps (None: to the ends) around a Data, as ``knit data lineage`` traces."""
-    try:
-        return graphs.lineage(StoreSource(store), knit_id, up, down)
-    except LookupError as e:
-        raise NotFound(str(e)) from None
+    with store.read():
+        source = _lineage_source(store, knit_id, up, down, StoreSource(store))
+        try:
+            return graphs.lineage(source, knit_id, up, down)
+        except LookupError as e:
+            raise NotFound(str(e)) from None
 
 
 def whole_graph(store: Store, knit_id: str | None = None, run_id: str | None = None) -> str:
