@@ -17,7 +17,7 @@ from ..tags import KEY_ID, KEY_TIMESTAMP, Tag, normalize
 from ..times import format_ts, parse_rfc3339
 from . import nominate, transitions
 from .db import Store, json_list
-from .records import Mountpoint, PlanDetail, PlanInput, PlanOutput, PlanPoint, PlanSummary
+from .records import Mountpoint, PlanDetail, PlanInput, PlanOutput, PlanPoint, PlanSummary, fields_of
 
 UPLOADED = "knit#uploaded"
 
@@ -352,7 +352,7 @@ def _detail(store: Store, summary: PlanSummary) -> PlanDetail:
     ends = [PlanOutput(outs[o][1], _downstreams(store, o)) for o in output_ids]
     active, account = store.one("SELECT active, service_account FROM plan WHERE plan_id = ?", plan_id)
     return PlanDetail(
-        *(getattr(summary, f) for f in PlanSummary.__slots__),
+        *fields_of(summary),
         inputs=[PlanInput(points[i], _upstreams(store, i)) for i in input_ids],
         outputs=[end for end in ends if not end.point.is_log],
         log=next((end for end in ends if end.point.is_log), None),

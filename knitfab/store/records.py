@@ -9,10 +9,15 @@ much.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..status import RunStatus
 from ..tags import Tag
+
+
+def fields_of(record) -> list:
+    """A record's fields in order: how a detail starts from its summary (``RunDetail(*fields_of(s), ...)``)."""
+    return [getattr(record, f.name) for f in fields(record)]
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from ..times import now_us
 from . import nominate, transitions
 from .db import Store, json_list
 from .plans import input_points, output_points, plan_summaries
-from .records import Assignment, RunDetail, RunSummary
+from .records import Assignment, RunDetail, RunSummary, fields_of
 
 S = RunStatus
 EXIT_ABORTED = (253, "aborted by user")
@@ -315,7 +315,7 @@ def run_details(store: Store, run_ids: list[str]) -> list[RunDetail]:
     )
     ins = input_points(store, [a[1] for a in assigns])
     outs = output_points(store, [m[1] for m in made])
-    details = {r: RunDetail(*(getattr(s, f) for f in RunSummary.__slots__), [], [], None) for r, s in summaries.items()}
+    details = {r: RunDetail(*fields_of(s), [], [], None) for r, s in summaries.items()}
     for run_id, input_id, knit_id in assigns:
         details[run_id].inputs.append(Assignment(ins[input_id], knit_id))
     for run_id, output_id, knit_id in made:
