@@ -25,6 +25,7 @@ from peewee import OperationalError, SqliteDatabase
 
 from ..errors import SQLITE_BUSY, SQLITE_LOCKED, sqlite_code
 from ..tags import Tag
+from .changes import Changes
 from .layout import Layout
 from .migrations import migrate
 
@@ -40,6 +41,7 @@ class Store:
             pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
             check_same_thread=False,
         )
+        self.changes = Changes()
         self._open(busy_timeout)
 
     def _open(self, patience: float) -> None:
@@ -77,6 +79,11 @@ class Store:
             if first is None:
                 raise
             raise first from None
+
+    def generation(self) -> int:
+        """A number that differs from any earlier one once anything was committed since
+        (``changes.py``); call it before the reads of an answer that is kept."""
+        return self.changes.generation(self.db.connection())
 
     @contextmanager
     def read(self):
