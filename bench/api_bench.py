@@ -113,19 +113,39 @@ def median_ms(fn, repeat: int = 15) -> float:
     return statistics.median(samples) * 1000
 
 
+def alternated_ms(a, b, repeat: int = 15) -> tuple[float, float]:
+    """Medians of a and b, run in turns (A B A B) after one warm-up each."""
+    a(), b()
+    samples: tuple[list, list] = ([], [])
+    for _ in range(repeat):
+        for fn, out in ((a, samples[0]), (b, samples[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(samples[0]) * 1000, statistics.median(samples[1]) * 1000
+
+
 def in_process(data_dir: Path, n: int) -> None:
-    store = Store(data_dir)
-    print(f"in process (median of 15, warm cache), {n} Data, load average {loadavg()}:")
+    """find_data + encoding with the store's mmap (the default) and, on a second connection,
+    without (mmap_size=0: pages read into each connection's own cache), alternated; next to
+    the bare SQL."""
+    store, unmapped = Store(data_dir), Store(data_dir)
+    unmapped.execute("PRAGMA mmap_size=0")
+    print(f"in process (medians of 15, alternated, warm cache), {n} Data, load average {loadavg()}:")
     for hits, texts in queries(n):
         tags = [parse_tag(t) for t in texts]
         assert len(data.find_data(store, tags)) == hits
-        ours = median_ms(lambda: compact_json(data.find_data(store, tags)))  # noqa: B023
+        ours, without = alternated_ms(
+            lambda: compact_json(data.find_data(store, tags)),  # noqa: B023
+            lambda: compact_json(data.find_data(unmapped, tags)),  # noqa: B023
+        )
         floor = median_ms(lambda: bare_rows(store, texts[1]))  # noqa: B023
         print(
-            f"  {'&'.join(texts):<30} {hits:5d} DataDetails {ours:8.1f} ms   bare SQL of the same rows"
-            f" {floor:6.1f} ms   ours/floor {ours / floor:5.1f}x"
+            f"  {'&'.join(texts):<30} {hits:5d} DataDetails {ours:8.1f} ms (without mmap {without:6.1f} ms)"
+            f"   bare SQL of the same rows {floor:6.1f} ms   ours/floor {ours / floor:5.1f}x"
         )
     store.close()
+    unmapped.close()
 
 
 def bare_rows(store: Store, rare: str) -> list:

@@ -38,7 +38,9 @@ class Store:
         self.db = SqliteDatabase(
             str(self.layout.db),
             timeout=busy_timeout,
-            pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full"},
+            # mmap: reads take pages from the OS page cache, shared by every thread's connection,
+            # instead of a pread() into each connection's own 2 MB cache (1,000 DataDetails: -45%).
+            pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full", "mmap_size": 1 << 30},
             check_same_thread=False,
         )
         self.changes = Changes()
