@@ -120,3 +120,39 @@ def test_a_run_the_engine_finishes_is_seen_over_http(two_threads):
     wait_for(lambda: two_threads.store.one("SELECT status FROM run WHERE run_id = ?", run["runId"])[0] == "done")
     assert [api.json("GET", runs)[0]["status"] for _ in range(4)] == ["done"] * 4  # at once, on both threads
     api.http.close()
+
+
+@pytest.mark.slow
+def test_no_answer_is_older_than_a_write_acknowledged_before_it_was_asked(server):
+    """Readers on every worker while a writer changes a tag: each answer shows at least the
+    last change acknowledged before its request was sent."""
+    from apiclient import Api
+
+    writer = Api(server.url.removesuffix("/api"))
+    knit_id = writer.push({"x": "1"}, "a:b", "v:0")["knitId"]
+    acked = [0]  # the last version whose PUT was answered
+    stale, asked, done = [], [0], threading.Event()
+
+    def read():
+        reader = Api(server.url.removesuffix("/api"))
+        while not done.is_set():
+            floor = acked[0]
+            (detail,) = reader.json("GET", FIND)
+            seen = max(int(t.split(":")[1]) for t in detail["tags"] if t.startswith("v:"))
+            asked[0] += 1
+            if seen < floor:
+                stale.append((seen, floor))
+        reader.http.close()
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    for version in range(1, 40):
+        writer.json("PUT", f"/api/data/{knit_id}", json={"add": [f"v:{version}"], "remove": [f"v:{version - 1}"]})
+        acked[0] = version
+    done.set()
+    for thread in readers:
+        thread.join(timeout=30)
+    writer.http.close()
+    cache = server.http.wsgi_app.extensions["knitfab"].cache
+    assert not stale and asked[0] > 40 and cache.hits > 0
