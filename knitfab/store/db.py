@@ -152,8 +152,10 @@ class Store:
             return list(tag_ids)
         cap = 1000
         while True:
-            counts = dict(self._capped_counts(tag_ids, cap))
-            if min(counts.values()) < cap:
+            # Counting one past the cap tells a tag on exactly ``cap`` Data (1,000 hits) from a
+            # larger one without a second, ten times larger count.
+            counts = dict(self._capped_counts(tag_ids, cap + 1))
+            if min(counts.values()) <= cap:
                 break  # the rarest tag's count is exact, and every other is at least as large
             cap *= 10
         return sorted(tag_ids, key=counts.__getitem__)
