@@ -39,7 +39,8 @@ class Store:
             str(self.layout.db),
             timeout=busy_timeout,
             # mmap: reads take pages from the OS page cache, shared by every thread's connection,
-            # instead of a pread() into each connection's own 2 MB cache (1,000 DataDetails: -45%).
+            # instead of a pread() into each connection's own 2 MB cache (bench/api_bench.py,
+            # alternated: 100 DataDetails about 20% faster; 10 and 1,000 within the noise).
             pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "full", "mmap_size": 1 << 30},
             check_same_thread=False,
         )
