@@ -69,6 +69,14 @@ def test_a_commit_of_another_process_is_seen_at_once(store, cached):
     assert "c:d" in tags_found(client)[0]
 
 
+def test_a_kept_answer_still_needs_the_token(store):
+    client = create_app(Services(store, token="secret", cache=ResponseCache(1 << 20))).test_client()
+    push(store, "a:b")
+    assert client.get(FIND, headers={"Authorization": "Bearer secret"}).status_code == 200
+    assert client.get(FIND, headers={"Authorization": "Bearer secret"}).status_code == 200  # kept
+    assert client.get(FIND).status_code == 401
+
+
 def test_errors_and_other_endpoints_are_not_kept(store, cached):
     client, cache = cached
     client.get("/api/data/?tag=knit#timestamp:never")  # a 400
