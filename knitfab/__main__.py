@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", help="the API URL users reach, for the handout (e.g. http://node:30803/api)")
     serve.add_argument("--threads", type=int, default=16, help="HTTP worker threads")
     serve.add_argument(
+        "--response-cache", default="64Mi", metavar="QUANTITY",
+        help="memory for answers of GET /api/data, /api/runs and /api/plans, kept until the next change"
+        " (default 64Mi; 0: none)",
+    )  # fmt: skip
+    serve.add_argument(
         "--max-header-size", type=int, default=64 << 10, metavar="BYTES",
         help="largest request head (request line and headers); larger is refused with 431 (default 65536)",
     )  # fmt: skip
@@ -226,6 +231,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         run_uid=args.run_uid, run_pids=args.run_pids,
         registry_port=args.registry_port or None, host_mode=not args.no_host_mode,
         rootfs_cache=int(quantity.value(args.rootfs_cache)), kubernetes=kubernetes,
+        response_cache=int(quantity.value(args.response_cache)),
     )  # fmt: skip
     config.db = args.db
     return KnitfabServer(config).serve_forever()

@@ -33,6 +33,7 @@ from cheroot.server import CRLF, ChunkedRFile, HTTPConnection, HTTPRequest, Know
 
 from .api import extra
 from .api.app import create_app
+from .api.cache import ResponseCache
 from .api.web import Services
 from .diskspace import DEFAULT_RESERVE
 from .engine import Engine
@@ -82,6 +83,7 @@ class Config:
     host_mode: bool = True  # local runner: run plans whose image is not in the registry over the host
     rootfs_cache: int = 20 << 30  # local runner: bytes of unpacked images kept
     db: Path | None = None  # the SQLite file; default <data_dir>/knitfab.db
+    response_cache: int = 64 << 20  # bytes of list answers kept until the next commit (api/cache.py); 0: none
     # kubernetes runner: settings from the flags by their variable's name (KNITFAB_NAMESPACE...)
     kubernetes: dict[str, str] = field(default_factory=dict)
 
@@ -109,6 +111,7 @@ class KnitfabServer:
         services = Services(self.store, self.runner, self.engine.wake, token, self._ready)
         services.public = str(config.public) if config.public else None
         services.upload_limits = UploadLimits(config.max_data_size, config.disk_reserve)
+        services.cache = ResponseCache(config.response_cache) if config.response_cache > 0 else None
         app = create_app(services)
         extra.install(app, config.extra_api, token)
         self.http = self._http(app)

@@ -2,7 +2,8 @@
 # Debian packages Knitfab needs: bubblewrap and util-linux (the local runner's sandbox), graphviz
 # (lineage pictures, the console's graphs) and python3-venv (to create .venv); for the tests,
 # chromium and chromium-driver (the console), the real registry clients skopeo and podman (with
-# runc) and busybox-static (the test images' userland); debootstrap for `make demo-images`.
+# runc) and busybox-static (the test images' userland); debootstrap for `make demo-images`; wrk
+# (the HTTP load of bench/api_bench.py).
 # Installs what is missing when run as root; otherwise says what to install.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -22,6 +23,7 @@ command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 command -v podman >/dev/null 2>&1 || missing="$missing podman"
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing="$missing runc"
 [ -x /bin/busybox ] || missing="$missing busybox-static"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

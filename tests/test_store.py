@@ -151,3 +151,23 @@ def test_past_its_bound_the_tag_cache_starts_over_and_answers_stay_right(store, 
             f"k{n}": [Tag("t", str(n))],
         }
     assert len(store._tag_cache) <= 3
+
+
+def test_a_tag_on_exactly_a_thousand_data_is_counted_once(store):
+    """1,000 hits next to a tag on every Data: one capped count tells them apart."""
+    (plan_id,) = store.one("SELECT plan_id FROM plan WHERE name = 'knit#uploaded'")
+    (output_id,) = store.one("SELECT id FROM output WHERE plan_id = ?", plan_id)
+    with store.write():
+        common, rare = store.tag_ids([Tag("type", "dataset"), Tag("batch", "b1")], create=True)
+        conn = store.db.connection()
+        conn.execute("INSERT INTO run (run_id, plan_id, status, updated_at) VALUES ('r', ?, 'done', 0)", (plan_id,))
+        conn.executemany("INSERT INTO data (knit_id, run_id, output_id) VALUES (?, 'r', ?)",
+                         [(f"k{i:05d}", output_id) for i in range(3_000)])  # fmt: skip
+        conn.executemany("INSERT INTO data_tag (tag_id, knit_id) VALUES (?, ?)",
+                         [(common, f"k{i:05d}") for i in range(3_000)] +
+                         [(rare, f"k{i:05d}") for i in range(1_000)])  # fmt: skip
+    statements = []
+    store.db.connection().set_trace_callback(statements.append)
+    assert store.with_all_tags([common, rare])[1] == [rare, common]
+    store.db.connection().set_trace_callback(None)
+    assert len([s for s in statements if "COUNT(*)" in s]) == 1

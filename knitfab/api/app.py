@@ -18,7 +18,7 @@ from knit.archive import ArchiveError
 
 from .. import console
 from ..errors import BadRequest, KnitfabError, ServiceUnavailable, Unauthorized, disk_full
-from . import data, openapi, plans, runs
+from . import cache, data, openapi, plans, runs
 from .web import MAX_QUERY_VALUES, PROBES, Services, reply, services
 
 log = logging.getLogger("knitfab.http")
@@ -39,8 +39,10 @@ def create_app(services: Services) -> Flask:
     app.add_url_rule("/api/readyz", "readyz", _readyz)
     app.before_request(_authenticate)
     app.before_request(_bounded_query)
+    app.before_request(cache.from_cache)  # a kept answer needs no turn
     app.before_request(_take_a_turn)
     app.after_request(_wake_the_engine)
+    app.after_request(cache.keep)
     app.teardown_request(_end_turn)
     app.register_error_handler(KnitfabError, _error)
     app.register_error_handler(ArchiveError, lambda e: _error(BadRequest(str(e))))  # a bad upload: 400

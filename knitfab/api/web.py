@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 from flask import Response, current_app, request
 
 from ..errors import BadRequest
@@ -40,6 +41,7 @@ class Services:
     turns: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(max(2, os.cpu_count() or 2)))
     public: str | None = None  # --public: the directory of another static console to serve at /
     upload_limits: UploadLimits = field(default_factory=UploadLimits)
+    cache: object | None = None  # cache.ResponseCache of the list endpoints; None: every answer computed
 
 
 def services() -> Services:
@@ -54,9 +56,30 @@ def store() -> Store:
 
 
 def reply(body: object, status: int = 200) -> Response:
-    indent = 4 if "pretty" in request.args else None
-    text = json.dumps(body, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
-    return Response(text + "\n", status=status, content_type="application/json; charset=UTF-8")
+    if "pretty" in request.args:
+        text = json.dumps(body, ensure_ascii=False, indent=4) + "\n"
+    else:
+        text = compact_json(body)
+    return Response(text, status=status, content_type="application/json; charset=UTF-8")
+
+
+def compact_json(body: object) -> bytes | str:
+    """``json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\\n"``, UTF-8, byte for
+    byte (key order, non-ASCII, escapes), 20 times faster by orjson. What orjson would write
+    differently goes to json: integers beyond 64 bits, non-string keys, lone surrogates,
+    dataclasses and datetimes. Bodies carry no floats (orjson writes 1e16 where json writes
+    1e+16, null for NaN), and no UUID or plain Enum objects (json refuses them)."""
+    try:
+        return orjson.dumps(body, option=_ORJSON, default=_refuse)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+_ORJSON = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _refuse(value: object) -> object:
+    raise TypeError(type(value).__name__)
 
 
 # -- requests -------------------------------------------------------------------------------------
