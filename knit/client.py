@@ -18,9 +18,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from .profiles import Profile, load_profile
@@ -28,8 +26,10 @@ from .tagtext import split_tag
 
 # archive (tarfile, zlib), transport (http.client) and requests are imported where they are
 # used: `knit` starts without them (issue 14: start-up < 100 ms).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable, Iterator
 
     import requests
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,11 +25,26 @@ class ProfileError(Exception):
     """A profile or knitenv that cannot be used; the message says what to do."""
 
 
-@dataclass
-class Profile:
-    api_root: str
-    ca: bytes | None = None  # PEM of the CA to trust besides the system's
-    token: str | None = None
+class _Record:
+    """Equality and repr by fields, as a dataclass has (dataclasses imports inspect: 10+ ms of
+    every ``knit`` command's start-up)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__slots__)})"
+
+
+class Profile(_Record):
+    __slots__ = ("api_root", "ca", "token")
+
+    def __init__(self, api_root: str, ca: bytes | None = None, token: str | None = None):
+        self.api_root = api_root
+        self.ca = ca  # PEM of the CA to trust besides the system's
+        self.token = token
 
     def to_yaml(self) -> dict:
         out: dict = {"apiRoot": self.api_root, "cert": {"ca": base64.b64encode(self.ca).decode()} if self.ca else {}}
@@ -39,10 +53,12 @@ class Profile:
         return out
 
 
-@dataclass
-class KnitEnv:
-    tags: list[str] = field(default_factory=list)
-    resources: dict[str, str] = field(default_factory=dict)
+class KnitEnv(_Record):
+    __slots__ = ("tags", "resources")
+
+    def __init__(self, tags: list[str] | None = None, resources: dict[str, str] | None = None):
+        self.tags = [] if tags is None else tags
+        self.resources = {} if resources is None else resources
 
 
 def parse_profile(doc: object, where: str) -> Profile:
