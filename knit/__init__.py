@@ -14,7 +14,7 @@ a rule: ``tagtext`` (``KEY:VALUE`` tags), ``plandefaults`` (a plan's default res
 (lineage in DOT). No other.
 """
 
-__version__ = "0.1.0"
+from .buildinfo import __version__
 
 __all__ = ["KnitClient", "KnitError", "__version__"]
 

@@ -1,4 +1,4 @@
-"""The commit ``knit version`` prints, without running ``git`` (start-up stays < 100 ms).
+"""The version and commit ``knit version`` prints, without running ``git`` (start-up < 100 ms).
 
 An installed ``knit`` reads ``COMMIT`` next to this file, written when the wheel was built
 (setup.py); ``knit`` run from a git checkout reads the checkout's HEAD from ``.git`` itself.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+__version__ = "0.1.0"  # of knit and the server (setup.cfg reads it; knitfab.__version__ is it)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

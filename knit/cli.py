@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             (getattr(args, "parser", None) or parser).print_help(stderr)
             return 2
         _defaults(args)
-        return args.func(Context(args, stdout, stderr), args)
+        ctx = Context(args, stdout, stderr)
+        try:
+            return args.func(ctx, args)
+        finally:
+            ctx.close()
     except SystemExit as e:  # -h/--help
         return int(e.code or 0)
     except UsageError as e:

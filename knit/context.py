@@ -85,6 +85,11 @@ class Context:
             self._client = KnitClient.from_profile_object(profile)
         return self._client
 
+    def close(self) -> None:
+        """Close the client's connections, if the command made one."""
+        if self._client is not None:
+            self._client.close()
+
     @property
     def env(self) -> KnitEnv:
         from .profiles import env_path, load_env
