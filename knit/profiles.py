@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,6 +45,8 @@ class Profile(_Record):
         self.token = token
 
     def to_yaml(self) -> dict:
+        import base64
+
         out: dict = {"apiRoot": self.api_root, "cert": {"ca": base64.b64encode(self.ca).decode()} if self.ca else {}}
         if self.token:
             out["token"] = self.token
@@ -74,6 +74,9 @@ def parse_profile(doc: object, where: str) -> Profile:
 
 
 def _pem(ca: object, where: str) -> bytes:
+    import base64  # here: a profile without a CA (plain http) does not need it
+    import binascii
+
     try:
         pem = base64.b64decode(str(ca), validate=True)
     except (binascii.Error, ValueError):
@@ -110,7 +113,25 @@ def default_name(cwd: Path | None = None) -> str:
 
 
 def load_store(path: Path) -> dict[str, dict]:
-    return _mapping(path, f"the knitprofile store ({path}) is broken")
+    """The profiles of the store; it is YAML (as Knitfab's knit writes it) or JSON, the YAML
+    ``knit init`` writes because it is read without importing yaml (start-up < 100 ms)."""
+    broken = f"the knitprofile store ({path}) is broken"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    if text.lstrip().startswith("{"):
+        import json
+
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            pass  # YAML's flow style, not JSON
+        else:
+            if not isinstance(doc, dict):
+                raise ProfileError(f"{broken}: not a mapping")
+            return doc
+    return _mapping(path, broken)
 
 
 def load_profile(name: str | None = None, store: str | None = None, cwd: Path | None = None) -> tuple[str, Profile]:
@@ -138,10 +159,11 @@ def save_profile(store: Path, name: str, profile: Profile) -> None:
         backup.chmod(0o600)
     tmp = store.with_name(store.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    import yaml
+    import json
 
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(profiles, f, sort_keys=False)
+        json.dump(profiles, f, indent=2)  # YAML too (JSON is), but read without importing yaml
+        f.write("\n")
     os.replace(tmp, store)
     store.chmod(0o600)
     backup.unlink(missing_ok=True)

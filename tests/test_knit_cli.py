@@ -166,7 +166,7 @@ def test_knit_data_find_imports_no_requests_nor_the_other_commands(project):
     out, loaded = imported_by(["data", "find", "-t", "a:b"], cwd=project)
     assert [d["tags"] for d in json.loads(out.rsplit("\n", 2)[0])][0][0] == "a:b"
     assert "http.client" in loaded  # the client's own transport (knit/session.py)
-    assert sorted(loaded & {"requests", "urllib3", "inspect", "dataclasses", "typing", "tarfile", "tqdm"}) == []
+    assert sorted(loaded & {"requests", "urllib3", "yaml", "inspect", "dataclasses", "typing", "tarfile", "tqdm"}) == []
     assert sorted(m for m in loaded if m.startswith("knit.") and m.endswith("cmds")) == ["knit.datacmds"]
 
 
