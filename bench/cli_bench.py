@@ -1,6 +1,6 @@
 """``knit`` start-up: how long ``knit version`` and ``knit data find`` take, as a user runs them.
 
-    .venv/bin/python bench/cli_bench.py [--runs 20] [--data 1000]
+    .venv/bin/python bench/cli_bench.py [--runs 20] [--data 1000] [--installed | --knit PATH/bin/knit]
 
 Every command runs ``--runs`` times as a fresh process, alternated round by round with the floors
 of the same interpreter: ``python -S -c pass`` (the interpreter alone) and ``python -c pass`` (plus
@@ -9,13 +9,16 @@ is the installed console script (pip's wrapper next to the interpreter), and ``p
 shows what the wrapper itself adds. ``knit data find`` asks a real ``knitfab serve`` on loopback
 holding ``--data`` Data (10 hits). Prints medians of wall and CPU time (the process and its
 children: on a loaded machine the wall clock mostly measures the wait for a core) and the load
-average before and after. Target (issue 14): < 100 ms wall. What a command imports:
+average before and after. ``--installed``: a wheel of this checkout installed in a new venv
+of the same interpreter, as users have it (no editable finder in ``site``); ``--knit``: the
+console script of another install; either is timed with its own interpreter. Target (issue 14): < 100 ms wall. What a command imports:
 ``python -X importtime -m knit version``; tests/test_knit_cli.py keeps the list short.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -65,20 +68,42 @@ def report(times: dict[str, list[tuple[float, float]]]) -> None:
         print(f"  {label:<34} {wall:8.1f} {cpu:8.1f} {wall - floor:+22.1f}   {verdict}")
 
 
-def editable() -> bool:
-    import knit
+def installed(tmp: Path) -> Path:
+    """``knit`` of a wheel of this checkout, installed alone in a new venv: what users run."""
+    wheels, venv = tmp / "wheels", tmp / "venv"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)], check=True
+    )
+    wheel = [str(w) for w in wheels.glob("knitfab-*.whl")]
+    subprocess.run([*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", *wheel], check=True)
+    return venv / "bin" / "knit"
 
-    return not Path(knit.__file__).resolve().is_relative_to(Path(sys.prefix).resolve())
+
+def interpreter(script: Path) -> str:
+    """The Python of a console script (its ``#!`` line)."""
+    first = script.read_text().splitlines()[0]
+    return first[2:].strip() if first.startswith("#!") else sys.executable
+
+
+def editable(python: str) -> bool:
+    """Whether that Python's knit is an editable install (its site-packages holds no knit/)."""
+    probe = "import knit, sys; from pathlib import Path; print(Path(sys.prefix) in Path(knit.__file__).parents)"
+    return subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd="/").stdout.strip() != "True"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--data", type=int, default=1000, help="Data in the server's store")
+    parser.add_argument("--installed", action="store_true", help="time a wheel installed in a new venv")
+    parser.add_argument("--knit", type=Path, help="the console script to time (default: this venv's)")
     args = parser.parse_args()
-    script = Path(sys.executable).parent / "knit"
-    knit = [str(script)] if script.exists() else [sys.executable, "-m", "knit"]
     with tempfile.TemporaryDirectory() as tmp:
+        script = installed(Path(tmp)) if args.installed else args.knit or Path(sys.executable).parent / "knit"
+        python = interpreter(script) if script.exists() else sys.executable
+        knit = [str(script)] if script.exists() else [python, "-m", "knit"]
         home, data_dir = Path(tmp) / "home", Path(tmp) / "knitfab"
         home.mkdir()
         store = Store(data_dir)
@@ -87,20 +112,21 @@ def main() -> None:
         proc, url = start_server(data_dir)
         try:
             env = {**os.environ, "HOME": str(home)}
-            (home / "handout").write_text(f"apiRoot: {url}\ncert: {{}}\n")
-            subprocess.run([*knit, "init", str(home / "handout")], env=env, cwd=home, check=True, capture_output=True)
+            (home / ".knit").mkdir()  # what `knit init` writes (JSON), so that an installed knit needs no yaml
+            (home / ".knit" / "profile").write_text(json.dumps({str(home): {"apiRoot": url, "cert": {}}}))
             found = subprocess.run([*knit, "data", "find", "-t", "project:p7"], env=env, cwd=home, capture_output=True)
             hits = found.stdout.count(b'"knitId"')
             commands = {
-                "python -S -c pass": [sys.executable, "-S", "-c", "pass"],
-                "python -c pass": [sys.executable, "-c", "pass"],
+                "python -S -c pass": [python, "-S", "-c", "pass"],
+                "python -c pass": [python, "-c", "pass"],
                 "knit version": [*knit, "version"],
-                "python -m knit version": [sys.executable, "-m", "knit", "version"],
+                "python -m knit version": [python, "-m", "knit", "version"],
                 f"knit data find ({hits} hits)": [*knit, "data", "find", "-t", "project:p7"],
             }
             load = os.getloadavg()[0]
             print(f"{args.runs} rounds, commands alternated; {os.cpu_count()} CPUs, load {load:.2f} at the start")
-            print(f"knit: {' '.join(knit)} ({'editable' if editable() else 'installed'}); Python {sys.version.split()[0]}")
+            kind = "an editable install" if editable(python) else "installed from a wheel"
+            print(f"knit: {' '.join(knit)} ({kind}); python: {python}")
             print(f"server: knitfab serve on loopback, {args.data} Data in its store")
             times = rounds(commands, args.runs, env, home)
             report(times)

@@ -179,6 +179,7 @@ def test_knit_version_prints_the_commit_of_the_checkout_without_running_git():
 
 def test_completion_is_printed_and_the_help_is_the_same_without_shtab(project):
     assert build_parser().format_help() == build_parser(completion=True).format_help()
+    assert build_parser(groups_used=set()).format_help() == build_parser().format_help()  # `knit -h`
     assert "--print-completion {bash,zsh,tcsh,fish,powershell}" in knit("-h").err
     argv = [sys.executable, "-m", "knit", "--print-completion", "bash"]
     script = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
