@@ -11,8 +11,9 @@ holding ``--data`` Data (10 hits). Prints medians of wall and CPU time (the proc
 children: on a loaded machine the wall clock mostly measures the wait for a core) and the load
 average before and after. ``--installed``: a wheel of this checkout installed in a new venv
 of the same interpreter, as users have it (no editable finder in ``site``); ``--knit``: the
-console script of another install; either is timed with its own interpreter. Target (issue 14): < 100 ms wall. What a command imports:
-``python -X importtime -m knit version``; tests/test_knit_cli.py keeps the list short.
+console script of another install; either is timed with its own interpreter. Target (issue 14):
+< 100 ms wall. What a command imports: ``python -X importtime -m knit version``;
+tests/test_knit_cli.py keeps the list short.
 """
 
 from __future__ import annotations
