@@ -1,6 +1,7 @@
 """``knit`` start-up: how long ``knit version`` and ``knit data find`` take, as a user runs them.
 
     .venv/bin/python bench/cli_bench.py [--runs 20] [--data 1000] [--installed | --knit PATH/bin/knit]
+                                        [--baseline OTHER/bin/knit]
 
 Every command runs ``--runs`` times as a fresh process, alternated round by round with the floors
 of the same interpreter: ``python -S -c pass`` (the interpreter alone) and ``python -c pass`` (plus
@@ -11,7 +12,8 @@ holding ``--data`` Data (10 hits). Prints medians of wall and CPU time (the proc
 children: on a loaded machine the wall clock mostly measures the wait for a core) and the load
 average before and after. ``--installed``: a wheel of this checkout installed in a new venv
 of the same interpreter, as users have it (no editable finder in ``site``); ``--knit``: the
-console script of another install; either is timed with its own interpreter. Target (issue 14):
+console script of another install; either is timed with its own interpreter. ``--baseline``:
+another install's ``knit`` (an older commit) timed in the same rounds. Target (issue 14):
 < 100 ms wall. What a command imports: ``python -X importtime -m knit version``;
 tests/test_knit_cli.py keeps the list short.
 """
@@ -65,7 +67,7 @@ def report(times: dict[str, list[tuple[float, float]]]) -> None:
     print(f"  {'command':<34} {'wall ms':>8} {'CPU ms':>8} {'wall - python -c pass':>22}   target < 100 ms wall")
     for label, samples in times.items():
         wall, cpu = statistics.median(w for w, _ in samples), statistics.median(c for _, c in samples)
-        verdict = ("meets" if wall < 100 else "MISSES") if label.startswith(("knit", "python -m")) else ""
+        verdict = ("meets" if wall < 100 else "MISSES") if label.startswith(("knit", "python -m", "base")) else ""
         print(f"  {label:<34} {wall:8.1f} {cpu:8.1f} {wall - floor:+22.1f}   {verdict}")
 
 
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--data", type=int, default=1000, help="Data in the server's store")
     parser.add_argument("--installed", action="store_true", help="time a wheel installed in a new venv")
     parser.add_argument("--knit", type=Path, help="the console script to time (default: this venv's)")
+    parser.add_argument("--baseline", type=Path, help="another knit to time in the same rounds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         script = installed(Path(tmp)) if args.installed else args.knit or Path(sys.executable).parent / "knit"
@@ -124,11 +127,16 @@ def main() -> None:
                 "python -m knit version": [python, "-m", "knit", "version"],
                 f"knit data find ({hits} hits)": [*knit, "data", "find", "-t", "project:p7"],
             }
+            if args.baseline:
+                commands["baseline: knit version"] = [str(args.baseline), "version"]
+                commands["baseline: knit data find"] = [str(args.baseline), "data", "find", "-t", "project:p7"]
             load = os.getloadavg()[0]
             print(f"{args.runs} rounds, commands alternated; {os.cpu_count()} CPUs, load {load:.2f} at the start")
             kind = "an editable install" if editable(python) else "installed from a wheel"
             print(f"knit: {' '.join(knit)} ({kind}); python: {python}")
             print(f"server: knitfab serve on loopback, {args.data} Data in its store")
+            if args.baseline:
+                print(f"baseline: {args.baseline} (python: {interpreter(args.baseline)})")
             times = rounds(commands, args.runs, env, home)
             report(times)
             print(f"load {os.getloadavg()[0]:.2f} at the end")
