@@ -3,7 +3,7 @@
     .venv/bin/python bench/k8s_api_bench.py [--runs 1 8 32]
 
 For each N, N runs of one plan are started by a real engine through the Kubernetes runner against
-kmock's emulated API server (the Emulator of tests/test_k8s.py), their pods made running, and the
+kmock's emulated API server (the Emulator of tests/k8s_cluster.py), their pods made running, and the
 requests of one engine tick counted: the runner's snapshot (one list of Jobs and one of pods per
 tick, whatever N) against per-run polling as it was (``max_age=0``: every status call lists
 afresh, which is what the runner did per run before the snapshot). Long-lived log streams (one per
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import apply, push  # noqa: E402
-from test_k8s import Cluster  # noqa: E402
+from k8s_cluster import Cluster  # noqa: E402
 
 import knitfab.runners.k8s  # noqa: E402
 from knitfab.engine import Engine  # noqa: E402

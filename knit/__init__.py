@@ -14,8 +14,16 @@ a rule: ``tagtext`` (``KEY:VALUE`` tags), ``plandefaults`` (a plan's default res
 (lineage in DOT). No other.
 """
 
-__version__ = "0.1.0"
-
-from .client import KnitClient, KnitError  # noqa: E402
+from .buildinfo import __version__
 
 __all__ = ["KnitClient", "KnitError", "__version__"]
+
+
+def __getattr__(name: str):
+    # KnitClient and KnitError are imported on first use: `knit version` and the server's
+    # imports of knit modules do not load the client (issue 14: start-up < 100 ms).
+    if name in ("KnitClient", "KnitError"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,29 +11,41 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
-import subprocess
 import sys
-import traceback
-from pathlib import Path
-from typing import TextIO
 
 from . import __version__
-from .client import KnitError
-from .context import GLOBAL_FLAGS, Context, Parser, UsageError, command, split_globals
-from .extract import ArchiveError
-from .graphs import Missing
-from .profiles import ProfileError, env_path
+from .context import GLOBAL_FLAGS, TYPE_CHECKING, Context, Parser, UsageError, command, group, split_globals
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
+# Only what every command needs is imported here: a command's module, the client, profiles,
+# YAML, HTTP and the archive are imported when the command runs (issue 14: start-up < 100 ms;
+# tests/test_knit_cli.py lists what `knit version` and `knit data find` may import).
+GROUPS = {  # knit <group>: the module registering its commands, and its summary
+    "data": ("datacmds", "push, find, pull and tag Data; draw their lineage"),
+    "plan": ("plancmds", "write, register, find and change plans"),
+    "run": ("runcmds", "find, watch, stop, retry and remove runs"),
+    "image": ("imagecmds", "push images to the server's registry"),
+}
+# The errors that are the user's to fix (exit 1, one line), by module: a module never imported
+# cannot have raised its error, so none of them is imported to catch it.
+USER_ERRORS = {
+    "knit.client": "KnitError",
+    "knit.profiles": "ProfileError",
+    "knit.extract": "ArchiveError",
+    "knit.graphs": "Missing",
+}
 
 COMPLETION = "--print-completion"
 SHELLS = ["bash", "zsh", "tcsh", "fish", "powershell"]  # shtab 1.13's: only --print-completion imports it
 
 
-def build_parser(completion: bool = False) -> Parser:
+def build_parser(completion: bool = False, groups_used: set[str] | None = None) -> Parser:
     """The parser of every command; ``completion``: with shtab's action behind --print-completion
-    (else a plain flag with the same help, so that start-up does not import shtab)."""
-    from . import datacmds, imagecmds, plancmds, runcmds
-
+    (else a plain flag with the same help, so that start-up does not import shtab).
+    ``groups_used``: only these groups get their commands (the others are listed in the help
+    without them, so their modules are not imported); None: all."""
     common = Parser(add_help=False)
     common.add_argument("--profile", default=argparse.SUPPRESS, help="the knitprofile to use")
     common.add_argument("--profile-store", default=argparse.SUPPRESS, help="profile store (default ~/.knit/profile)")
@@ -55,11 +67,17 @@ def build_parser(completion: bool = False) -> Parser:
     init.set_defaults(func=cmd_init)
     command(groups, common, "version", "print the version").set_defaults(func=cmd_version)
     command(groups, common, "license", "print the licenses of knit and what it uses").set_defaults(func=cmd_license)
-    datacmds.register(groups, common)
-    plancmds.register(groups, common)
-    runcmds.register(groups, common)
-    imagecmds.register(groups, common)
+    for name, (module, summary) in GROUPS.items():
+        verbs = group(groups, common, name, summary)
+        if groups_used is None or name in groups_used:
+            _commands(module).register(verbs, common)
     return root
+
+
+def _commands(module: str):
+    import importlib
+
+    return importlib.import_module(f"{__package__}.{module}")
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -68,7 +86,8 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     extension = _extension(argv)
     if extension:
         return run_extension(extension, argv)
-    parser = build_parser(completion=any(word.startswith(COMPLETION) for word in argv))
+    completion = any(word.startswith(COMPLETION) for word in argv)
+    parser = build_parser(completion, None if completion else set(split_globals(argv)[1]) & GROUPS.keys())
     try:
         with contextlib.redirect_stderr(stderr):  # argparse's -h writes to sys.stderr
             args = parser.parse_args(argv)
@@ -76,21 +95,35 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             (getattr(args, "parser", None) or parser).print_help(stderr)
             return 2
         _defaults(args)
-        return args.func(Context(args, stdout, stderr), args)
+        ctx = Context(args, stdout, stderr)
+        try:
+            return args.func(ctx, args)
+        finally:
+            ctx.close()
     except SystemExit as e:  # -h/--help
         return int(e.code or 0)
     except UsageError as e:
         print(f"error: {e}\n", file=stderr)
         (e.parser or parser).print_help(stderr)
         return 2
-    except (KnitError, ProfileError, ArchiveError, Missing, OSError) as e:
+    except Exception as e:
+        if not _users(e):
+            raise
         if "--traceback" in argv:
+            import traceback
+
             traceback.print_exc(file=stderr)
         print(f"error: {e}", file=stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=stderr)
         return 130
+
+
+def _users(error: Exception) -> bool:
+    """Whether ``error`` is one of ``USER_ERRORS`` or an ``OSError`` (a file, the network)."""
+    errors = [getattr(sys.modules[m], name) for m, name in USER_ERRORS.items() if m in sys.modules]
+    return isinstance(error, (OSError, *errors))
 
 
 def _defaults(args: argparse.Namespace) -> None:
@@ -104,6 +137,8 @@ def _defaults(args: argparse.Namespace) -> None:
 
 
 def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .profiles import default_name, read_knitprofile, save_profile, store_path, write_marker
 
     profile = read_knitprofile(Path(args.knitprofile))
@@ -116,17 +151,10 @@ def cmd_init(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_version(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.out(f"{__version__} (commit: {_commit()})")
+    from .buildinfo import commit
+
+    ctx.out(f"{__version__} (commit: {commit()})")
     return 0
-
-
-def _commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def cmd_license(ctx: Context, args: argparse.Namespace) -> int:
@@ -165,7 +193,7 @@ def extensions() -> dict[str, str]:
     return found
 
 
-BUILTIN = {"init", "version", "license", "data", "plan", "run"}
+BUILTIN = {"init", "version", "license", *GROUPS}
 
 
 def _extension(argv: list[str]) -> str | None:
@@ -178,7 +206,10 @@ def _extension(argv: list[str]) -> str | None:
 def run_extension(path: str, argv: list[str]) -> int:
     """Run ``knit-<name>`` with the remaining arguments and ``KNIT_PROFILE``,
     ``KNIT_PROFILE_STORE`` and ``KNIT_ENV`` set; 0 when it succeeds, else 1."""
-    from .profiles import default_name, store_path
+    import shutil
+    import subprocess
+
+    from .profiles import default_name, env_path, store_path
 
     values, words = split_globals(argv)
     env = dict(os.environ)

@@ -18,21 +18,20 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from .profiles import Profile, load_profile
 from .tagtext import split_tag
 
-# archive (tarfile, zlib), transport (http.client) and requests are imported where they are
-# used: `knit` starts without them (issue 14: start-up < 100 ms).
+# archive (tarfile, zlib), session and transport (http.client, ssl) and requests (only for the
+# image registry) are imported where they are used: `knit` starts without them (issue 14).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable, Iterator
 
-    import requests
-
+    from .session import Session
     from .transport import TrailerResponse
 
 FINISHED = ("done", "failed", "invalidated")
@@ -55,6 +54,7 @@ class KnitClient:
         self.timeout = timeout
         self.ca = ca
         self._ssl_context: ssl.SSLContext | None = None
+        self._session: Session | None = None
         self._http = None
         self._bundle = None
 
@@ -71,8 +71,18 @@ class KnitClient:
         return self._ssl_context
 
     @property
+    def session(self) -> Session:
+        """The connections of the API calls (``http.client``: no requests at start-up)."""
+        if self._session is None:
+            from .session import Session
+
+            self._session = Session(self.api_root, lambda: self.ssl_context, self._headers())
+        return self._session
+
+    @property
     def http(self):
-        """The ``requests.Session`` of this client (its token, and its CA when it has one)."""
+        """A ``requests.Session`` with this client's token and CA, for the image registry
+        (knit.registry); the API calls go through ``session``."""
         if self._http is None:
             import requests
 
@@ -95,6 +105,8 @@ class KnitClient:
         return cls(profile.api_root, profile.ca, profile.token)
 
     def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
         if self._http is not None:
             self._http.close()
         if self._bundle:
@@ -281,11 +293,13 @@ class KnitClient:
 
     def run_log(self, run_id: str, follow: bool = False) -> Iterator[bytes]:
         """The run's stdout+stderr; with ``follow``, as it is written, until the run ends."""
-        url = f"{self.api_root}/runs/{_id(run_id)}/log" + ("?follow" if follow else "")
-        with self._call("GET", url, stream=True, timeout=(self.timeout, None)) as resp:
-            if resp.status_code != 200:
-                self._decode(resp.status_code, resp.content, _summary(f"cannot get log of runId:{run_id}"))
-            yield from resp.iter_content(chunk_size=None)
+        from .session import chunks
+
+        path = f"{self.base_path}/runs/{_id(run_id)}/log" + ("?follow" if follow else "")
+        with self._network_errors(), self.session.stream(path, self.timeout) as resp:
+            if resp.status != 200:
+                self._decode(resp.status, resp.read(), _summary(f"cannot get log of runId:{run_id}"))
+            yield from chunks(resp)
 
     def wait_run(self, run_id: str, timeout: float | None = None, poll: float = 1.0) -> dict:
         """Poll until the run is done, failed or invalidated; its RunDetail."""
@@ -302,21 +316,21 @@ class KnitClient:
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
-    def _json(self, method: str, path: str, summary: Callable[[int], str], **kwargs) -> object:
-        resp = self._call(method, self.api_root + path, timeout=self.timeout, **kwargs)
-        return self._decode(resp.status_code, resp.content, summary)
+    def _json(self, method: str, path: str, summary: Callable[[int], str], params=None, json=None) -> object:
+        with self._network_errors():
+            status, payload = self.session.request(method, self.base_path + path, self.timeout, params, json)
+        return self._decode(status, payload, summary)
 
-    def _call(self, method: str, url: str, **kwargs) -> requests.Response:
-        import requests
+    @contextlib.contextmanager
+    def _network_errors(self):
+        """The server unreachable (or the connection broken) or too slow, as a ``KnitError``."""
+        from .transport import Unreachable
 
-        # Given per request, the profile's CA bundle wins over $REQUESTS_CA_BUNDLE, which requests
-        # would otherwise put in place of the session's verify (Session.merge_environment_settings).
-        kwargs.setdefault("verify", self.http.verify)
         try:
-            return self.http.request(method, url, **kwargs)
-        except requests.ConnectionError as e:
+            yield
+        except Unreachable as e:
             raise self._unreachable(e) from None
-        except requests.Timeout:
+        except TimeoutError:
             raise KnitError(f"{self.api_root} did not answer in time") from None
 
     def _decode(self, status: int, payload: bytes, summary: Callable[[int], str]) -> object:

@@ -6,14 +6,16 @@ not ``cli``, so the command modules and ``cli`` (the factory that registers them
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import TextIO
 
-from .client import KnitClient
-from .profiles import KnitEnv, env_path, load_env, load_profile
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up < 100 ms)
+if TYPE_CHECKING:  # imported by the properties that use them: `knit version` loads neither
+    from typing import TextIO
+
+    from .client import KnitClient
+    from .profiles import KnitEnv
 
 GLOBAL_FLAGS = ("--profile", "--profile-store", "--env")
 
@@ -26,8 +28,34 @@ class UsageError(Exception):
         self.parser = parser
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's, sized to the terminal as argparse does but without importing ``shutil`` (and
+    zlib, bz2, lzma with it): argparse makes a formatter for every argument it adds."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 class Parser(argparse.ArgumentParser):
     """argparse as Knitfab's CLI behaves: help on stderr, usage errors exit 2 with the help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def print_help(self, file: TextIO | None = None) -> None:
         super().print_help(file or sys.stderr)
@@ -36,14 +64,12 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, self)
 
 
-@dataclass
 class Context:
     """What a command handler needs: its arguments, output streams, and a lazy client and env."""
 
-    args: argparse.Namespace
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    _client: KnitClient | None = None
+    def __init__(self, args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None):
+        self.args, self.stdout, self.stderr = args, stdout or sys.stdout, stderr or sys.stderr
+        self._client: KnitClient | None = None
 
     @property
     def command(self) -> str:
@@ -52,12 +78,22 @@ class Context:
     @property
     def client(self) -> KnitClient:
         if self._client is None:
+            from .client import KnitClient
+            from .profiles import load_profile
+
             _, profile = load_profile(self.args.profile, self.args.profile_store)
             self._client = KnitClient.from_profile_object(profile)
         return self._client
 
+    def close(self) -> None:
+        """Close the client's connections, if the command made one."""
+        if self._client is not None:
+            self._client.close()
+
     @property
     def env(self) -> KnitEnv:
+        from .profiles import env_path, load_env
+
         return load_env(env_path(self.args.env))
 
     def log(self, message: str) -> None:
@@ -76,6 +112,8 @@ class Context:
 def go_json(value: object, indent: int = 4) -> str:
     """JSON as Go's encoder writes it: UTF-8, and ``<``, ``>``, ``&`` escaped (only strings can
     hold them, so replacing them everywhere is safe)."""
+    import json
+
     text = json.dumps(value, indent=indent, ensure_ascii=False)
     for char in "&<>\u2028\u2029":
         text = text.replace(char, f"\\u{ord(char):04x}")

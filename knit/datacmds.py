@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .client import ChecksumMismatch
-from .context import Context, UsageError, command, go_json, group
+from .context import Context, UsageError, command, go_json
 from .flags import TRISTATE, add_graph_flags, depth, directions, tag_flags, time_window
 from .progress import bar
 from .render import write_graph
@@ -17,8 +17,8 @@ from .tagtext import is_system_key
 TRANSIENT = TRISTATE
 
 
-def register(groups, common) -> None:
-    verbs = group(groups, common, "data", "push, find, pull and tag Data; draw their lineage")
+def register(verbs, common) -> None:
+    """The commands of the group (its sub-parsers ``verbs``; cli.GROUPS names it)."""
     push = command(verbs, common, "data push", "upload directories as new Data")
     push.add_argument("sources", nargs="+", metavar="SOURCE", help="a directory to upload")
     push.add_argument("-t", "--tag", action="append", default=[], metavar="KEY:VALUE", help="tag the Data")

@@ -6,7 +6,6 @@ import argparse
 
 from .context import Context, UsageError
 from .tagtext import split_tag
-from .timefmt import go_duration, parse_duration, parse_since
 
 # --transient and --active: which of both kinds to show, as Knitfab's knit spells it.
 TRISTATE = {"both": None, "yes": True, "true": True, "no": False, "false": False}
@@ -32,8 +31,12 @@ def tag_flags(ctx: Context, texts: list[str]) -> list[str]:
 def time_window(ctx: Context, args: argparse.Namespace) -> tuple[str | None, str | None]:
     if args.duration and not args.since:
         raise UsageError("--duration needs --since", args.parser)
+    if not args.since:
+        return None, None
+    from .timefmt import go_duration, parse_duration, parse_since  # datetime: only with --since
+
     try:
-        since = parse_since(args.since) if args.since else None
+        since = parse_since(args.since)
         duration = go_duration(parse_duration(args.duration)) if args.duration else None
     except ValueError as e:
         raise UsageError(str(e), args.parser) from None

@@ -9,7 +9,7 @@ import json
 from typing import TYPE_CHECKING
 
 from .client import KnitError
-from .context import Context, command, group
+from .context import Context, command
 from .registry import OCI_CONFIG, OCI_MANIFEST, Blob, Registry, file_digest, split_reference
 
 if TYPE_CHECKING:
@@ -19,8 +19,8 @@ REF_NAME = "org.opencontainers.image.ref.name"
 LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
-def register(groups, common) -> None:
-    verbs = group(groups, common, "image", "push images to the server's registry")
+def register(verbs, common) -> None:
+    """The commands of the group (its sub-parsers ``verbs``; cli.GROUPS names it)."""
     push = command(verbs, common, "image push", "push a `docker save` or OCI archive to the server's registry")
     push.add_argument("archive", metavar="IMAGE.tar", help="`docker save` output, or an OCI archive")
     push.add_argument("--tag", metavar="NAME:TAG", help="push as this name (default: the archive's tags)")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .client import KnitError
-from .context import Context, UsageError, command, go_json, group
+from .context import Context, UsageError, command, go_json
 from .flags import TRISTATE, add_graph_flags, depth, directions, tag_flags
 from .render import write_graph
 
@@ -20,8 +20,8 @@ SPEC_KEYS = (
 )  # fmt: skip
 
 
-def register(groups, common) -> None:
-    verbs = group(groups, common, "plan", "write, register, find and change plans")
+def register(verbs, common) -> None:
+    """The commands of the group (its sub-parsers ``verbs``; cli.GROUPS names it)."""
     template = command(verbs, common, "plan template", "write a plan file from a `docker save` image")
     template.add_argument("image", nargs="?", metavar="IMAGE:TAG", help="the image to describe (when several)")
     template.add_argument("--scratch", action="store_true", help="a blank plan, without an image")

@@ -10,10 +10,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,23 +23,42 @@ class ProfileError(Exception):
     """A profile or knitenv that cannot be used; the message says what to do."""
 
 
-@dataclass
-class Profile:
-    api_root: str
-    ca: bytes | None = None  # PEM of the CA to trust besides the system's
-    token: str | None = None
+class _Record:
+    """Equality and repr by fields, as a dataclass has (dataclasses imports inspect: 10+ ms of
+    every ``knit`` command's start-up)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__slots__)})"
+
+
+class Profile(_Record):
+    __slots__ = ("api_root", "ca", "token")
+
+    def __init__(self, api_root: str, ca: bytes | None = None, token: str | None = None):
+        self.api_root = api_root
+        self.ca = ca  # PEM of the CA to trust besides the system's
+        self.token = token
 
     def to_yaml(self) -> dict:
+        import base64
+
         out: dict = {"apiRoot": self.api_root, "cert": {"ca": base64.b64encode(self.ca).decode()} if self.ca else {}}
         if self.token:
             out["token"] = self.token
         return out
 
 
-@dataclass
-class KnitEnv:
-    tags: list[str] = field(default_factory=list)
-    resources: dict[str, str] = field(default_factory=dict)
+class KnitEnv(_Record):
+    __slots__ = ("tags", "resources")
+
+    def __init__(self, tags: list[str] | None = None, resources: dict[str, str] | None = None):
+        self.tags = [] if tags is None else tags
+        self.resources = {} if resources is None else resources
 
 
 def parse_profile(doc: object, where: str) -> Profile:
@@ -58,6 +74,9 @@ def parse_profile(doc: object, where: str) -> Profile:
 
 
 def _pem(ca: object, where: str) -> bytes:
+    import base64  # here: a profile without a CA (plain http) does not need it
+    import binascii
+
     try:
         pem = base64.b64decode(str(ca), validate=True)
     except (binascii.Error, ValueError):
@@ -94,7 +113,25 @@ def default_name(cwd: Path | None = None) -> str:
 
 
 def load_store(path: Path) -> dict[str, dict]:
-    return _mapping(path, f"the knitprofile store ({path}) is broken")
+    """The profiles of the store; it is YAML (as Knitfab's knit writes it) or JSON, the YAML
+    ``knit init`` writes because it is read without importing yaml (start-up < 100 ms)."""
+    broken = f"the knitprofile store ({path}) is broken"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    if text.lstrip().startswith("{"):
+        import json
+
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            pass  # YAML's flow style, not JSON
+        else:
+            if not isinstance(doc, dict):
+                raise ProfileError(f"{broken}: not a mapping")
+            return doc
+    return _mapping(path, broken)
 
 
 def load_profile(name: str | None = None, store: str | None = None, cwd: Path | None = None) -> tuple[str, Profile]:
@@ -122,10 +159,11 @@ def save_profile(store: Path, name: str, profile: Profile) -> None:
         backup.chmod(0o600)
     tmp = store.with_name(store.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    import yaml
+    import json
 
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(profiles, f, sort_keys=False)
+        json.dump(profiles, f, indent=2)  # YAML too (JSON is), but read without importing yaml
+        f.write("\n")
     os.replace(tmp, store)
     store.chmod(0o600)
     backup.unlink(missing_ok=True)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up < 100 ms)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager

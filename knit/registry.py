@@ -111,7 +111,8 @@ class Registry:
 
         url = path if "://" in path else self.base + path
         try:
-            response = self.http.request(method, url, timeout=600, **kwargs)
+            # verify given per request: $REQUESTS_CA_BUNDLE would replace the session's (the profile's CA)
+            response = self.http.request(method, url, timeout=600, verify=self.http.verify, **kwargs)
         except requests.RequestException as e:
             raise KnitError(f"cannot reach the image registry at {self.base}: {e}") from None
         if response.status_code not in ok:

@@ -6,8 +6,6 @@ text is saved instead and the message says how to install Graphviz.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".dot": None, ".gv": None}
@@ -24,6 +22,9 @@ def write_graph(ctx, dot: str, output: str | None) -> int:
 
         raise UsageError(f"-o wants a .png, .svg, .pdf or .dot file, not {output}", ctx.args.parser)
     fmt = FORMATS[target.suffix]
+    import shutil  # here: only drawing a picture needs them, and `knit data find` starts without them
+    import subprocess
+
     if fmt is None:
         target.write_text(dot)
     elif shutil.which("dot") is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .context import Context, command, go_json, group
+from .context import Context, command, go_json
 from .flags import time_window
 
 
-def register(groups, common) -> None:
-    verbs = group(groups, common, "run", "find, watch, stop, retry and remove runs")
+def register(verbs, common) -> None:
+    """The commands of the group (its sub-parsers ``verbs``; cli.GROUPS names it)."""
     find = command(verbs, common, "run find", "find runs")
     find.add_argument("-p", "--planid", action="append", default=[], metavar="PLAN_ID")
     find.add_argument("-i", "--in-knitid", action="append", default=[], metavar="KNIT_ID", help="runs reading it")

@@ -8,7 +8,6 @@ MD5 of the bytes sent), both ways. ``send_chunked`` writes such a request with
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import ssl
 from collections.abc import Iterable
@@ -93,7 +92,10 @@ def send_chunked(
     # An archive (knit.archive.Archive) hashes its bytes as it makes them: they are hashed once.
     md5 = getattr(chunks, "md5", None)
     hashing = md5 is None
-    md5 = hashlib.md5() if hashing else md5
+    if hashing:
+        import hashlib  # here: the API calls that share this module need no OpenSSL digest
+
+        md5 = hashlib.md5()
     for chunk in chunks:
         if chunk:
             if hashing:

@@ -2,6 +2,9 @@ import pytest
 
 from knitfab.store.db import Store
 
+# a plugin of tests/test_k8s_*.py (pytest_plugins) that they also import from: rewritten before that import
+pytest.register_assert_rewrite("k8s_helpers")
+
 
 @pytest.fixture
 def store(tmp_path):

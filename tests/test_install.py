@@ -10,8 +10,8 @@ import threading
 import kmock
 import pytest
 import yaml
+from k8s_cluster import Cluster
 from kmock._internal import parsing
-from test_k8s import Cluster
 
 from knitfab.__main__ import main
 from knitfab.install import InstallError, apply, install

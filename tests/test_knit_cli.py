@@ -142,17 +142,44 @@ def test_version_and_license(project):
 
 
 HEAVY = ("requests", "urllib3", "yaml", "shtab", "tqdm", "tarfile", "http.client", "ssl")
+# What `knit version` needs none of: the modules of the other commands, and the standard library's
+# slow imports (inspect through dataclasses, typing, subprocess for git, shutil through argparse).
+NOT_FOR_VERSION = (*HEAVY, "inspect", "dataclasses", "typing", "subprocess", "shutil", "json", "datetime", "hashlib")
+NOT_FOR_VERSION += ("knit.client", "knit.profiles", "knit.datacmds", "knit.plancmds", "knit.graphs")
+
+
+def imported_by(argv: list[str], cwd=None) -> tuple[str, set[str]]:
+    """What ``knit <argv>`` printed, and the modules it imported, run in a fresh interpreter."""
+    probe = f"import sys; from knit.cli import main; main({argv!r}); print(); print(*sorted(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return done.stdout, set(done.stdout.splitlines()[-1].split())
 
 
 def test_knit_version_imports_nothing_it_does_not_need(project):
-    probe = "import sys; from knit.cli import main; main(['version']); print(); print(*sorted(sys.modules))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
-    loaded = set(done.stdout.splitlines()[-1].split())
-    assert done.stdout.startswith("0.1.0 (commit: ") and loaded & set(HEAVY) == set()
+    out, loaded = imported_by(["version"])
+    assert out.startswith("0.1.0 (commit: ")
+    assert sorted(loaded & set(NOT_FOR_VERSION)) == []
+
+
+def test_knit_data_find_imports_no_requests_nor_the_other_commands(project):
+    ok("data", "push", "-t", "a:b", str(dataset(project)))
+    out, loaded = imported_by(["data", "find", "-t", "a:b"], cwd=project)
+    assert [d["tags"] for d in json.loads(out.rsplit("\n", 2)[0])][0][0] == "a:b"
+    assert "http.client" in loaded  # the client's own transport (knit/session.py)
+    assert sorted(loaded & {"requests", "urllib3", "yaml", "inspect", "dataclasses", "typing", "tarfile", "tqdm"}) == []
+    assert sorted(m for m in loaded if m.startswith("knit.") and m.endswith("cmds")) == ["knit.datacmds"]
+
+
+def test_knit_version_prints_the_commit_of_the_checkout_without_running_git():
+    from knit.buildinfo import git_head
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+    assert git_head(str(Path(__file__).parents[1])) == head[:7]
 
 
 def test_completion_is_printed_and_the_help_is_the_same_without_shtab(project):
     assert build_parser().format_help() == build_parser(completion=True).format_help()
+    assert build_parser(groups_used=set()).format_help() == build_parser().format_help()  # `knit -h`
     assert "--print-completion {bash,zsh,tcsh,fish,powershell}" in knit("-h").err
     argv = [sys.executable, "-m", "knit", "--print-completion", "bash"]
     script = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout

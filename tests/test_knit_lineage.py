@@ -10,6 +10,7 @@ from test_knit_graphs import tokyo  # noqa: F401  (autouse: the client draws in 
 
 import knit
 from knit.graphs import data_lineage
+from knit.session import with_query
 
 pytestmark = pytest.mark.slow
 DEPTHS = [(True, True, None), (True, True, 1), (False, True, None), (True, False, 2)]
@@ -27,7 +28,13 @@ class Counted(knit.KnitClient):
     def __init__(self, url: str):
         super().__init__(url)
         self.paths: list[str] = []
-        self.http.hooks["response"].append(lambda resp, **_: self.paths.append(resp.request.path_url))
+        send = self.session.request
+
+        def counted(method, path, timeout, params=None, json=None):
+            self.paths.append(with_query(path, params))
+            return send(method, path, timeout, params, json)
+
+        self.session.request = counted
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,25 @@ def test_project_files_are_found_walking_up(tmp_path):
     (tmp_path / "bad").write_text("tag: [nocolon]\n")
     with pytest.raises(ProfileError, match="KEY:VALUE"):
         load_env(tmp_path / "bad")
+
+
+def test_the_store_is_written_as_json_and_read_back_as_yaml_or_json(tmp_path):
+    import yaml
+
+    from knit.profiles import Profile, load_profile, save_profile
+
+    store = tmp_path / ".knit" / "profile"
+    pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    save_profile(store, "a", Profile("https://10.0.0.3:30803/api", pem, "t0ken"))
+    save_profile(store, "b", Profile("http://localhost:8080/api"))
+    written = yaml.safe_load(store.read_text())  # Knitfab's knit reads it as YAML
+    assert written["a"] == {"apiRoot": "https://10.0.0.3:30803/api", "cert": {"ca": base64.b64encode(pem).decode()},
+                            "token": "t0ken"}  # fmt: skip
+    assert load_profile("a", str(store)) == ("a", Profile("https://10.0.0.3:30803/api", pem, "t0ken"))
+    store.write_text(yaml.safe_dump(written))  # as Knitfab's knit writes it: block YAML
+    assert load_profile("b", str(store)) == ("b", Profile("http://localhost:8080/api"))
+    store.write_text("{b: {apiRoot: 'http://localhost:8080/api'}}\n")  # YAML's flow style, not JSON
+    assert load_profile("b", str(store))[1].api_root == "http://localhost:8080/api"
+    store.write_text('["not", "a", "mapping"]')
+    with pytest.raises(ProfileError, match="is broken: not a mapping"):
+        load_profile("b", str(store))

@@ -1,0 +1,131 @@
+"""The JSON calls of ``KnitClient`` over ``http.client``, on keep-alive connections.
+
+``requests`` (with urllib3, idna, charset_normalizer) costs ``knit data find`` more start-up
+than the rest of the command; the standard library's ``http.client`` (which urllib3 wraps
+anyway) does what these calls need. Certificates are checked with the client's SSL context (the
+system's CAs and the profile's); no environment variable ($REQUESTS_CA_BUNDLE, $SSL_CERT_FILE)
+replaces the profile's CA. The errors are the client's to word: ``Unreachable`` when the server
+cannot be reached or the connection breaks, ``TimeoutError`` when it does not answer in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import select
+from urllib.parse import urlencode
+
+from .buildinfo import __version__
+from .transport import TrailerResponse, Unreachable, connect
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Callable, Iterator
+
+USER_AGENT = f"knit/{__version__}"
+
+
+class Session:
+    """Requests to one API server; idle connections are kept for the next call (a lineage walk
+    asks once per node) and dropped when the server has closed them meanwhile."""
+
+    def __init__(self, api_root: str, ssl_context: Callable[[], ssl.SSLContext], headers: dict[str, str]):
+        self.api_root, self.ssl_context = api_root, ssl_context
+        self.headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
+        self._idle: list[http.client.HTTPConnection] = []  # list.pop/append: safe across threads
+
+    def request(self, method: str, path: str, timeout: float, params: dict | None = None, json: object = None):
+        """``(status, body)`` of a request to ``path`` (below the host); ``json``: the body."""
+        body, headers = None, dict(self.headers)
+        if json is not None:
+            import json as _json
+
+            body, headers["Content-Type"] = _json.dumps(json, allow_nan=False).encode(), "application/json"
+        conn = self._connection(timeout)
+        try:
+            resp = _exchange(conn, method, with_query(path, params), body, headers)
+            payload = _network(resp.read)
+        except BaseException:
+            conn.close()
+            raise
+        if resp.will_close:
+            conn.close()
+        else:
+            self._idle.append(conn)
+        return resp.status, payload
+
+    @contextlib.contextmanager
+    def stream(self, path: str, connect_timeout: float) -> Iterator[TrailerResponse]:
+        """A GET whose response is read as it comes, for as long as it takes (a followed log):
+        only connecting has a deadline. The connection is not kept."""
+        conn = self._new(connect_timeout)
+        try:
+            conn.sock.settimeout(None)
+            yield _exchange(conn, "GET", path, None, dict(self.headers))
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    __del__ = close  # a client dropped unclosed closes its connections, as urllib3's pools do
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if _alive(conn):
+                conn.timeout = timeout
+                conn.sock.settimeout(timeout)
+                return conn
+            conn.close()
+        return self._new(timeout)
+
+    def _new(self, timeout: float) -> http.client.HTTPConnection:
+        conn = connect(self.api_root, self.ssl_context() if self.api_root.startswith("https:") else None, timeout)
+        try:
+            conn.connect()
+        except OSError as e:  # refused, unknown host, TLS (ssl.SSLError), or no answer in time
+            raise Unreachable(e) from e
+        return conn
+
+
+def with_query(path: str, params: dict | None) -> str:
+    """``path?query`` as requests encodes ``params``: a list repeats its key, None is left out."""
+    pairs = [(k, v) for k, v in (params or {}).items() if v is not None]
+    query = urlencode(pairs, doseq=True)
+    return f"{path}?{query}" if query else path
+
+
+def _exchange(conn, method: str, path: str, body: bytes | None, headers: dict) -> TrailerResponse:
+    """Send a request on a connected ``conn``; the response, its body unread."""
+    _network(conn.request, method, path, body, headers)
+    return _network(conn.getresponse)
+
+
+def chunks(resp: TrailerResponse, size: int = 65536) -> Iterator[bytes]:
+    """The body as it arrives (what is there, up to ``size`` bytes at a time)."""
+    while chunk := _network(resp.read1, size):
+        yield chunk
+
+
+def _network(call, *args):
+    """``call(*args)``, its network errors as ``Unreachable`` (a timeout stays ``TimeoutError``)."""
+    try:
+        return call(*args)
+    except TimeoutError:
+        raise
+    except (OSError, http.client.HTTPException) as e:
+        raise Unreachable(e) from e
+
+
+def _alive(conn: http.client.HTTPConnection) -> bool:
+    """Whether a kept connection can take a request: nothing to read on it (a closed connection
+    reads as end of file), as urllib3 checks a pooled connection before reusing it."""
+    if conn.sock is None:
+        return False
+    try:
+        return not select.select([conn.sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False
