@@ -9,7 +9,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # editable_mode=compat: a plain path entry; the default import hook costs every `knit` start ~40 ms.
-$(VENV)/.installed: setup.cfg pyproject.toml scripts/install-system-deps.sh
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml scripts/install-system-deps.sh
 	PYTHON=$(PYTHON) sh scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,dev]' --config-settings editable_mode=compat

@@ -42,13 +42,15 @@ def knitfab(tmp_path):
 
 
 def run_once(client, tmp_path, doc, text="hello images\n"):
-    """Apply ``doc``, push one text Data, wait for the run to end; (run, files of its output, log)."""
+    """Apply ``doc``, push one text Data, wait for its run to end; (run, files of its output, log)."""
     applied = client.apply_plan(doc)
     (tmp_path / "text").mkdir(exist_ok=True)
     (tmp_path / "text" / "words.txt").write_text(text)
-    client.push_dir(tmp_path / "text", ["type:text"])
+    pushed = client.push_dir(tmp_path / "text", ["type:text"])["knitId"]
     ended = ("done", "failed")
-    (run,) = wait_for(lambda: [r for r in client.find_runs(plan_ids=[applied["planId"]]) if r["status"] in ended])
+    # the run of this Data: a later plan also matches the Data pushed before it
+    runs = lambda: client.find_runs(plan_ids=[applied["planId"]], knit_ids_in=[pushed])  # noqa: E731
+    (run,) = wait_for(lambda: [r for r in runs() if r["status"] in ended])
     knit_id = run["outputs"][0]["knitId"]
     client.pull(knit_id, tmp_path / "pulled", extract=True)
     out = tmp_path / "pulled" / knit_id
