@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from api_bench import median_ms  # noqa: E402
 from engine_bench import fill_data  # noqa: E402
 from transfer_bench import start_server  # noqa: E402
 
@@ -136,16 +135,6 @@ def ensure_store(cache: Path | None, n: int, tmp: Path) -> tuple[Path, str]:
 def one(store: Store, tag: str) -> str:
     (found,) = data.find_knit_ids(store, [parse_tag(tag)])
     return found
-
-
-def median_ms(fn, runs: int) -> float:
-    fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1000
 
 
 def in_process(store: Store, start: str, depth: int | None, runs: int) -> tuple[float, float, int]:

@@ -92,9 +92,8 @@ def test_publish_moves_staging_into_place(store):
     assert store.layout.data("empty").is_dir()
 
 
-def test_the_rarest_tag_leads_even_when_both_are_past_the_first_count(store):
-    """A tag on 1,500 Data and a tag on every one of 12,000 both pass the first capped count
-    (1,000); the query must still start from the rarer, whatever order they were asked in."""
+def common_and_rare(store: Store, on_every: int, on_some: int) -> tuple[int, int]:
+    """The ids of a tag on ``on_every`` Data and of one on the first ``on_some`` of them."""
     (plan_id,) = store.one("SELECT plan_id FROM plan WHERE name = 'knit#uploaded'")
     (output_id,) = store.one("SELECT id FROM output WHERE plan_id = ?", plan_id)
     with store.write():
@@ -102,10 +101,17 @@ def test_the_rarest_tag_leads_even_when_both_are_past_the_first_count(store):
         conn = store.db.connection()
         conn.execute("INSERT INTO run (run_id, plan_id, status, updated_at) VALUES ('r', ?, 'done', 0)", (plan_id,))
         conn.executemany("INSERT INTO data (knit_id, run_id, output_id) VALUES (?, 'r', ?)",
-                         [(f"k{i:05d}", output_id) for i in range(12_000)])  # fmt: skip
+                         [(f"k{i:05d}", output_id) for i in range(on_every)])  # fmt: skip
         conn.executemany("INSERT INTO data_tag (tag_id, knit_id) VALUES (?, ?)",
-                         [(common, f"k{i:05d}") for i in range(12_000)] +
-                         [(rare, f"k{i:05d}") for i in range(1_500)])  # fmt: skip
+                         [(common, f"k{i:05d}") for i in range(on_every)] +
+                         [(rare, f"k{i:05d}") for i in range(on_some)])  # fmt: skip
+    return common, rare
+
+
+def test_the_rarest_tag_leads_even_when_both_are_past_the_first_count(store):
+    """A tag on 1,500 Data and a tag on every one of 12,000 both pass the first capped count
+    (1,000); the query must still start from the rarer, whatever order they were asked in."""
+    common, rare = common_and_rare(store, on_every=12_000, on_some=1_500)
     assert store.with_all_tags([common, rare])[1] == [rare, common]
     assert store.with_all_tags([rare, common])[1] == [rare, common]
     sql, params = store.with_all_tags([common, rare])
@@ -155,17 +161,7 @@ def test_past_its_bound_the_tag_cache_starts_over_and_answers_stay_right(store, 
 
 def test_a_tag_on_exactly_a_thousand_data_is_counted_once(store):
     """1,000 hits next to a tag on every Data: one capped count tells them apart."""
-    (plan_id,) = store.one("SELECT plan_id FROM plan WHERE name = 'knit#uploaded'")
-    (output_id,) = store.one("SELECT id FROM output WHERE plan_id = ?", plan_id)
-    with store.write():
-        common, rare = store.tag_ids([Tag("type", "dataset"), Tag("batch", "b1")], create=True)
-        conn = store.db.connection()
-        conn.execute("INSERT INTO run (run_id, plan_id, status, updated_at) VALUES ('r', ?, 'done', 0)", (plan_id,))
-        conn.executemany("INSERT INTO data (knit_id, run_id, output_id) VALUES (?, 'r', ?)",
-                         [(f"k{i:05d}", output_id) for i in range(3_000)])  # fmt: skip
-        conn.executemany("INSERT INTO data_tag (tag_id, knit_id) VALUES (?, ?)",
-                         [(common, f"k{i:05d}") for i in range(3_000)] +
-                         [(rare, f"k{i:05d}") for i in range(1_000)])  # fmt: skip
+    common, rare = common_and_rare(store, on_every=3_000, on_some=1_000)
     statements = []
     store.db.connection().set_trace_callback(statements.append)
     assert store.with_all_tags([common, rare])[1] == [rare, common]
