@@ -40,7 +40,7 @@ from ..images.sandbox import ImageConfigError
 from ..store.layout import Layout
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
-from .runuser import launch, run_user, sandbox_user_args
+from .runuser import give, launch, run_user, sandbox_user_args
 
 log = logging.getLogger("knitfab.local")
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -189,9 +189,10 @@ class LocalRunner(Runner):
         limits = Limits.of(job.resources, self.pids)
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
-        inputs = [self.layout.data(m.knit_id) for m in job.inputs]
+        if self.user.privileged:
+            give(self.user, [self.layout.data(m.knit_id) for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
-        return launch(self.user, bwrap, groups, inputs, prlimit)
+        return launch(self.user, bwrap, groups, prlimit)
 
     def sandbox(self, job: Job) -> list[str]:
         """The bubblewrap command line of a run."""
