@@ -35,13 +35,12 @@ message, so the database always has room and the server recovers by itself.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from . import quantity
+from . import quantity, trash
 from .diskspace import free_bytes
 from .errors import KnitfabError
 from .hooks import Hooks
@@ -86,6 +85,8 @@ class Engine:
         self._failing: dict[str, float] = {}  # runId → when its step began to fail (transient errors)
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
         self._moves: list[tuple] = []  # status changes of the current stage, see _flush
+        self._settled: list[str] = []  # runs finish has settled, see _record_finished
+        self.trash = trash.for_layout(store.layout)  # dropped Data's directories go there
         self._short = False  # the data volume is below the reserve
         self.hooks = Hooks()  # the operator's lifecycle hooks (hooks.py); the server sets them
         self._notes: dict[str, str] = {}  # runId -> the message last noted while it starts or runs
@@ -202,6 +203,9 @@ class Engine:
         return self._flush(now) or failed or stopped
 
     def finish(self, now: int | None = None) -> bool:
+        """Stop, clean up and publish each run (runner calls, outside transactions), then write
+        every run so settled in one transaction (``_record_finished``)."""
+
         def settle(job: Job) -> bool:
             if job.worker:
                 if not self.runner.stop(job):
@@ -213,33 +217,51 @@ class Engine:
                 discard_outputs(self.store.layout, job)
             for knit_id in job.writable:
                 self.store.layout.publish(knit_id)
-            with self.store.write():
-                final = runs.finish(self.store, job.run_id, now)
-            self._discard.discard(job.run_id)
-            if final is not None:
-                self.hooks.after_change(self.store, job.run_id)
-            log.info("run %s is %s", job.run_id, final)
-            return final is not None
+            self._settled.append(job.run_id)
+            return False
 
-        return self._each("finish", self._pick("finish", [S.COMPLETING, S.ABORTING]), settle, now)
+        failed = self._each("finish", self._pick("finish", [S.COMPLETING, S.ABORTING]), settle, now)
+        return self._record_finished(now) or failed
+
+    def _record_finished(self, now: int | None) -> bool:
+        """Write the settled runs done/failed together (if that fails, each alone, so one bad
+        run fails only itself); their after-hooks follow the commit."""
+        settled, self._settled = self._settled, []
+        if not settled:
+            return False
+        try:
+            with self.store.write():
+                finals = {run_id: runs.finish(self.store, run_id, now) for run_id in settled}
+        except Exception:
+            log.exception("finishing %d runs together failed; finishing them one by one", len(settled))
+            finals = {r: self._guarded("finish", r, lambda r=r: self._finish_alone(r, now), now) for r in settled}
+        for run_id, final in finals.items():
+            if isinstance(final, RunStatus):
+                self._discard.discard(run_id)
+                self.hooks.after_change(self.store, run_id)
+                log.info("run %s is %s", run_id, final)
+        return any(finals.values())
+
+    def _finish_alone(self, run_id: str, now: int | None) -> RunStatus | None:
+        with self.store.write():
+            return runs.finish(self.store, run_id, now)
 
     def collect_garbage(self, now: int | None = None) -> bool:
-        """Remove dropped Data; one that cannot be removed is logged and stays queued, to be tried
-        again after the others (round-robin by rowid)."""
+        """Remove dropped Data (into the trash: deleted off this thread); one that cannot be
+        removed is logged and stays queued, to be tried again after the others (round-robin by
+        rowid)."""
         cursor = self._cursors.get("gc", 0)
         rows = jobs.garbage(self.store, cursor, self.batch)
         removed = [knit_id for _, knit_id in rows if self._remove(knit_id)]
         if rows:
             self._cursors["gc"] = rows[-1][0]
-        for knit_id in removed:
-            jobs.collected(self.store, knit_id)
+        jobs.collected(self.store, removed)
         return bool(removed)
 
     def _remove(self, knit_id: str) -> bool:
         try:
             for path in (self.store.layout.data(knit_id), self.store.layout.staging(knit_id)):
-                if path.exists() or path.is_symlink():
-                    shutil.rmtree(path)
+                self.trash.discard(path)
             return True
         except OSError as e:
             log.error("cannot remove the files of dropped Data %s (will try again): %s", knit_id, e)

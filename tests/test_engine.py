@@ -195,3 +195,26 @@ def test_recover_lets_the_runner_delete_workers_no_live_run_owns(store):
     ((run_id, _),) = runs_of(store, plan["planId"])
     engine.recover()
     assert runner.live == {run_id}
+
+
+def commits_during(store, step):
+    """How many transactions ``step()`` commits on the store's connection (SQLite's own trace)."""
+    seen = []
+    conn = store.db.connection()
+    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    try:
+        step()
+    finally:
+        conn.set_trace_callback(None)
+    return len(seen)
+
+
+def test_finish_writes_every_run_it_settles_in_one_transaction(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["succeed"])
+    for _ in range(5):
+        push(store, "type:dataset")
+    engine.project(), engine.initialize(), engine.start(), engine.watch()
+    assert statuses(store, plan) == ["completing"] * 5
+    assert commits_during(store, engine.finish) == 1
+    assert statuses(store, plan) == ["done"] * 5

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
-from .. import quantity
+from .. import quantity, trash
 from ..errors import BadRequest
 from ..images import sandbox as imagesandbox
 from ..images.blobs import StorageError
@@ -93,6 +93,7 @@ class LocalRunner(Runner):
         self.user = run_user(run_uid)
         self.pids = pids
         self.cgroups = Cgroups.probe()
+        self.trash = trash.for_layout(layout)  # also finishes what a killed server left half-removed
         logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
@@ -159,13 +160,12 @@ class LocalRunner(Runner):
                     return
 
     def stop(self, job: Job) -> bool:
+        """Signal the worker's group (SIGTERM, SIGKILL once ``grace`` has passed) and return at
+        once: True when it has ended. The engine asks again when the worker's exit wakes it."""
         if not self._alive(job):
             return True
-        pgid = _pid(job)
         deadline = self._stopping.setdefault(job.run_id, time.monotonic() + self.grace)
-        sig = signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM
-        _killpg(pgid, sig)
-        time.sleep(0.05)
+        _killpg(_pid(job), signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM)
         return not self._alive(job)
 
     def cleanup(self, job: Job) -> None:
@@ -178,7 +178,7 @@ class LocalRunner(Runner):
         with self._lock:
             self._procs.pop(job.run_id, None)
         self._stopping.pop(job.run_id, None)
-        shutil.rmtree(self.layout.worker(job.run_id), ignore_errors=True)
+        self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
 
     # -- the sandbox ------------------------------------------------------------------------------
 

@@ -73,10 +73,11 @@ def garbage(store: Store, cursor: int, limit: int) -> list[tuple[int, str]]:
     return rows + store.all(sql.format("<="), cursor, limit - len(rows))
 
 
-def collected(store: Store, knit_id: str) -> None:
-    """The files of a dropped Data are gone: it leaves the queue."""
-    with store.write():
-        store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
+def collected(store: Store, knit_ids: list[str]) -> None:
+    """The files of dropped Data are gone: they leave the queue (one transaction)."""
+    if knit_ids:
+        with store.write():
+            store.execute("DELETE FROM garbage WHERE knit_id IN (SELECT value FROM json_each(?))", json_list(knit_ids))
 
 
 def load_job(store: Store, run_id: str) -> Job:
