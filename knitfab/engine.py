@@ -35,12 +35,13 @@ message, so the database always has room and the server recovers by itself.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from . import quantity, trash
+from . import quantity
 from .diskspace import free_bytes
 from .errors import KnitfabError
 from .hooks import Hooks
@@ -86,7 +87,6 @@ class Engine:
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
         self._moves: list[tuple] = []  # status changes of the current stage, see _flush
         self._settled: list[str] = []  # runs finish has settled, see _record_finished
-        self.trash = trash.for_layout(store.layout)  # dropped Data's directories go there
         self._short = False  # the data volume is below the reserve
         self.hooks = Hooks()  # the operator's lifecycle hooks (hooks.py); the server sets them
         self._notes: dict[str, str] = {}  # runId -> the message last noted while it starts or runs
@@ -247,9 +247,9 @@ class Engine:
             return runs.finish(self.store, run_id, now)
 
     def collect_garbage(self, now: int | None = None) -> bool:
-        """Remove dropped Data (into the trash: deleted off this thread); one that cannot be
-        removed is logged and stays queued, to be tried again after the others (round-robin by
-        rowid)."""
+        """Remove dropped Data; one that cannot be removed is logged and stays queued, to be tried
+        again after the others (round-robin by rowid). (Removed here, not in the trash: the queue
+        must keep what this server cannot remove, and users' deletes are not the hot path.)"""
         cursor = self._cursors.get("gc", 0)
         rows = jobs.garbage(self.store, cursor, self.batch)
         removed = [knit_id for _, knit_id in rows if self._remove(knit_id)]
@@ -261,7 +261,8 @@ class Engine:
     def _remove(self, knit_id: str) -> bool:
         try:
             for path in (self.store.layout.data(knit_id), self.store.layout.staging(knit_id)):
-                self.trash.discard(path)
+                if path.exists() or path.is_symlink():
+                    shutil.rmtree(path)
             return True
         except OSError as e:
             log.error("cannot remove the files of dropped Data %s (will try again): %s", knit_id, e)

@@ -6,8 +6,8 @@ runs. ``discard(path)`` renames the directory into the trash (same file system: 
 leaves its place in ``data/``, ``staging/`` or ``workers/`` at that moment and can never be
 mistaken for live data, even half-deleted; a thread then removes the trash's entries one by
 one and ends when the trash is empty. A ``kill -9`` in the middle leaves a half-removed entry
-in the trash, never elsewhere: ``for_layout`` (the runner and the engine ask for it when they
-start) finishes it. ``empty()`` removes everything synchronously, for tests and one-shot use.
+in the trash, never elsewhere: ``for_layout`` (the local runner asks for it when it
+starts) finishes it. ``empty()`` removes everything synchronously, for tests and one-shot use.
 """
 
 from __future__ import annotations

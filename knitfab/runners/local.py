@@ -132,6 +132,8 @@ class LocalRunner(Runner):
         return handle
 
     def status(self, job: Job) -> WorkerStatus:
+        if self._unreaped_child(job):
+            return WorkerStatus(WorkerState.RUNNING)  # known from memory: no file or /proc read per tick
         code = self._exit_code(job)
         if code is None and self._alive(job):
             return WorkerStatus(WorkerState.RUNNING)
@@ -346,11 +348,20 @@ class LocalRunner(Runner):
         except (FileNotFoundError, ValueError):
             return None
 
+    def _unreaped_child(self, job: Job) -> bool:
+        """Whether the worker is a child this runner started that has not ended: its waiter
+        thread (``_wait``) sets ``returncode`` the moment it is reaped."""
+        with self._lock:
+            proc = self._procs.get(job.run_id)
+        return proc is not None and proc.returncode is None
+
     def _alive(self, job: Job) -> bool:
         if not job.worker:
             return False
         with self._lock:
             proc = self._procs.get(job.run_id)
+        if proc is not None and proc.returncode is None:
+            return True  # our own child, not reaped yet
         if proc is not None:
             proc.poll()  # reap our own child, so its pid does not linger as a zombie
         handle = json.loads(job.worker)

@@ -17,8 +17,8 @@ read-only binds, and not at all outside the sandbox by that uid), so a file uplo
 0600 is readable in the run; outputs are written by that uid into staging directories it owns,
 which the root server reads and deletes as any other.
 
-The worker's chain, as root: ``sh`` enters the run's cgroups (shell built-ins), the staging
-``bwrap``, ``setpriv`` (to the run's uid), ``prlimit`` where rlimits are needed, the run's
+The worker's chain, as root: the staging ``bwrap``, ``sh`` entering the run's cgroups (shell
+built-ins), ``setpriv`` (to the run's uid), ``prlimit`` where rlimits are needed, the run's
 ``bwrap``: a handful of program starts, where each is a few milliseconds of a busy machine.
 """
 
@@ -93,18 +93,17 @@ def bwrap_supports(option: str) -> bool:
 
 def launch(user: RunUser, bwrap: list[str], cgroups: Iterable[Path] = (),
            rlimits: list[str] | None = None) -> list[str]:  # fmt: skip
-    """The command a worker executes: enter ``cgroups``, and as root also stage bind sources and
-    drop to the run's uid, then ``rlimits`` (prlimit) and ``bwrap``. (As root, call ``give`` for
-    the inputs first.)"""
+    """The command a worker executes: as root, the staging bwrap first (outside the run's
+    cgroups: knitfab's work, not the run's, and not throttled by its cpu limit); then ``sh``
+    enters ``cgroups`` before anything of the run exists, and as root drops to the run's uid;
+    then ``rlimits`` (prlimit) and ``bwrap``. (As root, call ``give`` for the inputs first.)"""
     enter = [f"echo $$ > {shlex.quote(str(Path(g) / 'cgroup.procs'))}" for g in cgroups]
-    tail = [*(rlimits or []), *bwrap]
-    if user.privileged:
-        staged, outer = stage(bwrap)
-        drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", *DROP, "--"]
-        tail = [*outer, *drop, *(rlimits or []), *staged]
-    if not enter:
-        return tail
-    return ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch", *tail]
+    shell = ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch"] if enter else []
+    if not user.privileged:
+        return [*shell, *(rlimits or []), *bwrap]
+    staged, outer = stage(bwrap)
+    drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", *DROP, "--"]
+    return [*outer, *shell, *drop, *(rlimits or []), *staged]
 
 
 def give(user: RunUser, paths: Iterable[Path]) -> None:
