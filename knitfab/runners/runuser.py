@@ -128,6 +128,7 @@ def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
     ``--``: one bind per closed directory below which sources lie (the data directory)."""
     args: list[str] = []
     anchors: dict[Path, int] = {}
+    searchable: dict[str, bool] = {}  # directories stat'ed once per command line: sources share them
     i = 1
     while i < len(bwrap) and bwrap[i] != "--":
         option = bwrap[i]
@@ -136,20 +137,22 @@ def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
             raise ValueError(f"cannot stage the sandbox: unknown bwrap option {option!r}")
         values = bwrap[i + 1 : i + 1 + width]
         if option in BINDS:
-            option, values = _staged(option, values, anchors)
+            option, values = _staged(option, values, anchors, searchable)
         if option:
             args += [option, *values]
         i += 1 + width
     return [bwrap[0], *args, *bwrap[i:]], _stage_bwrap(anchors)
 
 
-def _staged(option: str, values: list[str], anchors: dict[Path, int]) -> tuple[str | None, list[str]]:
+def _staged(
+    option: str, values: list[str], anchors: dict[Path, int], searchable: dict[str, bool]
+) -> tuple[str | None, list[str]]:
     source, dest = values
     if not os.path.exists(source):
         if option in TRY_BINDS:
             return None, []  # as bwrap would: nothing to bind
         raise ValueError(f"cannot stage the sandbox: {source} does not exist")
-    anchor = _anchor(Path(source))
+    anchor = _anchor(source, searchable)
     if anchor is None:
         return option, values
     n = anchors.setdefault(anchor, len(anchors))
@@ -157,16 +160,19 @@ def _staged(option: str, values: list[str], anchors: dict[Path, int]) -> tuple[s
     return option, [f"{STAGE}/{n}" + ("" if rest == Path(".") else f"/{rest}"), dest]
 
 
-def _anchor(source: Path) -> Path | None:
+def _anchor(source: str, searchable: dict[str, bool]) -> Path | None:
     """The directory (or file) just below the deepest ancestor of ``source`` that others may not
     search; None when every ancestor is open (``/usr``, a checkout under ``/work``)."""
-    path = Path(os.path.abspath(source))
-    chain = [path, *path.parents]
-    for below, parent in zip(chain, chain[1:], strict=False):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return below
+    below = os.path.abspath(source)
+    while (parent := os.path.dirname(below)) != below:
+        if parent not in searchable:
+            searchable[parent] = bool(os.stat(parent).st_mode & stat.S_IXOTH)
+        if not searchable[parent]:
+            return Path(below)
+        below = parent
     # The stage is mounted over STAGE: an open source below it (a checkout in /tmp) is staged too,
     # or the mount would hide it.
+    path = Path(os.path.abspath(source))
     if path.is_relative_to(STAGE) and path != Path(STAGE):
         return Path(STAGE) / path.relative_to(STAGE).parts[0]
     return None
