@@ -26,7 +26,9 @@ def take_turns(store: Store, statuses: Iterable[RunStatus], order: str, limit: i
     run (in ``order``) of every plan, then the second, and so on, a plan's turns counted after
     the runs it has in flight (so a plan with two runs going waits for one with none)."""
     return store.column(
-        "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run WHERE worker IS NOT NULL GROUP BY plan_id)"
+        # INDEXED BY: else SQLite groups by walking every run in plan order (10^5 runs: 30 ms a call)
+        "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run INDEXED BY run_with_worker"
+        " WHERE worker IS NOT NULL GROUP BY plan_id)"
         " SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at, COALESCE(b.n, 0)"
         f" + ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
         " FROM run r JOIN plan p ON p.plan_id = r.plan_id LEFT JOIN busy b ON b.plan_id = r.plan_id"
