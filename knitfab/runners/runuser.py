@@ -127,7 +127,7 @@ def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
     staged path, and the staging bubblewrap (run as root) that binds them there, ending in
     ``--``: one bind per closed directory below which sources lie (the data directory)."""
     args: list[str] = []
-    anchors: dict[Path, int] = {}
+    anchors: dict[str, int] = {}
     searchable: dict[str, bool] = {}  # directories stat'ed once per command line: sources share them
     i = 1
     while i < len(bwrap) and bwrap[i] != "--":
@@ -145,7 +145,7 @@ def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _staged(
-    option: str, values: list[str], anchors: dict[Path, int], searchable: dict[str, bool]
+    option: str, values: list[str], anchors: dict[str, int], searchable: dict[str, bool]
 ) -> tuple[str | None, list[str]]:
     source, dest = values
     if not os.path.exists(source):
@@ -156,34 +156,33 @@ def _staged(
     if anchor is None:
         return option, values
     n = anchors.setdefault(anchor, len(anchors))
-    rest = Path(source).relative_to(anchor)
-    return option, [f"{STAGE}/{n}" + ("" if rest == Path(".") else f"/{rest}"), dest]
+    rest = os.path.relpath(os.path.abspath(source), anchor)
+    return option, [f"{STAGE}/{n}" + ("" if rest == "." else f"/{rest}"), dest]
 
 
-def _anchor(source: str, searchable: dict[str, bool]) -> Path | None:
+def _anchor(source: str, searchable: dict[str, bool]) -> str | None:
     """The directory (or file) just below the deepest ancestor of ``source`` that others may not
     search; None when every ancestor is open (``/usr``, a checkout under ``/work``)."""
-    below = os.path.abspath(source)
+    path = below = os.path.abspath(source)
     while (parent := os.path.dirname(below)) != below:
         if parent not in searchable:
             searchable[parent] = bool(os.stat(parent).st_mode & stat.S_IXOTH)
         if not searchable[parent]:
-            return Path(below)
+            return below
         below = parent
     # The stage is mounted over STAGE: an open source below it (a checkout in /tmp) is staged too,
     # or the mount would hide it.
-    path = Path(os.path.abspath(source))
-    if path.is_relative_to(STAGE) and path != Path(STAGE):
-        return Path(STAGE) / path.relative_to(STAGE).parts[0]
+    if path.startswith(STAGE + "/"):
+        return f"{STAGE}/{path[len(STAGE) + 1 :].split('/')[0]}"
     return None
 
 
-def _stage_bwrap(anchors: dict[Path, int]) -> list[str]:
+def _stage_bwrap(anchors: dict[str, int]) -> list[str]:
     """The staging bubblewrap (root, a mount namespace of its own, the host's tree otherwise):
     each anchor bound below a 1 MiB tmpfs over ``STAGE``; nothing when there is nothing to stage."""
     if not anchors:
         return []
     outer = ["bwrap", "--dev-bind", "/", "/", "--size", str(1 << 20), "--tmpfs", STAGE]
     for anchor, n in anchors.items():
-        outer += ["--bind", str(anchor), f"{STAGE}/{n}"]
+        outer += ["--bind", anchor, f"{STAGE}/{n}"]
     return outer + ["--"]
