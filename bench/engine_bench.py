@@ -202,7 +202,7 @@ def bench_http(data_dir: Path, samples: int, burst: int) -> None:
             t0 = time.time_ns()
             knit_id = client.push_dir(empty, ["bench:trigger"])["knitId"]
             ready = time.time_ns()  # the push's last 2xx (the tagging): the Data is ready
-            run = _done_via_api(client, [knit_id])[0]
+            run = _done_via_api(client, [knit_id], pause=0.01)[0]  # polls must not crowd the engine out
             lat_done.append((time.time_ns() - t0) / 1e6)
             out = next(o["knitId"] for o in run["outputs"])
             lat_start.append((int((data_dir / "data" / out / "ns").read_text()) - ready) / 1e6)
