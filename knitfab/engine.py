@@ -87,6 +87,7 @@ class Engine:
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
         self._moves: list[tuple] = []  # status changes of the current stage, see _flush
         self._settled: list[str] = []  # runs finish has settled, see _record_finished
+        self._noted: list[tuple[str, str]] = []  # (runId, message) of the current stage, see _note
         self._short = False  # the data volume is below the reserve
         self.hooks = Hooks()  # the operator's lifecycle hooks (hooks.py); the server sets them
         self._notes: dict[str, str] = {}  # runId -> the message last noted while it starts or runs
@@ -354,10 +355,10 @@ class Engine:
         return [run_id for _, run_id in rows]
 
     def _note(self, run_id: str, status) -> None:
-        """Keep a waiting worker's complaint as the run's message (written when it changes)."""
+        """Keep a waiting worker's complaint as the run's message (written when it changes, with
+        the stage's status changes in ``_flush``)."""
         if status.state in (WorkerState.STARTING, WorkerState.RUNNING) and self._notes.get(run_id) != status.message:
-            with self.store.write():
-                runs.note(self.store, run_id, status.message)
+            self._noted.append((run_id, status.message))
             self._notes[run_id] = status.message
         elif status.state not in (WorkerState.STARTING, WorkerState.RUNNING):
             self._notes.pop(run_id, None)
@@ -376,13 +377,18 @@ class Engine:
         """Write the queued changes; True when any run changed. If writing them together fails,
         each is written alone, so one bad change fails only its run."""
         moves, self._moves = self._moves, []
-        if not moves:
+        notes, self._noted = self._noted, []
+        if not moves and not notes:
             return False
         try:
             with self.store.write():
+                for run_id, message in notes:
+                    runs.note(self.store, run_id, message)
                 moved = [move[0] for move in moves if self._apply(move, now)]
         except Exception:
             log.exception("writing %d status changes failed; writing them one by one", len(moves))
+            for run_id in dict(notes):
+                self._notes.pop(run_id, None)  # noted again on the next watch
             moved = [m[0] for m in moves if self._guarded("record", m[0], lambda m=m: self._apply_alone(m, now), now)]
         for run_id in moved:
             self.hooks.after_change(self.store, run_id)

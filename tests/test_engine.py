@@ -252,3 +252,13 @@ def test_choosing_the_next_runs_to_start_does_not_walk_the_runs_that_have_ended(
             uploads,
         )
     assert sqlite_steps(store, take_turns) < before + 1000
+
+
+def test_watch_writes_its_runs_new_statuses_and_messages_in_one_transaction(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["hang"])
+    for _ in range(5):
+        push(store, "type:dataset")
+    engine.project(), engine.initialize(), engine.start()
+    assert commits_during(store, engine.watch) == 1
+    assert statuses(store, plan) == ["running"] * 5
