@@ -4,9 +4,10 @@
 
 Runs ``true`` in the local runner's sandbox N times each way and prints the medians: the bare
 bubblewrap command line (as the runner had it before runs were confined: the peer, measured in
-the same run) and the full worker command (cgroups made and entered, bind sources staged,
-inputs given to the run's uid, privileges dropped, rlimits). Also prints which uid runs execute
-as and what enforces each limit on this host.
+the same run) and the full worker command (cgroups entered, bind sources staged by the root
+bwrap, privileges dropped, rlimits). Making the cgroups and giving the inputs to the run's uid
+happen in the server, before the clock starts. Also prints which uid runs execute as and what
+enforces each limit on this host.
 """
 
 from __future__ import annotations

@@ -86,6 +86,8 @@ class Engine:
         self._failing: dict[str, float] = {}  # runId → when its step began to fail (transient errors)
         self._discard: set[str] = set()  # runs stopped for filling the disk: outputs dropped at finish
         self._moves: list[tuple] = []  # status changes of the current stage, see _flush
+        self._settled: list[str] = []  # runs finish has settled, see _record_finished
+        self._noted: list[tuple[str, str]] = []  # (runId, message) of the current stage, see _note
         self._short = False  # the data volume is below the reserve
         self.hooks = Hooks()  # the operator's lifecycle hooks (hooks.py); the server sets them
         self._notes: dict[str, str] = {}  # runId -> the message last noted while it starts or runs
@@ -202,6 +204,9 @@ class Engine:
         return self._flush(now) or failed or stopped
 
     def finish(self, now: int | None = None) -> bool:
+        """Stop, clean up and publish each run (runner calls, outside transactions), then write
+        every run so settled in one transaction (``_record_finished``)."""
+
         def settle(job: Job) -> bool:
             if job.worker:
                 if not self.runner.stop(job):
@@ -213,26 +218,45 @@ class Engine:
                 discard_outputs(self.store.layout, job)
             for knit_id in job.writable:
                 self.store.layout.publish(knit_id)
-            with self.store.write():
-                final = runs.finish(self.store, job.run_id, now)
-            self._discard.discard(job.run_id)
-            if final is not None:
-                self.hooks.after_change(self.store, job.run_id)
-            log.info("run %s is %s", job.run_id, final)
-            return final is not None
+            self._settled.append(job.run_id)
+            return False
 
-        return self._each("finish", self._pick("finish", [S.COMPLETING, S.ABORTING]), settle, now)
+        failed = self._each("finish", self._pick("finish", [S.COMPLETING, S.ABORTING]), settle, now)
+        return self._record_finished(now) or failed
+
+    def _record_finished(self, now: int | None) -> bool:
+        """Write the settled runs done/failed together (if that fails, each alone, so one bad
+        run fails only itself); their after-hooks follow the commit."""
+        settled, self._settled = self._settled, []
+        if not settled:
+            return False
+        try:
+            with self.store.write():
+                finals = {run_id: runs.finish(self.store, run_id, now) for run_id in settled}
+        except Exception:
+            log.exception("finishing %d runs together failed; finishing them one by one", len(settled))
+            finals = {r: self._guarded("finish", r, lambda r=r: self._finish_alone(r, now), now) for r in settled}
+        for run_id, final in finals.items():
+            if isinstance(final, RunStatus):
+                self._discard.discard(run_id)
+                self.hooks.after_change(self.store, run_id)
+                log.info("run %s is %s", run_id, final)
+        return any(finals.values())
+
+    def _finish_alone(self, run_id: str, now: int | None) -> RunStatus | None:
+        with self.store.write():
+            return runs.finish(self.store, run_id, now)
 
     def collect_garbage(self, now: int | None = None) -> bool:
         """Remove dropped Data; one that cannot be removed is logged and stays queued, to be tried
-        again after the others (round-robin by rowid)."""
+        again after the others (round-robin by rowid). (Removed here, not in the trash: the queue
+        must keep what this server cannot remove, and users' deletes are not the hot path.)"""
         cursor = self._cursors.get("gc", 0)
         rows = jobs.garbage(self.store, cursor, self.batch)
         removed = [knit_id for _, knit_id in rows if self._remove(knit_id)]
         if rows:
             self._cursors["gc"] = rows[-1][0]
-        for knit_id in removed:
-            jobs.collected(self.store, knit_id)
+        jobs.collected(self.store, removed)
         return bool(removed)
 
     def _remove(self, knit_id: str) -> bool:
@@ -331,10 +355,10 @@ class Engine:
         return [run_id for _, run_id in rows]
 
     def _note(self, run_id: str, status) -> None:
-        """Keep a waiting worker's complaint as the run's message (written when it changes)."""
+        """Keep a waiting worker's complaint as the run's message (written when it changes, with
+        the stage's status changes in ``_flush``)."""
         if status.state in (WorkerState.STARTING, WorkerState.RUNNING) and self._notes.get(run_id) != status.message:
-            with self.store.write():
-                runs.note(self.store, run_id, status.message)
+            self._noted.append((run_id, status.message))
             self._notes[run_id] = status.message
         elif status.state not in (WorkerState.STARTING, WorkerState.RUNNING):
             self._notes.pop(run_id, None)
@@ -353,13 +377,18 @@ class Engine:
         """Write the queued changes; True when any run changed. If writing them together fails,
         each is written alone, so one bad change fails only its run."""
         moves, self._moves = self._moves, []
-        if not moves:
+        notes, self._noted = self._noted, []
+        if not moves and not notes:
             return False
         try:
             with self.store.write():
+                for run_id, message in notes:
+                    runs.note(self.store, run_id, message)
                 moved = [move[0] for move in moves if self._apply(move, now)]
         except Exception:
             log.exception("writing %d status changes failed; writing them one by one", len(moves))
+            for run_id in dict(notes):
+                self._notes.pop(run_id, None)  # noted again on the next watch
             moved = [m[0] for m in moves if self._guarded("record", m[0], lambda m=m: self._apply_alone(m, now), now)]
         for run_id in moved:
             self.hooks.after_change(self.store, run_id)

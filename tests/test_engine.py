@@ -8,7 +8,8 @@ from fake_runner import FakeRunner
 from helpers import apply, push, runs_of, wait_for
 
 from knitfab.engine import Engine
-from knitfab.store import data, runs
+from knitfab.status import RunStatus
+from knitfab.store import data, jobs, runs
 from knitfab.store.jobs import load_job
 from knitfab.tags import Tag
 from knitfab.times import parse_rfc3339
@@ -196,3 +197,69 @@ def test_recover_lets_the_runner_delete_workers_no_live_run_owns(store):
     ((run_id, _),) = runs_of(store, plan.plan_id)
     engine.recover()
     assert runner.live == {run_id}
+
+
+def commits_during(store, step):
+    """How many transactions ``step()`` commits on the store's connection (SQLite's own trace)."""
+    seen = []
+    conn = store.db.connection()
+    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    try:
+        step()
+    finally:
+        conn.set_trace_callback(None)
+    return len(seen)
+
+
+def test_finish_writes_every_run_it_settles_in_one_transaction(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["succeed"])
+    for _ in range(5):
+        push(store, "type:dataset")
+    engine.project(), engine.initialize(), engine.start(), engine.watch()
+    assert statuses(store, plan) == ["completing"] * 5
+    assert commits_during(store, engine.finish) == 1
+    assert statuses(store, plan) == ["done"] * 5
+
+
+def sqlite_steps(store, query) -> int:
+    """SQLite virtual-machine instructions ``query()`` runs (counted in hundreds): a cost that does
+    not depend on the machine's speed."""
+    steps = [0]
+    conn = store.db.connection()
+    conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 100)
+    try:
+        query()
+    finally:
+        conn.set_progress_handler(None, 100)
+    return steps[0] * 100
+
+
+def test_choosing_the_next_runs_to_start_does_not_walk_the_runs_that_have_ended(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["hang"])
+    push(store, "type:dataset")
+    engine.project()
+
+    def take_turns():
+        assert len(jobs.take_turns(store, [RunStatus.WAITING], "r.seq", 32)) == 1
+
+    before = sqlite_steps(store, take_turns)
+    (uploads,) = store.one("SELECT plan_id FROM plan WHERE name = 'knit#uploaded'")
+    with store.write():  # 5,000 ended runs of the upload plan, as a long-lived server has
+        store.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)"
+            " INSERT INTO run (run_id, plan_id, status, updated_at) SELECT 'old-' || i, ?, 'done', 1 FROM n",
+            uploads,
+        )
+    assert sqlite_steps(store, take_turns) < before + 1000
+
+
+def test_watch_writes_its_runs_new_statuses_and_messages_in_one_transaction(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["hang"])
+    for _ in range(5):
+        push(store, "type:dataset")
+    engine.project(), engine.initialize(), engine.start()
+    assert commits_during(store, engine.watch) == 1
+    assert statuses(store, plan) == ["running"] * 5

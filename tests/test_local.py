@@ -257,3 +257,60 @@ def test_an_ended_worker_is_known_ended_from_its_cgroups_without_reading_proc(st
         assert "/proc" not in scans
     finally:
         shell.wait(timeout=10)
+
+
+CRASH_BEFORE_THE_FINISH_COMMIT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from knitfab.engine import Engine
+    from knitfab.runners.local import LocalRunner
+    from knitfab.store.db import Store
+    store = Store(sys.argv[1])
+    engine = Engine(store, LocalRunner(store.layout))
+    def killed(now):  # kill -9 once every run is stopped, cleaned up and published, before the commit
+        if engine._settled:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return False
+    engine._record_finished = killed
+    while True:
+        engine.tick()
+    """
+)
+
+
+def test_a_kill_9_between_publishing_outputs_and_their_batch_commit_loses_no_run(store):
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out/model": ["type:model"]}, log={"tags": ["type:log"]},
+                 entrypoint=["sh", "-c", "echo made > /out/model/final"], args=[])  # fmt: skip
+    for _ in range(3):
+        push(store, "type:dataset")
+    crashed = subprocess.run([sys.executable, "-c", CRASH_BEFORE_THE_FINISH_COMMIT, str(store.layout.root)], timeout=60)
+    assert crashed.returncode == -signal.SIGKILL
+    assert "completing" in [s for _, s in runs_of(store, plan["planId"])]  # the kill came before the commit
+    drive(Engine(store, LocalRunner(store.layout)), lambda: {s for _, s in runs_of(store, plan["planId"])} == {"done"})
+    for run in runs.find_runs(store, plan_ids=[plan["planId"]]):
+        assert output(store, run, "final") == "made\n"
+
+
+def test_stop_signals_and_returns_at_once_without_sleeping(store, monkeypatch):
+    from knitfab.runners import local
+
+    runner = LocalRunner(store.layout, grace=0.3)
+    engine = Engine(store, runner)
+    plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["sh", "-c", "trap '' TERM; sleep 30"], args=[])
+    push(store, "type:dataset")
+    engine.project(), engine.initialize(), engine.start()
+    ((run_id, _),) = runs_of(store, plan["planId"])
+    job = load_job(store, run_id)
+    wait_for(lambda: runner.status(job).state == "running")
+
+    def no_sleep(seconds):
+        raise AssertionError(f"stop() slept {seconds} s")
+
+    monkeypatch.setattr(
+        local, "time", type("T", (), {"monotonic": staticmethod(local.time.monotonic), "sleep": no_sleep})
+    )
+    assert runner.stop(job) is False  # SIGTERM sent (and ignored): still ending, and no wait for it
+    wait_for(lambda: runner.stop(job))  # SIGKILL once the grace is over; no call slept
+    monkeypatch.undo()
+    runner.cleanup(job)
+    assert not runner.layout.worker(run_id).exists()  # moved out of workers/ at once, deleted off-thread

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
-from .. import quantity
+from .. import quantity, trash
 from ..errors import BadRequest
 from ..images import sandbox as imagesandbox
 from ..images.blobs import StorageError
@@ -40,7 +40,7 @@ from ..images.sandbox import ImageConfigError
 from ..store.layout import Layout
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
-from .runuser import launch, run_user, sandbox_user_args
+from .runuser import give, launch, run_user, sandbox_user_args
 
 log = logging.getLogger("knitfab.local")
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -93,6 +93,7 @@ class LocalRunner(Runner):
         self.user = run_user(run_uid)
         self.pids = pids
         self.cgroups = Cgroups.probe()
+        self.trash = trash.for_layout(layout)  # also finishes what a killed server left half-removed
         logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
@@ -131,6 +132,8 @@ class LocalRunner(Runner):
         return handle
 
     def status(self, job: Job) -> WorkerStatus:
+        if self._unreaped_child(job):
+            return WorkerStatus(WorkerState.RUNNING)  # known from memory: no file or /proc read per tick
         code = self._exit_code(job)
         if code is None and self._alive(job):
             return WorkerStatus(WorkerState.RUNNING)
@@ -159,13 +162,12 @@ class LocalRunner(Runner):
                     return
 
     def stop(self, job: Job) -> bool:
+        """Signal the worker's group (SIGTERM, SIGKILL once ``grace`` has passed) and return at
+        once: True when it has ended. The engine asks again when the worker's exit wakes it."""
         if not self._alive(job):
             return True
-        pgid = _pid(job)
         deadline = self._stopping.setdefault(job.run_id, time.monotonic() + self.grace)
-        sig = signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM
-        _killpg(pgid, sig)
-        time.sleep(0.05)
+        _killpg(_pid(job), signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM)
         return not self._alive(job)
 
     def cleanup(self, job: Job) -> None:
@@ -178,7 +180,7 @@ class LocalRunner(Runner):
         with self._lock:
             self._procs.pop(job.run_id, None)
         self._stopping.pop(job.run_id, None)
-        shutil.rmtree(self.layout.worker(job.run_id), ignore_errors=True)
+        self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
 
     # -- the sandbox ------------------------------------------------------------------------------
 
@@ -189,9 +191,10 @@ class LocalRunner(Runner):
         limits = Limits.of(job.resources, self.pids)
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
-        inputs = [self.layout.data(m.knit_id) for m in job.inputs]
+        if self.user.privileged:
+            give(self.user, [self.layout.data(m.knit_id) for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
-        return launch(self.user, bwrap, groups, inputs, prlimit)
+        return launch(self.user, bwrap, groups, prlimit)
 
     def sandbox(self, job: Job) -> list[str]:
         """The bubblewrap command line of a run."""
@@ -345,11 +348,20 @@ class LocalRunner(Runner):
         except (FileNotFoundError, ValueError):
             return None
 
+    def _unreaped_child(self, job: Job) -> bool:
+        """Whether the worker is a child this runner started that has not ended: its waiter
+        thread (``_wait``) sets ``returncode`` the moment it is reaped."""
+        with self._lock:
+            proc = self._procs.get(job.run_id)
+        return proc is not None and proc.returncode is None
+
     def _alive(self, job: Job) -> bool:
         if not job.worker:
             return False
         with self._lock:
             proc = self._procs.get(job.run_id)
+        if proc is not None and proc.returncode is None:
+            return True  # our own child, not reaped yet
         if proc is not None:
             proc.poll()  # reap our own child, so its pid does not linger as a zombie
         handle = json.loads(job.worker)

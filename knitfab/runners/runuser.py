@@ -8,14 +8,18 @@ user, in the same kind of namespace.
 
 bubblewrap resolves bind sources as the user it runs as, and the data directory need not be
 open to the run's uid. So a root worker first *stages* the bind sources that uid cannot reach:
-in a mount namespace of its own (``unshare --mount``), it binds each closed directory holding
-sources into a small tmpfs and moves that tmpfs over its ``/tmp``, then hands bubblewrap the
-staged paths. Nothing of this is visible to the host or
-to other workers. Inputs are made readable by giving their files to the run's uid (``chown -h``
-of what it does not own yet: ownership only, modes untouched; Data is only read through
-read-only binds, and not at all outside the sandbox by that uid), so a file
-uploaded with mode 0600 is readable in the run; outputs are written by that uid into staging
-directories it owns, which the root server reads and deletes as any other.
+a first bubblewrap, still root and unsharing nothing but the mount namespace, keeps the host's
+tree and binds each closed directory holding sources into a small tmpfs over its ``/tmp``, then
+hands the run's bubblewrap the staged paths. Nothing of this is visible to the host or to other
+workers. Inputs are made readable by giving their files to the run's uid (``give``: ownership
+only, modes untouched, done by the server before the worker starts; Data is only read through
+read-only binds, and not at all outside the sandbox by that uid), so a file uploaded with mode
+0600 is readable in the run; outputs are written by that uid into staging directories it owns,
+which the root server reads and deletes as any other.
+
+The worker's chain, as root: the staging ``bwrap``, ``sh`` entering the run's cgroups (shell
+built-ins), ``setpriv`` (to the run's uid), ``prlimit`` where rlimits are needed, the run's
+``bwrap``: a handful of program starts, where each is a few milliseconds of a busy machine.
 """
 
 from __future__ import annotations
@@ -88,33 +92,43 @@ def bwrap_supports(option: str) -> bool:
 
 
 def launch(user: RunUser, bwrap: list[str], cgroups: Iterable[Path] = (),
-           readable: Iterable[Path] = (), rlimits: list[str] | None = None) -> list[str]:  # fmt: skip
-    """The command a worker executes: enter ``cgroups``, and as root also stage bind sources,
-    give ``readable`` to the run's uid and drop to it, then ``rlimits`` (prlimit) and ``bwrap``."""
+           rlimits: list[str] | None = None) -> list[str]:  # fmt: skip
+    """The command a worker executes: as root, the staging bwrap first (outside the run's
+    cgroups: knitfab's work, not the run's, and not throttled by its cpu limit); then ``sh``
+    enters ``cgroups`` before anything of the run exists, and as root drops to the run's uid;
+    then ``rlimits`` (prlimit) and ``bwrap``. (As root, call ``give`` for the inputs first.)"""
     enter = [f"echo $$ > {shlex.quote(str(Path(g) / 'cgroup.procs'))}" for g in cgroups]
+    shell = ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch"] if enter else []
     if not user.privileged:
-        tail = [*(rlimits or []), *bwrap]
-        return ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch", *tail] if enter else tail
-    staged, mounts = stage(bwrap)
-    drop = f'exec setpriv --reuid={user.uid} --regid={user.gid} {" ".join(DROP)} -- "$@"'
-    script = "\n".join(["set -e", *_give(user, readable), *mounts, *enter, drop])  # give before /tmp is covered
-    shell = ["/bin/sh", "-c", script, "knitfab-launch", *(rlimits or []), *staged]
-    return ["unshare", "--mount", "--propagation", "private", "--", *shell] if mounts else shell
+        return [*shell, *(rlimits or []), *bwrap]
+    staged, outer = stage(bwrap)
+    drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", *DROP, "--"]
+    return [*outer, *shell, *drop, *(rlimits or []), *staged]
 
 
-def _give(user: RunUser, paths: Iterable[Path]) -> list[str]:
-    """``find`` lines that give the files under ``paths`` to the run's uid, where not yet its."""
-    quoted = " ".join(shlex.quote(str(p)) for p in paths)
-    mine = f"-user {user.uid} -group {user.gid}"
-    return [f"find -P {quoted} ! \\( {mine} \\) -exec chown -h {user.uid}:{user.gid} {{}} +"] if quoted else []
+def give(user: RunUser, paths: Iterable[Path]) -> None:
+    """Give the files under ``paths`` to the run's uid where not yet its (``chown -h``: links
+    themselves, never their targets; modes untouched). Walks by directory descriptors and never
+    follows a link, so a tree changed meanwhile cannot send it elsewhere."""
+    mine = (user.uid, user.gid)
+    for top in paths:
+        for _, dirs, files, fd in os.fwalk(top, follow_symlinks=False):
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != mine:
+                os.chown(fd, *mine)
+            for name in files + dirs:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) != mine:  # directories: when entered
+                    os.chown(name, *mine, dir_fd=fd, follow_symlinks=False)
 
 
 def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
     """bwrap's command line with every bind source the run's uid cannot reach replaced by a
-    staged path, and the shell lines (run as root in the worker's mount namespace) that bind
-    them there: one bind per closed directory below which sources lie (the data directory)."""
+    staged path, and the staging bubblewrap (run as root) that binds them there, ending in
+    ``--``: one bind per closed directory below which sources lie (the data directory)."""
     args: list[str] = []
-    anchors: dict[Path, int] = {}
+    anchors: dict[str, int] = {}
+    searchable: dict[str, bool] = {}  # directories stat'ed once per command line: sources share them
     i = 1
     while i < len(bwrap) and bwrap[i] != "--":
         option = bwrap[i]
@@ -123,47 +137,52 @@ def stage(bwrap: list[str]) -> tuple[list[str], list[str]]:
             raise ValueError(f"cannot stage the sandbox: unknown bwrap option {option!r}")
         values = bwrap[i + 1 : i + 1 + width]
         if option in BINDS:
-            option, values = _staged(option, values, anchors)
+            option, values = _staged(option, values, anchors, searchable)
         if option:
             args += [option, *values]
         i += 1 + width
-    return [bwrap[0], *args, *bwrap[i:]], _stage_lines(anchors)
+    return [bwrap[0], *args, *bwrap[i:]], _stage_bwrap(anchors)
 
 
-def _staged(option: str, values: list[str], anchors: dict[Path, int]) -> tuple[str | None, list[str]]:
+def _staged(
+    option: str, values: list[str], anchors: dict[str, int], searchable: dict[str, bool]
+) -> tuple[str | None, list[str]]:
     source, dest = values
     if not os.path.exists(source):
         if option in TRY_BINDS:
             return None, []  # as bwrap would: nothing to bind
         raise ValueError(f"cannot stage the sandbox: {source} does not exist")
-    anchor = _anchor(Path(source))
+    anchor = _anchor(source, searchable)
     if anchor is None:
         return option, values
     n = anchors.setdefault(anchor, len(anchors))
-    rest = Path(source).relative_to(anchor)
-    return option, [f"{STAGE}/{n}" + ("" if rest == Path(".") else f"/{rest}"), dest]
+    rest = os.path.relpath(os.path.abspath(source), anchor)
+    return option, [f"{STAGE}/{n}" + ("" if rest == "." else f"/{rest}"), dest]
 
 
-def _anchor(source: Path) -> Path | None:
+def _anchor(source: str, searchable: dict[str, bool]) -> str | None:
     """The directory (or file) just below the deepest ancestor of ``source`` that others may not
     search; None when every ancestor is open (``/usr``, a checkout under ``/work``)."""
-    path = Path(os.path.abspath(source))
-    chain = [path, *path.parents]
-    for below, parent in zip(chain, chain[1:], strict=False):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
+    path = below = os.path.abspath(source)
+    while (parent := os.path.dirname(below)) != below:
+        if parent not in searchable:
+            searchable[parent] = bool(os.stat(parent).st_mode & stat.S_IXOTH)
+        if not searchable[parent]:
             return below
+        below = parent
     # The stage is mounted over STAGE: an open source below it (a checkout in /tmp) is staged too,
     # or the mount would hide it.
-    if path.is_relative_to(STAGE) and path != Path(STAGE):
-        return Path(STAGE) / path.relative_to(STAGE).parts[0]
+    if path.startswith(STAGE + "/"):
+        return f"{STAGE}/{path[len(STAGE) + 1 :].split('/')[0]}"
     return None
 
 
-def _stage_lines(anchors: dict[Path, int]) -> list[str]:
+def _stage_bwrap(anchors: dict[str, int]) -> list[str]:
+    """The staging bubblewrap (root, a mount namespace of its own, the host's tree otherwise):
+    each anchor bound below a 1 MiB tmpfs over ``STAGE``; nothing when there is nothing to stage."""
     if not anchors:
         return []
-    lines = ["mkdir -p stage", 'mount -t tmpfs -o mode=0755,size=1m knitfab-stage "$PWD/stage"']
+    outer = ["bwrap", "--dev-bind", "/", "/", "--size", str(1 << 20), "--tmpfs", STAGE]
     for anchor, n in anchors.items():
-        make = f"mkdir stage/{n}" if anchor.is_dir() else f": > stage/{n}"
-        lines.append(f"{make}; mount --rbind -- {shlex.quote(str(anchor))} stage/{n}")
-    return lines + [f'mount --move "$PWD/stage" {STAGE}']
+        outer += ["--bind", anchor, f"{STAGE}/{n}"]
+    return outer + ["--"]

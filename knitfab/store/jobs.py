@@ -26,7 +26,9 @@ def take_turns(store: Store, statuses: Iterable[RunStatus], order: str, limit: i
     run (in ``order``) of every plan, then the second, and so on, a plan's turns counted after
     the runs it has in flight (so a plan with two runs going waits for one with none)."""
     return store.column(
-        "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run WHERE worker IS NOT NULL GROUP BY plan_id)"
+        # INDEXED BY: else SQLite groups by walking every run in plan order (10^5 runs: 30 ms a call)
+        "WITH busy AS (SELECT plan_id, COUNT(*) AS n FROM run INDEXED BY run_with_worker"
+        " WHERE worker IS NOT NULL GROUP BY plan_id)"
         " SELECT run_id FROM (SELECT r.run_id, r.seq, r.updated_at, COALESCE(b.n, 0)"
         f" + ROW_NUMBER() OVER (PARTITION BY r.plan_id ORDER BY {order}) AS turn"
         " FROM run r JOIN plan p ON p.plan_id = r.plan_id LEFT JOIN busy b ON b.plan_id = r.plan_id"
@@ -73,10 +75,11 @@ def garbage(store: Store, cursor: int, limit: int) -> list[tuple[int, str]]:
     return rows + store.all(sql.format("<="), cursor, limit - len(rows))
 
 
-def collected(store: Store, knit_id: str) -> None:
-    """The files of a dropped Data are gone: it leaves the queue."""
-    with store.write():
-        store.execute("DELETE FROM garbage WHERE knit_id = ?", knit_id)
+def collected(store: Store, knit_ids: list[str]) -> None:
+    """The files of dropped Data are gone: they leave the queue (one transaction)."""
+    if knit_ids:
+        with store.write():
+            store.execute("DELETE FROM garbage WHERE knit_id IN (SELECT value FROM json_each(?))", json_list(knit_ids))
 
 
 def load_job(store: Store, run_id: str) -> Job:
