@@ -285,9 +285,9 @@ def test_a_kill_9_between_publishing_outputs_and_their_batch_commit_loses_no_run
         push(store, "type:dataset")
     crashed = subprocess.run([sys.executable, "-c", CRASH_BEFORE_THE_FINISH_COMMIT, str(store.layout.root)], timeout=60)
     assert crashed.returncode == -signal.SIGKILL
-    assert "completing" in [s for _, s in runs_of(store, plan["planId"])]  # the kill came before the commit
-    drive(Engine(store, LocalRunner(store.layout)), lambda: {s for _, s in runs_of(store, plan["planId"])} == {"done"})
-    for run in runs.find_runs(store, plan_ids=[plan["planId"]]):
+    assert "completing" in [s for _, s in runs_of(store, plan.plan_id)]  # the kill came before the commit
+    drive(Engine(store, LocalRunner(store.layout)), lambda: {s for _, s in runs_of(store, plan.plan_id)} == {"done"})
+    for run in runs.find_runs(store, plan_ids=[plan.plan_id]):
         assert output(store, run, "final") == "made\n"
 
 
@@ -299,7 +299,7 @@ def test_stop_signals_and_returns_at_once_without_sleeping(store, monkeypatch):
     plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["sh", "-c", "trap '' TERM; sleep 30"], args=[])
     push(store, "type:dataset")
     engine.project(), engine.initialize(), engine.start()
-    ((run_id, _),) = runs_of(store, plan["planId"])
+    ((run_id, _),) = runs_of(store, plan.plan_id)
     job = load_job(store, run_id)
     wait_for(lambda: runner.status(job).state == "running")
 
