@@ -31,23 +31,10 @@ from .blocks import HashPool
 from .extract import ArchiveError
 from .unpack import unpack
 
-__all__ = ["Archive", "ArchiveError", "CountingReader", "HashingReader", "pack", "unpack"]
+__all__ = ["Archive", "ArchiveError", "CountingReader", "pack", "unpack"]
 
 CHUNK = 1 << 20
 GZIP_LEVEL = 1  # fast: data is often already compressed, and the network is rarely the limit
-
-
-class HashingReader:
-    """Reads through to ``raw`` while hashing every byte."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-        self.md5 = hashlib.md5()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size if size is not None and size >= 0 else CHUNK)
-        self.md5.update(data)
-        return data
 
 
 class Archive:

@@ -18,7 +18,7 @@ import threading
 from typing import BinaryIO
 
 BLOCK = 1 << 20
-POOL = 4
+POOL = 3  # one being hashed, one being used, one to spare; at most 3 MiB per transfer
 
 
 class HashPool:
@@ -27,15 +27,20 @@ class HashPool:
 
     def __init__(self, size: int = BLOCK, count: int = POOL):
         self.md5 = hashlib.md5()
+        self.size, self.left = size, count  # blocks are made when needed: a small body takes one
         self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        for _ in range(count):
-            self.free.put(bytearray(size))
         self.jobs: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
 
     def take(self) -> bytearray:
         """A block that is hashed already (or never was), waiting for the hasher if need be."""
-        return self.free.get()
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            if not self.left:
+                return self.free.get()
+            self.left -= 1
+            return bytearray(self.size)
 
     def hash(self, block: bytearray, length: int) -> None:
         """Hash the first ``length`` bytes of ``block`` (after those given before); the block

@@ -52,3 +52,14 @@ def test_an_empty_body_has_the_md5_of_nothing():
     body = Blocks(io.BytesIO(b""))
     assert body.read(512) == b""
     assert body.hexdigest() == hashlib.md5(b"").hexdigest()
+
+
+def test_a_small_body_takes_one_block_and_a_big_one_at_most_the_pool():
+    small, big = HashPool(count=3), HashPool(size=1024, count=3)
+    Blocks(io.BytesIO(b"x" * 5000), small).read(5000)
+    body = Blocks(io.BytesIO(os.urandom(100_000)), big)
+    while body.read1(4096):
+        pass
+    assert small.left == 2 and big.left == 0
+    small.close()
+    body.close()
