@@ -11,15 +11,16 @@ alternated round by round (A B A B), ``--repeat`` times each (medians):
   uncompressed (archive and extract, no network, no compression, no checksum);
 * the old baseline: ``tar -cz | tar -xz`` (what gzip alone allows; ``--gzip-runs`` rounds only,
   it is slow);
-* DVC, when it is installed (``pip install dvc``; an optional column): ``dvc add`` + ``dvc push``
-  to a local remote, and ``dvc pull`` into an empty cache;
+* DVC, when it is installed (``pip install dvc``; an optional column, ``--dvc-runs`` rounds):
+  ``dvc add`` + ``dvc push`` to a local remote, and ``dvc pull`` into an empty cache;
 * ``knit data push`` and ``knit data pull -x``, as a user runs them (a subprocess of this
   repository's ``knit``, its profile pointing at a real ``knitfab serve`` process on loopback;
   plain tar, negotiated through ``/api/x/formats`` and ``Accept``, with the MD5 trailer).
 
 Sources, copies and the server's data directory are all in one temporary directory (under
 ``BENCH_TMP``, else this repository), so on one disk; it prints that disk, the load average
-before and after each case, the page cache (warm: every tree was just written), MiB/s and
+before and after each case, the page cache (warm: every tree was just written; ``sync`` before
+each step, so that no step pays for the last one's writes and removals), MiB/s and
 files/s, the ratios to ``tar | tar`` and ``cp``, and the server's peak RSS (VmHWM). Targets
 (issue 14): push and pull of 1 GiB >= 250 MiB/s (or the speed of ``tar | tar``), 20,000 small
 files >= 2,000 files/s, server RSS < 150 MB.
@@ -147,6 +148,7 @@ class Dvc:
 
 
 def timed(step: Callable[..., None], *args) -> float:
+    os.sync()  # the last step's writes and removals are on disk: each step starts from a clean cache
     t0 = time.perf_counter()
     step(*args)
     return time.perf_counter() - t0
@@ -162,8 +164,8 @@ def same_tree(a: Path, b: Path) -> bool:
 class Case:
     """One tree, measured round by round against the disk's limits and the peers."""
 
-    def __init__(self, src: Path, work: Path, dvc: str | None, gzip_runs: int):
-        self.src, self.work, self.gzip_runs = src, work, gzip_runs
+    def __init__(self, src: Path, work: Path, dvc: str | None, gzip_runs: int, dvc_runs: int):
+        self.src, self.work, self.gzip_runs, self.dvc_runs = src, work, gzip_runs, dvc_runs
         self.dvc = Dvc(dvc, work) if dvc else None
         self.times: dict[str, list[float]] = {}
 
@@ -202,7 +204,7 @@ class Case:
                 self.shell_round(n, LIMITS)
                 if n < self.gzip_runs:
                     self.shell_round(n, GZIP)
-                if self.dvc:
+                if self.dvc and n < self.dvc_runs:
                     self.dvc_round()
                 self.knit_round(knit, n)
             return peak_rss_mb(proc.pid)
@@ -225,7 +227,7 @@ def report(name: str, case: Case, size_mib: float, files: int, rss: float, load:
 
 def measure(name: str, src: Path, work: Path, size_mib: float, files: int, args: argparse.Namespace) -> None:
     before = os.getloadavg()[0]
-    case = Case(src, work, args.dvc, args.gzip_runs)
+    case = Case(src, work, args.dvc, args.gzip_runs, args.dvc_runs)
     rss = case.run(args.repeat)
     report(name, case, size_mib, files, rss, (before, os.getloadavg()[0]))
 
@@ -233,7 +235,7 @@ def measure(name: str, src: Path, work: Path, size_mib: float, files: int, args:
 def conditions(tmp: str, dvc: str | None) -> None:
     disk = subprocess.run(["df", "--output=source,fstype", tmp], capture_output=True, text=True).stdout.split()[2:]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
-    print(f"sources, copies and the server's data directory: {tmp}, on {' '.join(disk)} (one disk); page cache warm")
+    print(f"sources, copies and the server's data directory: {tmp}, on {' '.join(disk)} (one disk); page cache warm, sync before each step")
     print(f"DVC: {dvc or 'not installed (pip install dvc, or DVC=path): its column is left out'}")
 
 
@@ -243,6 +245,7 @@ def main() -> None:
     parser.add_argument("--small-files", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gzip-runs", type=int, default=1, help="rounds that also time tar -cz | tar -xz")
+    parser.add_argument("--dvc-runs", type=int, default=1, help="rounds that also time DVC (when installed)")
     args = parser.parse_args()
     args.dvc = os.environ.get("DVC") or shutil.which("dvc")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP") or ROOT, prefix="transfer-bench-") as tmp:
