@@ -235,7 +235,8 @@ def measure(name: str, src: Path, work: Path, size_mib: float, files: int, args:
 def conditions(tmp: str, dvc: str | None) -> None:
     disk = subprocess.run(["df", "--output=source,fstype", tmp], capture_output=True, text=True).stdout.split()[2:]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
-    print(f"sources, copies and the server's data directory: {tmp}, on {' '.join(disk)} (one disk); page cache warm, sync before each step")
+    print(f"sources, copies and the server's data directory: {tmp}, on {' '.join(disk)} (one disk)")
+    print("page cache warm (every tree was just written); sync before each step")
     print(f"DVC: {dvc or 'not installed (pip install dvc, or DVC=path): its column is left out'}")
 
 
