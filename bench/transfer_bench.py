@@ -20,7 +20,8 @@ alternated round by round (A B A B), ``--repeat`` times each (medians):
 Sources, copies and the server's data directory are all in one temporary directory (under
 ``BENCH_TMP``, else this repository), so on one disk; it prints that disk, the load average
 before and after each case, the page cache (warm: every tree was just written; ``sync`` before
-each step, so that no step pays for the last one's writes and removals), MiB/s and
+each step, trees removed only between rounds, so that no step pays for the last one's writes and
+removals), MiB/s and
 files/s, the ratios to ``tar | tar`` and ``cp``, and the server's peak RSS (VmHWM). Targets
 (issue 14): push and pull of 1 GiB >= 250 MiB/s (or the speed of ``tar | tar``), 20,000 small
 files >= 2,000 files/s, server RSS < 150 MB.
@@ -127,24 +128,29 @@ class Dvc:
     def _in(self, repo: Path, *args: str) -> None:
         subprocess.run(args, cwd=repo, check=True, capture_output=True)
 
-    def prepare(self, src: Path) -> Path:
-        self.round += 1
-        repo = self.work / f"dvc{self.round}"
+    def repository(self, name: str) -> Path:
+        repo = self.work / f"{name}{self.round}"
         repo.mkdir()
         self._in(repo, "git", "init", "-q")
         self._in(repo, self.dvc, "init", "-q")
         self._in(repo, self.dvc, "remote", "add", "-d", "here", str(self.work / f"remote{self.round}"))
-        subprocess.run(["cp", "-r", str(src), str(repo / "data")], check=True)
         return repo
 
-    def push(self, repo: Path) -> None:
+    def prepare(self, src: Path) -> tuple[Path, Path]:
+        """A repository with a copy of ``src`` to push, and another one to pull into (a clone of
+        its ``.dvc`` file, its cache empty: no removal right before the pull)."""
+        self.round += 1
+        repo, clone = self.repository("dvc"), self.repository("clone")
+        subprocess.run(["cp", "-r", str(src), str(repo / "data")], check=True)
+        return repo, clone
+
+    def push(self, repo: Path, clone: Path) -> None:
         self._in(repo, self.dvc, "add", "-q", "data")
         self._in(repo, self.dvc, "push", "-q")
+        shutil.copy(repo / "data.dvc", clone / "data.dvc")
 
-    def pull(self, repo: Path) -> None:
-        shutil.rmtree(repo / "data")
-        shutil.rmtree(repo / ".dvc" / "cache")
-        self._in(repo, self.dvc, "pull", "-q")
+    def pull(self, clone: Path) -> None:
+        self._in(clone, self.dvc, "pull", "-q")
 
 
 def timed(step: Callable[..., None], *args) -> float:
@@ -168,30 +174,35 @@ class Case:
         self.src, self.work, self.gzip_runs, self.dvc_runs = src, work, gzip_runs, dvc_runs
         self.dvc = Dvc(dvc, work) if dvc else None
         self.times: dict[str, list[float]] = {}
+        self.trash: list[Path] = []
+
+    def remove(self, tree: Path) -> None:
+        """At the end of the round: on a disk mounted with ``discard`` (this one), many files made
+        right after many were removed take twice as long (the next step paid for the last one)."""
+        self.trash.append(tree)
 
     def add(self, label: str, seconds: float) -> None:
         self.times.setdefault(label, []).append(seconds)
 
     def shell_round(self, n: int, commands: dict[str, str]) -> None:
         for label, command in commands.items():
-            copy = self.work / f"copy{n}"
+            copy = self.work / f"copy{n}-{len(self.trash)}"
             self.add(label, timed(shell(command), self.src, copy))
-            shutil.rmtree(copy)
+            self.remove(copy)
 
     def dvc_round(self) -> None:
-        repo = self.dvc.prepare(self.src)
-        self.add("dvc add + push", timed(self.dvc.push, repo))
-        self.add("dvc pull", timed(self.dvc.pull, repo))
-        assert same_tree(self.src, repo / "data")
-        shutil.rmtree(repo)
-        shutil.rmtree(self.work / f"remote{self.dvc.round}")
+        repo, clone = self.dvc.prepare(self.src)
+        self.add("dvc add + push", timed(self.dvc.push, repo, clone))
+        self.add("dvc pull", timed(self.dvc.pull, clone))
+        assert same_tree(self.src, clone / "data")
+        self.trash += [repo, clone, self.work / f"remote{self.dvc.round}"]
 
     def knit_round(self, knit: Knit, n: int) -> None:
         self.add("knit data push", timed(knit.push, self.src, self.work))
         pulled = self.work / f"pulled{n}"
         self.add("knit data pull -x", timed(knit.pull, self.src, pulled))
         assert same_tree(self.src, pulled / knit.pushed[-1])
-        shutil.rmtree(pulled)
+        self.remove(pulled)
 
     def run(self, repeat: int) -> float:
         """Every round: the limits, the old baseline (first rounds), DVC, knit; the server's peak RSS."""
@@ -207,10 +218,19 @@ class Case:
                 if self.dvc and n < self.dvc_runs:
                     self.dvc_round()
                 self.knit_round(knit, n)
+                if n + 1 < repeat:
+                    self.empty_trash()  # between rounds, never between two steps
             return peak_rss_mb(proc.pid)
         finally:
             proc.terminate()
             proc.wait()
+
+    def empty_trash(self) -> None:
+        for tree in self.trash:
+            shutil.rmtree(tree)
+        self.trash.clear()
+        os.sync()
+        time.sleep(5)  # the discards settle
 
 
 def report(name: str, case: Case, size_mib: float, files: int, rss: float, load: tuple[float, float]) -> None:
@@ -229,6 +249,7 @@ def measure(name: str, src: Path, work: Path, size_mib: float, files: int, args:
     before = os.getloadavg()[0]
     case = Case(src, work, args.dvc, args.gzip_runs, args.dvc_runs)
     rss = case.run(args.repeat)
+    case.empty_trash()
     report(name, case, size_mib, files, rss, (before, os.getloadavg()[0]))
 
 
@@ -236,14 +257,14 @@ def conditions(tmp: str, dvc: str | None) -> None:
     disk = subprocess.run(["df", "--output=source,fstype", tmp], capture_output=True, text=True).stdout.split()[2:]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
     print(f"sources, copies and the server's data directory: {tmp}, on {' '.join(disk)} (one disk)")
-    print("page cache warm (every tree was just written); sync before each step")
+    print("page cache warm (every tree was just written); sync before each step; removals between rounds")
     print(f"DVC: {dvc or 'not installed (pip install dvc, or DVC=path): its column is left out'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--big-mib", type=int, default=1024)
-    parser.add_argument("--small-files", type=int, default=20_000)
+    parser.add_argument("--big-mib", type=int, default=1024, help="0: no big file")
+    parser.add_argument("--small-files", type=int, default=20_000, help="0: no small files")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gzip-runs", type=int, default=1, help="rounds that also time tar -cz | tar -xz")
     parser.add_argument("--dvc-runs", type=int, default=1, help="rounds that also time DVC (when installed)")
@@ -252,13 +273,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP") or ROOT, prefix="transfer-bench-") as tmp:
         work = Path(tmp)
         conditions(tmp, args.dvc)
-        make_big(work / "big" / "src", args.big_mib)
-        measure("one big file", work / "big" / "src", work / "big", args.big_mib, 1, args)
-        shutil.rmtree(work / "big")
-        make_small(work / "small" / "src", args.small_files)
-        size = args.small_files * 4 / 1024
-        measure(f"{args.small_files} files of 4 KiB", work / "small" / "src", work / "small", size, args.small_files,
-                args)  # fmt: skip
+        if args.big_mib:
+            make_big(work / "big" / "src", args.big_mib)
+            measure("one big file", work / "big" / "src", work / "big", args.big_mib, 1, args)
+            shutil.rmtree(work / "big")
+        if args.small_files:
+            make_small(work / "small" / "src", args.small_files)
+            size, name = args.small_files * 4 / 1024, f"{args.small_files} files of 4 KiB"
+            measure(name, work / "small" / "src", work / "small", size, args.small_files, args)
 
 
 if __name__ == "__main__":
