@@ -2,21 +2,29 @@
 
     .venv/bin/python bench/transfer_bench.py [--big-mib 1024] [--small-files 20000] [--repeat 3]
     BENCH_TMP=/some/disk .venv/bin/python bench/transfer_bench.py   # where the files live
+    DVC=/path/to/dvc .venv/bin/python bench/transfer_bench.py       # DVC as a peer (else dvc on PATH)
 
 For (a) one big file of random bytes (it does not compress) and (b) many 4 KiB files, it times,
-alternated, ``--repeat`` times each (medians):
+alternated round by round (A B A B), ``--repeat`` times each (medians):
 
 * the physical limits of this disk: ``cp -r`` of the same tree, and ``tar -c | tar -x``
-  uncompressed (archive and extract, no network, no compression);
-* the old baseline: ``tar -cz | tar -xz`` (what gzip alone allows);
+  uncompressed (archive and extract, no network, no compression, no checksum);
+* the old baseline: ``tar -cz | tar -xz`` (what gzip alone allows; ``--gzip-runs`` rounds only,
+  it is slow);
+* DVC, when it is installed (``pip install dvc``; an optional column, ``--dvc-runs`` rounds):
+  ``dvc add`` + ``dvc push`` to a local remote, and ``dvc pull`` into an empty cache;
 * ``knit data push`` and ``knit data pull -x``, as a user runs them (a subprocess of this
-  repository's ``knit``, its profile pointing at a real ``knitfab serve`` process on loopback).
+  repository's ``knit``, its profile pointing at a real ``knitfab serve`` process on loopback;
+  plain tar, negotiated through ``/api/x/formats`` and ``Accept``, with the MD5 trailer).
 
-It prints the conditions (sizes, disk, page cache warm: every tree was just written), MiB/s or
-files/s, and ours/limit ratios against ``cp``. The server's peak RSS (VmHWM) is read after the
-pushes. Targets (issue 14): push and pull of 1 GiB >= 250 MiB/s, 20,000 small files >= 2,000
-files/s, server RSS < 150 MB. DVC as a peer is not run here (it needs a remote and a git
-repository; its figures from the same machine are in issue 14).
+Sources, copies and the server's data directory are all in one temporary directory (under
+``BENCH_TMP``, else this repository), so on one disk; it prints that disk, the load average
+before and after each case, the page cache (warm: every tree was just written; ``sync`` before
+each step, trees removed only between rounds, so that no step pays for the last one's writes and
+removals), MiB/s and
+files/s, the ratios to ``tar | tar`` and ``cp``, and the server's peak RSS (VmHWM). Targets
+(issue 14): push and pull of 1 GiB >= 250 MiB/s (or the speed of ``tar | tar``), 20,000 small
+files >= 2,000 files/s, server RSS < 150 MB.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +67,7 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
     said = []
     for line in proc.stderr:
         if "is serving on" in line:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # its log never fills the pipe
             return proc, line.split("is serving on ")[1].split()[0]
         said.append(line)
     raise RuntimeError("the server did not start:\n" + "".join(said))
@@ -82,8 +92,8 @@ def shell(command: str) -> Callable[[Path, Path], None]:
 LIMITS = {
     "cp -r": "cp -r {src}/. {dst}",
     "tar -c | tar -x": "tar -c -C {src} . | tar -x -C {dst}",
-    "tar -cz | tar -xz": "tar -cz -C {src} . | tar -xz -C {dst}",
 }
+GZIP = {"tar -cz | tar -xz": "tar -cz -C {src} . | tar -xz -C {dst}"}
 
 
 class Knit:
@@ -108,9 +118,45 @@ class Knit:
         self.run("data", "pull", "-x", self.pushed[-1], str(dst))
 
 
-def timed(step: Callable[[Path, Path], None], src: Path, dst: Path) -> float:
+class Dvc:
+    """DVC with a local remote on the same disk: push is ``dvc add`` + ``dvc push`` of a fresh
+    repository's copy of the tree (the copy is not timed), pull is ``dvc pull`` into an empty cache."""
+
+    def __init__(self, dvc: str, work: Path):
+        self.dvc, self.work, self.round = dvc, work, 0
+
+    def _in(self, repo: Path, *args: str) -> None:
+        subprocess.run(args, cwd=repo, check=True, capture_output=True)
+
+    def repository(self, name: str) -> Path:
+        repo = self.work / f"{name}{self.round}"
+        repo.mkdir()
+        self._in(repo, "git", "init", "-q")
+        self._in(repo, self.dvc, "init", "-q")
+        self._in(repo, self.dvc, "remote", "add", "-d", "here", str(self.work / f"remote{self.round}"))
+        return repo
+
+    def prepare(self, src: Path) -> tuple[Path, Path]:
+        """A repository with a copy of ``src`` to push, and another one to pull into (a clone of
+        its ``.dvc`` file, its cache empty: no removal right before the pull)."""
+        self.round += 1
+        repo, clone = self.repository("dvc"), self.repository("clone")
+        subprocess.run(["cp", "-r", str(src), str(repo / "data")], check=True)
+        return repo, clone
+
+    def push(self, repo: Path, clone: Path) -> None:
+        self._in(repo, self.dvc, "add", "-q", "data")
+        self._in(repo, self.dvc, "push", "-q")
+        shutil.copy(repo / "data.dvc", clone / "data.dvc")
+
+    def pull(self, clone: Path) -> None:
+        self._in(clone, self.dvc, "pull", "-q")
+
+
+def timed(step: Callable[..., None], *args) -> float:
+    os.sync()  # the last step's writes and removals are on disk: each step starts from a clean cache
     t0 = time.perf_counter()
-    step(src, dst)
+    step(*args)
     return time.perf_counter() - t0
 
 
@@ -121,58 +167,120 @@ def same_tree(a: Path, b: Path) -> bool:
     )
 
 
-def measure(name: str, src: Path, work: Path, size_mib: float, files: int, repeat: int) -> None:
-    proc, url = start_server(work / "server")
-    home = work / "home"
-    home.mkdir()
-    times: dict[str, list[float]] = {label: [] for label in [*LIMITS, "knit data push", "knit data pull -x"]}
-    try:
-        knit = Knit(home, url)
-        for n in range(repeat):
-            for label, command in LIMITS.items():
-                times[label].append(timed(shell(command), src, work / f"copy{n}"))
-                shutil.rmtree(work / f"copy{n}")
-            times["knit data push"].append(timed(knit.push, src, work))
-            pulled = work / f"pulled{n}"
-            times["knit data pull -x"].append(timed(knit.pull, src, pulled))
-            assert same_tree(src, pulled / knit.pushed[-1])
-            shutil.rmtree(pulled)
-        rss = peak_rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait()
-        proc.stderr.close()
-    report(name, times, size_mib, files, rss)
+class Case:
+    """One tree, measured round by round against the disk's limits and the peers."""
+
+    def __init__(self, src: Path, work: Path, dvc: str | None, gzip_runs: int, dvc_runs: int):
+        self.src, self.work, self.gzip_runs, self.dvc_runs = src, work, gzip_runs, dvc_runs
+        self.dvc = Dvc(dvc, work) if dvc else None
+        self.times: dict[str, list[float]] = {}
+        self.trash: list[Path] = []
+
+    def remove(self, tree: Path) -> None:
+        """At the end of the round: on a disk mounted with ``discard`` (this one), many files made
+        right after many were removed take twice as long (the next step paid for the last one)."""
+        self.trash.append(tree)
+
+    def add(self, label: str, seconds: float) -> None:
+        self.times.setdefault(label, []).append(seconds)
+
+    def shell_round(self, n: int, commands: dict[str, str]) -> None:
+        for label, command in commands.items():
+            copy = self.work / f"copy{n}-{len(self.trash)}"
+            self.add(label, timed(shell(command), self.src, copy))
+            self.remove(copy)
+
+    def dvc_round(self) -> None:
+        repo, clone = self.dvc.prepare(self.src)
+        self.add("dvc add + push", timed(self.dvc.push, repo, clone))
+        self.add("dvc pull", timed(self.dvc.pull, clone))
+        assert same_tree(self.src, clone / "data")
+        self.trash += [repo, clone, self.work / f"remote{self.dvc.round}"]
+
+    def knit_round(self, knit: Knit, n: int) -> None:
+        self.add("knit data push", timed(knit.push, self.src, self.work))
+        pulled = self.work / f"pulled{n}"
+        self.add("knit data pull -x", timed(knit.pull, self.src, pulled))
+        assert same_tree(self.src, pulled / knit.pushed[-1])
+        self.remove(pulled)
+
+    def run(self, repeat: int) -> float:
+        """Every round: the limits, the old baseline (first rounds), DVC, knit; the server's peak RSS."""
+        proc, url = start_server(self.work / "server")
+        home = self.work / "home"
+        home.mkdir()
+        try:
+            knit = Knit(home, url)
+            for n in range(repeat):
+                self.shell_round(n, LIMITS)
+                if n < self.gzip_runs:
+                    self.shell_round(n, GZIP)
+                if self.dvc and n < self.dvc_runs:
+                    self.dvc_round()
+                self.knit_round(knit, n)
+                if n + 1 < repeat:
+                    self.empty_trash()  # between rounds, never between two steps
+            return peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait()
+
+    def empty_trash(self) -> None:
+        for tree in self.trash:
+            shutil.rmtree(tree)
+        self.trash.clear()
+        os.sync()
+        time.sleep(5)  # the discards settle
 
 
-def report(name: str, times: dict[str, list[float]], size_mib: float, files: int, rss: float) -> None:
-    limit = statistics.median(times["cp -r"])
-    print(f"\n{name}: {size_mib:.0f} MiB in {files} files, medians of {len(times['cp -r'])}")
-    for label, samples in times.items():
+def report(name: str, case: Case, size_mib: float, files: int, rss: float, load: tuple[float, float]) -> None:
+    disk = statistics.median(case.times["tar -c | tar -x"])
+    cp = statistics.median(case.times["cp -r"])
+    print(f"\n{name}: {size_mib:.0f} MiB in {files} files; load average {load[0]:.1f} before, {load[1]:.1f} after")
+    print(f"  {'':<18} {'median':>8} {'MiB/s':>7} {'files/s':>8}  {'/ tar|tar':>9} {'/ cp':>6}  runs")
+    for label, samples in case.times.items():
         t = statistics.median(samples)
-        print(
-            f"  {label:<18} {t:7.2f} s  {size_mib / t:7.0f} MiB/s  {files / t:7.0f} files/s   ours/cp {limit / t:5.0%}"
-        )
+        ratios = f"{disk / t:9.0%} {cp / t:6.0%}"
+        print(f"  {label:<18} {t:7.2f}s {size_mib / t:7.0f} {files / t:8.0f}  {ratios}  {len(samples)}")
     print(f"  server peak RSS {rss:.0f} MB (target < 150 MB)")
+
+
+def measure(name: str, src: Path, work: Path, size_mib: float, files: int, args: argparse.Namespace) -> None:
+    before = os.getloadavg()[0]
+    case = Case(src, work, args.dvc, args.gzip_runs, args.dvc_runs)
+    rss = case.run(args.repeat)
+    case.empty_trash()
+    report(name, case, size_mib, files, rss, (before, os.getloadavg()[0]))
+
+
+def conditions(tmp: str, dvc: str | None) -> None:
+    disk = subprocess.run(["df", "--output=source,fstype", tmp], capture_output=True, text=True).stdout.split()[2:]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    print(f"sources, copies and the server's data directory: {tmp}, on {' '.join(disk)} (one disk)")
+    print("page cache warm (every tree was just written); sync before each step; removals between rounds")
+    print(f"DVC: {dvc or 'not installed (pip install dvc, or DVC=path): its column is left out'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--big-mib", type=int, default=1024)
-    parser.add_argument("--small-files", type=int, default=20_000)
+    parser.add_argument("--big-mib", type=int, default=1024, help="0: no big file")
+    parser.add_argument("--small-files", type=int, default=20_000, help="0: no small files")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gzip-runs", type=int, default=1, help="rounds that also time tar -cz | tar -xz")
+    parser.add_argument("--dvc-runs", type=int, default=1, help="rounds that also time DVC (when installed)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+    args.dvc = os.environ.get("DVC") or shutil.which("dvc")
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP") or ROOT, prefix="transfer-bench-") as tmp:
         work = Path(tmp)
-        disk = subprocess.run(["df", "-h", "--output=source,fstype", tmp], capture_output=True, text=True).stdout
-        print(f"disk of {tmp}: {' '.join(disk.split()[2:])}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-        make_big(work / "big" / "src", args.big_mib)
-        measure("one big file", work / "big" / "src", work / "big", args.big_mib, 1, args.repeat)
-        shutil.rmtree(work / "big")
-        make_small(work / "small" / "src", args.small_files)
-        size = args.small_files * 4 / 1024
-        measure(f"{args.small_files} files of 4 KiB", work / "small" / "src", work / "small", size, args.small_files,
-                args.repeat)  # fmt: skip
+        conditions(tmp, args.dvc)
+        if args.big_mib:
+            make_big(work / "big" / "src", args.big_mib)
+            measure("one big file", work / "big" / "src", work / "big", args.big_mib, 1, args)
+            shutil.rmtree(work / "big")
+        if args.small_files:
+            make_small(work / "small" / "src", args.small_files)
+            size, name = args.small_files * 4 / 1024, f"{args.small_files} files of 4 KiB"
+            measure(name, work / "small" / "src", work / "small", size, args.small_files, args)
 
 
 if __name__ == "__main__":

@@ -397,13 +397,16 @@ def _check_trailer(resp: TrailerResponse, digest: str) -> None:
 
 
 def _save(stream, target: Path) -> str:
-    from . import archive
+    from .blocks import BLOCK, Blocks
 
-    reader = archive.HashingReader(stream)
-    with open(target, "wb") as f:
-        while chunk := reader.read(archive.CHUNK):
-            f.write(chunk)
-    return reader.md5.hexdigest()
+    body = Blocks(stream)  # hashed by a second thread while it is written
+    try:
+        with open(target, "wb") as f:
+            while chunk := body.read1(BLOCK):
+                f.write(chunk)
+        return body.hexdigest()
+    finally:
+        body.close()
 
 
 def _bundle_with(ca: bytes) -> str:

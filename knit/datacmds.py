@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def cmd_push(ctx: Context, args: argparse.Namespace) -> int:
             ctx.log(f"{source} is not a directory: skipped")
             continue
         named = [f"name:{path.resolve().name}"] if args.name else []
-        with bar(ctx, _size(path), f"push {source}") as progress:
+        total = _size(path) if ctx.is_terminal else None  # a walk of its own: only for a bar that shows
+        with bar(ctx, total, f"push {source}") as progress:
             detail = ctx.client.push_dir(path, list(dict.fromkeys(tags + named)), args.dereference, progress)
         ctx.log(f"pushed {source} as knitId:{detail['knitId']}")
         ctx.out(go_json(detail))
@@ -73,7 +75,12 @@ def cmd_push(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _size(root: Path) -> int:
-    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            st = os.lstat(os.path.join(folder, name))
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
 
 
 def cmd_find(ctx: Context, args: argparse.Namespace) -> int:

@@ -65,6 +65,7 @@ class Tree:
         self.root_fd = os.open(self.root, _DIR)
         self.open: dict[tuple[str, ...], int] = {(): self.root_fd}  # directories used lately, oldest first
         self.links: list[tuple[str, ...]] = []
+        self.umask = _umask()
 
     def close(self) -> None:
         for fd in self.open.values():
@@ -86,8 +87,9 @@ class Tree:
     def file(self, parts: tuple[str, ...], mode: int) -> int:
         """A new regular file (replacing a file of the same name), open for writing."""
         where = self._dir(parts[:-1], create=True, name="/".join(parts))
-        fd = self._make(where, parts, lambda: os.open(parts[-1], _NEW, 0o600, dir_fd=where))
-        os.fchmod(fd, mode)  # whatever the umask
+        fd = self._make(where, parts, lambda: os.open(parts[-1], _NEW, mode, dir_fd=where))
+        if mode & self.umask:
+            os.fchmod(fd, mode)  # the umask took some of its bits (one system call less per file otherwise)
         return fd
 
     def symlink(self, parts: tuple[str, ...], target: str) -> None:
@@ -180,6 +182,18 @@ class Tree:
             if i == len(parts) - 1 and "/".join(parts) == name:
                 raise unsafe(f"{shown(name)} is already a {kind} in this Data") from None
             raise unsafe(f"{shown(name)} goes through {shown('/'.join(parts[: i + 1]))}, which is a {kind}") from None
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux shows it in /proc); all bits when unknown."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
 
 
 def _kind(mode: int) -> str:

@@ -89,19 +89,21 @@ def send_chunked(
     for name, value in {**headers, "Transfer-Encoding": "chunked", "Trailer": "x-checksum-md5"}.items():
         conn.putheader(name, value)
     conn.endheaders()
-    # An archive (knit.archive.Archive) hashes its bytes as it makes them: they are hashed once.
-    md5 = getattr(chunks, "md5", None)
-    hashing = md5 is None
-    if hashing:
+    # An archive (knit.archive.Archive) hashes its bytes as it makes them (plain tar in a second
+    # thread, while they are sent): they are hashed once, and its views are sent as they are.
+    archive = hasattr(chunks, "views")
+    md5 = None
+    if not archive:
         import hashlib  # here: the API calls that share this module need no OpenSSL digest
 
         md5 = hashlib.md5()
-    for chunk in chunks:
+    for chunk in chunks.views() if archive else chunks:
         if chunk:
-            if hashing:
+            if md5 is not None:
                 md5.update(chunk)
             conn.send(b"%x\r\n" % len(chunk))
             conn.send(chunk)  # not joined with its framing: a copy of every MiB saved
             conn.send(b"\r\n")
-    conn.send(b"0\r\nx-checksum-md5: %s\r\n\r\n" % md5.hexdigest().encode())
+    digest = (chunks.md5 if archive else md5).hexdigest()
+    conn.send(b"0\r\nx-checksum-md5: %s\r\n\r\n" % digest.encode())
     return conn.getresponse()

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import io
+import os
 import socket
 import tarfile
 
@@ -78,6 +79,33 @@ def test_uncompressed_tar_both_ways(server, api):
 def test_a_plain_post_with_content_length_works_too(api):
     resp = api.call("POST", "/api/data/", data=make_tar({"x": "1"}), headers={"Content-Type": "application/tar+gzip"})
     assert resp.status_code == 200, resp.text
+
+
+MANY_BLOCKS = {"big.bin": os.urandom(3 * (1 << 20) + 5000), "small.txt": "x" * 9000}
+
+
+@pytest.mark.parametrize(
+    "compressed, piece", [(False, 7000), (False, 3 << 20), (True, 7000)], ids=["tar-odd-chunks", "tar-big-chunks", "gz"]
+)
+def test_a_body_of_many_blocks_arrives_whole_whatever_its_chunks(server, api, compressed, piece):
+    """Chunks that straddle the server's reads and its 1 MiB blocks, one way and the other."""
+    body = make_tar(MANY_BLOCKS, compressed=compressed)
+    status, detail = upload(api.url, body, "application/tar+gzip" if compressed else "application/x-tar", piece)
+    assert status == 200, detail
+    for query, gz in (("?format=tar", False), ("", True)):
+        resp, back = download(server, detail["knitId"], query)
+        assert resp.trailers["x-checksum-md5"] == hashlib.md5(back).hexdigest()
+        with tarfile.open(fileobj=io.BytesIO(back), mode="r:gz" if gz else "r:") as tar:
+            assert tar.extractfile("big.bin").read() == MANY_BLOCKS["big.bin"]
+
+
+def test_a_content_length_body_of_many_blocks_arrives_whole(server, api):
+    body = make_tar(MANY_BLOCKS, compressed=False)
+    resp = api.call("POST", "/api/data/", data=body, headers={"Content-Type": "application/x-tar"})
+    assert resp.status_code == 200, resp.text
+    resp, back = download(server, resp.json()["knitId"], "?format=tar")
+    with tarfile.open(fileobj=io.BytesIO(back)) as tar:
+        assert tar.extractfile("big.bin").read() == MANY_BLOCKS["big.bin"]
 
 
 def test_a_checksum_mismatch_is_refused_and_leaves_nothing(server, api):

@@ -229,3 +229,32 @@ def test_packing_sends_links_as_links_and_skips_fifos(tmp_path):
 def test_a_highly_compressed_stream_of_gzip_members_unpacks_whole(tmp_path):
     unpack(io.BytesIO(zeros_bomb(3, 2 << 20)), tmp_path)
     assert [(tmp_path / f"zeros{n}").stat().st_size for n in range(3)] == [2 << 20] * 3
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_modes_survive_whatever_the_umask(tmp_path, umask):
+    src = tree(tmp_path / "src")
+    (src / "shared.txt").write_text("for all")
+    (src / "shared.txt").chmod(0o644)
+    body = b"".join(pack(src, compressed=False))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    before = os.umask(umask)
+    try:
+        unpack(io.BytesIO(body), dest, compressed=False)
+    finally:
+        os.umask(before)
+    assert oct((dest / "shared.txt").stat().st_mode & 0o777) == "0o644"
+    assert oct((dest / "run.sh").stat().st_mode & 0o777) == "0o755"
+
+
+def test_a_big_file_packs_in_blocks_that_are_each_their_own_piece(tmp_path):
+    (tmp_path / "src").mkdir()
+    data = os.urandom(5 * (1 << 20) + 1000)  # several 1 MiB blocks, the hashing thread behind
+    (tmp_path / "src" / "big.bin").write_bytes(data)
+    archive = pack(tmp_path / "src", compressed=False)
+    pieces = list(archive)  # kept, not sent one by one
+    body = b"".join(pieces)
+    assert len(pieces) > 5 and archive.md5.hexdigest() == hashlib.md5(body).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert tar.extractfile("big.bin").read() == data

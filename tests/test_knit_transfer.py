@@ -3,11 +3,18 @@ answers ``Accept: application/x-tar``), tar.gz with a Knitfab server, the MD5 tr
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
+from fake_runner import FakeRunner
+from helpers import self_signed_cert
 from knitfab_like import without_extensions
 
 import knit
 from knit.client import GZIP, TAR, is_tar
+from knitfab.server import Config, KnitfabServer
+from knitfab.store.layout import Layout
 
 
 @pytest.fixture
@@ -65,3 +72,22 @@ def test_a_knitfab_client_still_gets_tar_gz(server, dataset):
         assert resp.getheader("Content-Type") == GZIP and resp.read(2) == b"\x1f\x8b"
         resp.read()
         assert len(resp.trailers["x-checksum-md5"]) == 32
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_over_tls_a_data_of_many_blocks_goes_both_ways_whole(tmp_path):
+    """Blocks are read into and written from as they are (readinto, one large sendall): TLS too."""
+    cert, key = self_signed_cert(tmp_path)
+    data_dir = tmp_path / "server"
+    server = KnitfabServer(Config(port=0, data_dir=data_dir, cert=cert, key=key), runner=FakeRunner(Layout(data_dir)))
+    server.start()
+    try:
+        dataset = tmp_path / "dataset"
+        dataset.mkdir()
+        (dataset / "weights.bin").write_bytes(os.urandom(3 * (1 << 20) + 777))
+        client = knit.KnitClient(server.url, ca=cert.read_bytes())
+        knit_id = client.push_dir(dataset)["knitId"]
+        assert tree(client.pull(knit_id, tmp_path / "out", extract=True)) == tree(dataset)
+    finally:
+        server.stop()
