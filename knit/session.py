@@ -2,10 +2,11 @@
 
 ``requests`` (with urllib3, idna, charset_normalizer) costs ``knit data find`` more start-up
 than the rest of the command; the standard library's ``http.client`` (which urllib3 wraps
-anyway) does what these calls need. Certificates are checked with the client's SSL context (the
-system's CAs and the profile's); no environment variable ($REQUESTS_CA_BUNDLE, $SSL_CERT_FILE)
-replaces the profile's CA. The errors are the client's to word: ``Unreachable`` when the server
-cannot be reached or the connection breaks, ``TimeoutError`` when it does not answer in time.
+anyway) does what these calls need. Certificates are checked with the client's SSL context: the
+system's CAs (OpenSSL's store, which $SSL_CERT_FILE/$SSL_CERT_DIR may replace) and always the
+profile's CA; $REQUESTS_CA_BUNDLE plays no part. No HTTP proxy is used. The errors are the
+client's to word: ``Unreachable`` when the server cannot be reached or the connection breaks,
+``TimeoutError`` when it does not answer in time.
 """
 
 from __future__ import annotations

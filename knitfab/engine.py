@@ -237,8 +237,8 @@ class Engine:
             log.exception("finishing %d runs together failed; finishing them one by one", len(settled))
             finals = {r: self._guarded("finish", r, lambda r=r: self._finish_alone(r, now), now) for r in settled}
         for run_id, final in finals.items():
+            self._discard.discard(run_id)  # its outputs are gone already, whatever the commit did
             if isinstance(final, RunStatus):
-                self._discard.discard(run_id)
                 self.hooks.after_change(self.store, run_id)
                 log.info("run %s is %s", run_id, final)
         return any(finals.values())

@@ -101,7 +101,9 @@ class SocketWriter(StreamWriter):
             return super().write(data)
         with self._write_lock:
             self._flush_unlocked()  # what smaller writes left, first
-            self.sock.sendall(data)
+            view = memoryview(data)
+            while view:  # send() by send(), not sendall(): the timeout is per step, not for the whole
+                view = view[self.sock.send(view) :]
         self.bytes_written += len(data)
         return len(data)
 

@@ -47,11 +47,6 @@ class Trash:
     def pending(self) -> list[Path]:
         return sorted(self.folder.iterdir())
 
-    def empty(self) -> None:
-        """Delete every entry now, on this thread (a failed one is logged and kept)."""
-        for entry in self.pending():
-            _delete(entry)
-
     def _wake(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():

@@ -398,6 +398,7 @@ def test_stop_a_run_by_abort_and_by_tear_off(go, history):
     press(b, "tearoff")
     confirm(b, "counts as successful")
     wait_for(lambda: history.api.json("GET", f"/api/runs/{chain['running']['runId']}")["status"] == "done")
+    b = go(f"/runs/{chain['running']['runId']}")  # the page showed the run as the PUT left it: completing
     b.wait(lambda d: "done" in b.text("h2"))
     refused(b, "abort", "this one is done")
     second = fresh_chain(history)

@@ -76,3 +76,15 @@ def test_a_wider_graph_costs_no_more_queries(tmp_path):
         costs.append(statements(store, lambda: data_nodes(store, param, None, None)))  # noqa: B023
         store.close()
     assert costs[0] == costs[1]
+
+
+def test_what_is_fetched_ahead_is_bounded_by_what_a_graph_may_hold(store, monkeypatch):
+    from knitfab.console import graphs as console_graphs
+
+    param = chain(store, inputs=8)["param"]
+    whole = data_nodes(store, param, None, None)
+    monkeypatch.setattr(console_graphs, "MAX_NODES", 5)
+    source = console_graphs._lineage_source(store, param, None, None, StoreSource(store, budget=10**6))
+    assert len(source.data) <= 6 and len(source.runs) <= 6
+    assert graphs.lineage(source, param, None, None) == graphs.lineage(StoreSource(store, 10**6), param, None, None)
+    assert len(whole["runs"]) == 3 * 8 + 1

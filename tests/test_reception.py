@@ -255,3 +255,30 @@ def test_requests_waiting_for_a_worker_are_bounded(tmp_path, monkeypatch):
         assert [status(response(sock)) for sock in queued[:2]] == [200, 200]
         for sock in queued:
             sock.close()
+
+
+@pytest.mark.slow
+def test_a_large_write_to_a_slow_reader_waits_per_step_not_for_the_whole(tmp_path):
+    """The client timeout bounds each send, as cheroot's writer does: a download that takes
+    longer in all than the timeout, to a reader that keeps reading, arrives whole."""
+    from knitfab.reception import SocketWriter
+
+    ours, theirs = socket.socketpair()
+    ours.settimeout(0.5)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    body = os.urandom(4 << 20)
+    got = bytearray()
+
+    def slow_reader():
+        while len(got) < len(body):
+            got.extend(theirs.recv(256 << 10))
+            time.sleep(0.05)  # about 5 MiB/s: the 4 MiB take about a second in all
+
+    reader = threading.Thread(target=slow_reader, daemon=True)
+    reader.start()
+    writer = SocketWriter(ours, "wb")
+    writer.write(body)
+    writer.flush()
+    reader.join(timeout=30)
+    assert bytes(got) == body
+    ours.close(), theirs.close()

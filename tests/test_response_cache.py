@@ -9,7 +9,7 @@ import pytest
 from helpers import push, wait_for
 
 from knitfab.api.app import create_app
-from knitfab.api.cache import ResponseCache
+from knitfab.api.cache import ENTRY_OVERHEAD, ResponseCache
 from knitfab.api.web import Services
 from knitfab.store.jobs import load_job
 
@@ -84,14 +84,15 @@ def test_errors_and_other_endpoints_are_not_kept(store, cached):
     assert cache.entries == {}
 
 
-def test_the_cache_holds_at_most_its_size():
-    cache = ResponseCache(1000)
-    for n in range(50):
-        cache.put(b"/k%d" % n, 1, b"x" * 100)
-    assert cache.size <= 1000 and b"/k49" in cache.entries and b"/k0" not in cache.entries
-    cache.put(b"/big", 1, b"x" * 200)  # more than an eighth: computed every time
+def test_the_cache_holds_at_most_its_size_counting_each_answers_overhead():
+    cache = ResponseCache(10_000)
+    for n in range(100):
+        cache.put(b"/k%d" % n, 1, b"[]\n")  # tiny answers: what fills the cache is their overhead
+    assert cache.size <= 10_000 and len(cache.entries) <= 10_000 // ENTRY_OVERHEAD
+    assert b"/k99" in cache.entries and b"/k0" not in cache.entries
+    cache.put(b"/big", 1, b"x" * 2000)  # more than an eighth: computed every time
     assert b"/big" not in cache.entries
-    assert cache.get(b"/k49", 2) is None  # another generation
+    assert cache.get(b"/k99", 2) is None  # another generation
 
 
 @pytest.fixture

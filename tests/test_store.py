@@ -167,3 +167,11 @@ def test_a_tag_on_exactly_a_thousand_data_is_counted_once(store):
     assert store.with_all_tags([common, rare])[1] == [rare, common]
     store.db.connection().set_trace_callback(None)
     assert len([s for s in statements if "COUNT(*)" in s]) == 1
+
+
+def test_only_short_tags_are_kept(store):
+    tagged(store, "k1", "short:yes")
+    tagged(store, "k2", "long:" + "x" * 1000)
+    assert [str(t) for t in store.tags_of("data_tag", "knit_id", ["k2"])["k2"]] == ["long:" + "x" * 1000]
+    store.tags_of("data_tag", "knit_id", ["k1"])
+    assert sorted(tag.key for tag in store._tag_cache.values()) == ["short"]

@@ -40,18 +40,25 @@ class ResponseCache:
             return entry[1]
 
     def put(self, key: bytes, generation: int, body: bytes) -> None:
-        cost = len(key) + len(body)
+        cost = _cost(key, body)
         if cost > self.max_bytes // 8:
             return
         with self.lock:
             old = self.entries.pop(key, None)
             if old is not None:
-                self.size -= len(key) + len(old[1])
+                self.size -= _cost(key, old[1])
             self.entries[key] = (generation, body)
             self.size += cost
             while self.size > self.max_bytes:
                 gone, (_, gone_body) = self.entries.popitem(last=False)
-                self.size -= len(gone) + len(gone_body)
+                self.size -= _cost(gone, gone_body)
+
+
+ENTRY_OVERHEAD = 256  # bytes of Python objects around each entry (two bytes objects, a tuple, a slot)
+
+
+def _cost(key: bytes, body: bytes) -> int:
+    return len(key) + len(body) + ENTRY_OVERHEAD
 
 
 def from_cache() -> Response | None:

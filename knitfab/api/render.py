@@ -47,13 +47,15 @@ class Renderer:
     def __init__(self) -> None:
         self._plans: dict[str, dict] = {}
         self._runs: dict[str, dict] = {}
-        self._points: dict[int, dict] = {}  # by id(): the store shares one Mountpoint per plan input/output
+        # by id(), with the point kept alive so its id is not reused: the store shares one
+        # Mountpoint per plan input and output
+        self._points: dict[int, tuple[Mountpoint, dict]] = {}
 
     def mountpoint(self, point: Mountpoint) -> dict:
         found = self._points.get(id(point))
         if found is None:
-            found = self._points[id(point)] = mountpoint(point)
-        return found
+            found = self._points[id(point)] = (point, mountpoint(point))
+        return found[1]
 
     # -- plans (§2.1)
 

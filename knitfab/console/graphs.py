@@ -69,7 +69,10 @@ class RecordingSource(StoreSource):
 
 
 def _lineage_source(store: Store, knit_id: str, up: int | None, down: int | None, source: StoreSource) -> StoreSource:
-    source.prefetch(*lineage.neighbourhood(store, knit_id, up, down, MAX_NODES))
+    data_ids, run_ids = lineage.neighbourhood(store, knit_id, up, down, MAX_NODES)
+    # One step may reach far more than the walk may draw: fetch no more than it could ask for
+    # (what is left out is asked of the store if the walk does need it).
+    source.prefetch(list(data_ids)[: MAX_NODES + 1], list(run_ids)[: MAX_NODES + 1])
     return source
 
 

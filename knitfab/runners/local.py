@@ -362,8 +362,6 @@ class LocalRunner(Runner):
             proc = self._procs.get(job.run_id)
         if proc is not None and proc.returncode is None:
             return True  # our own child, not reaped yet
-        if proc is not None:
-            proc.poll()  # reap our own child, so its pid does not linger as a zombie
         handle = json.loads(job.worker)
         leader = _proc_stat(handle["pid"])
         if leader is not None and leader[2] != handle["start"]:

@@ -30,7 +30,8 @@ from .changes import Changes
 from .layout import Layout
 from .migrations import migrate
 
-TAG_CACHE = 100_000
+TAG_CACHE = 100_000  # tags of at most SHORT_TAG characters: about 40 MB at most
+SHORT_TAG = 256
 
 
 class Store:
@@ -188,8 +189,8 @@ class Store:
 
     def _tags_by_id(self, tag_ids: set[int]) -> Mapping[int, Tag]:
         """Tags by id. A tag row never changes nor goes, so the committed ones are kept (up to
-        ``TAG_CACHE`` of them) and each answer builds no Tag; ones read inside a write may yet be
-        rolled back, and are not kept."""
+        ``TAG_CACHE`` of them, and only short ones: a value may be 1 MiB) and each answer builds
+        no Tag; ones read inside a write may yet be rolled back, and are not kept."""
         cache = self._tag_cache
         missing = [t for t in tag_ids if t not in cache]
         if not missing:
@@ -202,11 +203,12 @@ class Store:
         }
         if self.db.in_transaction():
             return ChainMap(found, cache)
-        if len(cache) + len(found) > TAG_CACHE:  # a client can make any number of tags: start over
-            self._tag_cache = found  # (a new dict: other threads may be reading the old one)
+        kept = {i: tag for i, tag in found.items() if len(tag.key) + len(tag.value) <= SHORT_TAG}
+        if len(cache) + len(kept) > TAG_CACHE:  # a client can make any number of tags: start over
+            self._tag_cache = kept  # (a new dict: other threads may be reading the old one)
             return ChainMap(found, cache)
-        cache.update(found)
-        return cache
+        cache.update(kept)
+        return cache if len(kept) == len(found) else ChainMap(found, cache)
 
 
 def json_list(items: Iterable) -> str:
