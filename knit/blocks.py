@@ -88,15 +88,7 @@ class Blocks:
 
     def read(self, size: int) -> bytes:
         """Exactly ``size`` bytes, fewer only where the body ends."""
-        first = self.read1(size)
-        if len(first) == size or not first:
-            return bytes(first)
-        parts = [bytes(first)]
-        got = len(first)
-        while got < size and (piece := self.read1(size - got)):
-            parts.append(bytes(piece))
-            got += len(piece)
-        return b"".join(parts)
+        return read_exactly(self.read1, size)
 
     def hexdigest(self) -> str:
         return self.pool.hexdigest()
@@ -131,3 +123,15 @@ def _fill(raw: BinaryIO, block: bytearray) -> int:
             break
         filled += n
     return filled
+
+
+def read_exactly(read1, size: int) -> bytes:
+    """``size`` bytes from a ``read1`` that gives up to what it is asked; fewer only at the end."""
+    first = read1(size)
+    if len(first) == size or not first:
+        return bytes(first)
+    parts, got = [bytes(first)], len(first)
+    while got < size and (piece := read1(size - got)):
+        parts.append(bytes(piece))
+        got += len(piece)
+    return b"".join(parts)

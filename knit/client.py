@@ -342,13 +342,12 @@ class KnitClient:
     def _connection(self, timeout: float | None):
         """A connection whose network errors (only those: not the local files' while the
         body is read or written) become "cannot connect"."""
-        from .transport import Unreachable, connect
+        from .transport import connect
 
         conn = connect(self.api_root, self.ssl_context, timeout=timeout, guarded=True)
         try:
-            yield conn
-        except Unreachable as e:
-            raise self._unreachable(e) from None
+            with self._network_errors():
+                yield conn
         finally:
             conn.close()
 

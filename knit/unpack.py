@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .blocks import BLOCK, Blocks
+from .blocks import BLOCK, Blocks, read_exactly
 from .extract import ArchiveError, Tree, shown, split, unsafe
 
 Room = Callable[[int, int], None]
@@ -87,11 +87,7 @@ class _TarStream:
         return piece
 
     def read(self, size: int) -> bytes:
-        parts, got = [], 0
-        while got < size and (piece := self.read1(size - got)):
-            parts.append(bytes(piece))
-            got += len(piece)
-        return b"".join(parts)
+        return read_exactly(self.read1, size)
 
     def next(self) -> tarfile.TarInfo | None:
         """The next entry's header, its content next to read; None at the end-of-archive block."""

@@ -358,10 +358,8 @@ class LocalRunner(Runner):
     def _alive(self, job: Job) -> bool:
         if not job.worker:
             return False
-        with self._lock:
-            proc = self._procs.get(job.run_id)
-        if proc is not None and proc.returncode is None:
-            return True  # our own child, not reaped yet
+        if self._unreaped_child(job):
+            return True
         handle = json.loads(job.worker)
         leader = _proc_stat(handle["pid"])
         if leader is not None and leader[2] != handle["start"]:
