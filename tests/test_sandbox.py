@@ -332,3 +332,27 @@ def test_staging_keeps_open_sources_below_tmp_visible():
 def test_staging_refuses_a_bwrap_option_it_does_not_know():
     with pytest.raises(ValueError, match="unknown bwrap option"):
         stage(["bwrap", "--bind-somehow", "/etc", "/host-etc", "--", "true"])
+
+
+@as_root
+def test_an_input_is_given_to_the_run_uid_once_however_many_runs_read_it(store, monkeypatch):
+    from knitfab.runners import local
+
+    walked = []
+    monkeypatch.setattr(local, "give", lambda user, paths: (walked.extend(paths), give(user, paths)))
+    engine = Engine(store, LocalRunner(store.layout, grace=1))
+    copy = ["sh", "-c", "cat /in/rows.csv > /out/copy"]
+    plans = [
+        apply(
+            store,
+            {"/in": ["type:shared"]},
+            {"/out": [f"type:copy{n}"]},
+            entrypoint=copy,
+            args=[],
+            image=f"example.com/copy{n}:v1",
+        )  # fmt: skip
+        for n in range(2)  # two plans reading the same Data: two runs
+    ]
+    knit_id = push(store, "type:shared", files={"rows.csv": "1,2\n"})
+    drive(engine, lambda: [s for p in plans for _, s in runs_of(store, p.plan_id)] == ["done", "done"])
+    assert walked == [store.layout.data(knit_id)]

@@ -50,6 +50,7 @@ PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
 # disk a new file (or a rename's directory entry) may find no block, the placeholder's block is there.
 WRAPPER = '"$@"; code=$?; printf "%s\\n" "$code" 1<>exit'
 EXIT_PLACEHOLDER = " " * 15 + "\n"  # no number: not ended yet
+GIVEN_KEPT = 100_000  # knitIds remembered as given to the run uid (then the set starts over)
 # Host files a run must not see even though their directory is visible (DAC would refuse them to
 # the run's uid as well; these are covered so that not even their size shows).
 SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd")
@@ -97,6 +98,7 @@ class LocalRunner(Runner):
         logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
+        self._given: set[str] = set()  # Data given to the run's uid: a published Data never changes
         self._lock = threading.Lock()
         self.image_cache = None  # use_images() sets it: plans' images from the server's registry
         self.host_mode = True
@@ -192,9 +194,18 @@ class LocalRunner(Runner):
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
         if self.user.privileged:
-            give(self.user, [self.layout.data(m.knit_id) for m in job.inputs])
+            self._give([m.knit_id for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
         return launch(self.user, bwrap, groups, prlimit)
+
+    def _give(self, knit_ids: list[str]) -> None:
+        """Give inputs to the run's uid once per Data (the walk is on the engine's thread: a
+        Data of many files, read by many runs, costs it once)."""
+        fresh = [k for k in knit_ids if k not in self._given]
+        give(self.user, [self.layout.data(k) for k in fresh])
+        if len(self._given) > GIVEN_KEPT:
+            self._given.clear()
+        self._given.update(fresh)
 
     def sandbox(self, job: Job) -> list[str]:
         """The bubblewrap command line of a run."""
