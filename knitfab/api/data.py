@@ -27,7 +27,7 @@ def find():
 
 @bp.get("/<knit_id>/")
 def download(knit_id: str):
-    data.show_data(store(), knit_id)  # 404 for an unknown knitId
+    data.require(store(), knit_id)
     root = store().layout.current(knit_id)
     plain = request.args.get("format") == "tar" or request.accept_mimetypes.best == "application/x-tar"
     tarball = archive.pack(root, compressed=not plain)

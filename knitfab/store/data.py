@@ -29,7 +29,7 @@ from ..tags import (
 )
 from ..times import parse_rfc3339
 from . import nominate, runs
-from .db import Store, json_list
+from .db import Store, json_list, the_one
 from .plans import UPLOADED, input_points, output_points, plan_summaries
 from .records import DataDetail, PlanPoint, RunPoint
 
@@ -40,10 +40,13 @@ _PROCESSING_SQL = ",".join(f"'{s.value}'" for s in PROCESSING)
 
 def show_data(store: Store, knit_id: str) -> DataDetail:
     with store.read():
-        details = data_details(store, [knit_id])
-    if not details:
+        return the_one(data_details(store, [knit_id]), f"data {knit_id} is not found")
+
+
+def require(store: Store, knit_id: str) -> None:
+    """A 404 for an unknown knitId, without building its DataDetail."""
+    if store.one("SELECT 1 FROM data WHERE knit_id = ?", knit_id) is None:
         raise NotFound(f"data {knit_id} is not found")
-    return details[0]
 
 
 def find_data(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from peewee import OperationalError, SqliteDatabase
 
-from ..errors import SQLITE_BUSY, SQLITE_LOCKED, sqlite_code
+from ..errors import SQLITE_BUSY, SQLITE_LOCKED, NotFound, sqlite_code
 from ..tags import Tag
 from .changes import Changes
 from .layout import Layout
@@ -209,6 +209,13 @@ class Store:
             return ChainMap(found, cache)
         cache.update(kept)
         return cache if len(kept) == len(found) else ChainMap(found, cache)
+
+
+def the_one(found: list, missing: str):
+    """The one record a ``show_*`` query found; ``NotFound(missing)`` when there is none."""
+    if not found:
+        raise NotFound(missing)
+    return found[0]
 
 
 def json_list(items: Iterable) -> str:

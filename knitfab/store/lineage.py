@@ -20,7 +20,7 @@ def neighbourhood(store: Store, knit_id: str, up: int | None, down: int | None, 
     data, runs = {knit_id}, set()
     for depth, step in ((up, _upstream), (down, _downstream)):
         frontier, done = {knit_id}, 0
-        while frontier and depth != 0 and (depth is None or done < depth) and len(data) + len(runs) <= limit:
+        while frontier and (depth is None or done < depth) and len(data) + len(runs) <= limit:
             stepped = step(store, frontier) - runs
             made, given = _products(store, stepped), _inputs(store, stepped)
             runs |= stepped

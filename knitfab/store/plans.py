@@ -16,7 +16,7 @@ from ..status import activation
 from ..tags import KEY_ID, KEY_TIMESTAMP, Tag, normalize
 from ..times import format_ts, parse_rfc3339
 from . import nominate, transitions
-from .db import Store, json_list
+from .db import Store, json_list, the_one
 from .records import Mountpoint, PlanDetail, PlanInput, PlanOutput, PlanPoint, PlanSummary, fields_of
 
 UPLOADED = "knit#uploaded"
@@ -131,10 +131,7 @@ def _reaches(store: Store, start: str, goal: str) -> bool:
 
 def show_plan(store: Store, plan_id: str) -> PlanDetail:
     with store.read():
-        details = plan_details(store, [plan_id])
-    if not details:
-        raise NotFound(f"plan {plan_id} is not found")
-    return details[0]
+        return the_one(plan_details(store, [plan_id]), f"plan {plan_id} is not found")
 
 
 def find_plans(

@@ -14,7 +14,7 @@ from ..paging import WHOLE, Page
 from ..status import REMOVABLE, RESTARTABLE, RunStatus, check_transition, failure_of, initial_status
 from ..times import now_us
 from . import nominate, transitions
-from .db import Store, json_list
+from .db import Store, json_list, the_one
 from .plans import input_points, output_points, plan_summaries
 from .records import Assignment, RunDetail, RunSummary, fields_of
 
@@ -245,10 +245,7 @@ def finish(store: Store, run_id: str, now: int | None = None) -> RunStatus | Non
 
 def show_run(store: Store, run_id: str) -> RunDetail:
     with store.read():
-        details = run_details(store, [run_id])
-    if not details:
-        raise NotFound(f"run {run_id} is not found")
-    return details[0]
+        return the_one(run_details(store, [run_id]), f"run {run_id} is not found")
 
 
 def find_runs(
