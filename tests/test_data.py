@@ -2,12 +2,12 @@
 
 import pytest
 from fake_runner import FakeRunner
-from helpers import apply, push, tags
+from helpers import apply, push, runs_of, tags
 
 from knitfab.api import render
 from knitfab.engine import Engine
 from knitfab.errors import BadRequest, NotFound
-from knitfab.store import data, runs
+from knitfab.store import data, imports, runs
 from knitfab.tags import Tag
 from knitfab.times import parse_rfc3339
 
@@ -130,3 +130,28 @@ def test_downstreams_and_nominations_of_a_data(store):
     assert {n.point.path for n in detail.nominations} == {"/in", "/in/x"}
     assert {d.run.plan.plan_id for d in detail.downstreams} == {plan.plan_id, other.plan_id}
     assert {d.point.path for d in detail.downstreams} == {"/in", "/in/x"}
+
+
+def kept_and_joined(store) -> tuple[dict, dict]:
+    """Each Data's ``tag_ids`` as kept, and as its ``data_tag`` rows say (sets of ids)."""
+    kept = {k: set(map(int, filter(None, t.split(",")))) for k, t in store.all("SELECT knit_id, tag_ids FROM data")}
+    joined = {k: set() for k in kept}
+    for knit_id, tag_id in store.all("SELECT knit_id, tag_id FROM data_tag"):
+        joined[knit_id].add(tag_id)
+    return kept, joined
+
+
+def test_the_kept_tag_ids_follow_every_change_of_a_datas_tags(store, tmp_path):
+    """DataDetails read a Data's tags from ``data.tag_ids``: every writer of data_tag keeps it."""
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["made:by-run", "kind:model"]}, args=["ok"])
+    knit_id = push(store, "type:dataset", "a:1", "b:2")
+    Engine(store, FakeRunner(store.layout)).run_until_idle()  # a run's outputs get its plan's tags
+    data.change_tags(store, knit_id, add=tags("c:3"), remove=tags("a:1"), remove_key=["b"])
+    (tmp_path / "in").mkdir()
+    imports.import_directory(store, tmp_path / "in", ["imported:yes"], copy=True)
+    kept, joined = kept_and_joined(store)
+    assert kept == joined and len(kept) == 3  # the upload, the run's output, the import
+    made = data.find_data(store, tags("made:by-run"))
+    assert [t for t in made[0].tags if not t.is_system] == tags("kind:model", "made:by-run")
+    assert runs_of(store, plan.plan_id)
+    assert [str(t) for t in data.show_data(store, knit_id).tags if not t.is_system] == ["c:3", "type:dataset"]

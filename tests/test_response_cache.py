@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 
 import pytest
@@ -11,7 +10,10 @@ from helpers import push, wait_for
 from knitfab.api.app import create_app
 from knitfab.api.cache import ENTRY_OVERHEAD, ResponseCache
 from knitfab.api.web import Services
+from knitfab.store import data
+from knitfab.store.db import Store
 from knitfab.store.jobs import load_job
+from knitfab.tags import Tag
 
 FIND = "/api/data/?tag=a:b"
 
@@ -58,13 +60,12 @@ def test_a_commit_of_another_thread_is_seen_at_once(store, cached):
 
 
 def test_a_commit_of_another_process_is_seen_at_once(store, cached):
+    """As ``knitfab import``'s: a store of its own on the same database, its own connection."""
     client, _ = cached
     knit_id = push(store, "a:b")
     tags_found(client)
-    other = sqlite3.connect(store.layout.db)
-    other.execute("INSERT INTO tag (key, value) VALUES ('c', 'd')")
-    other.execute("INSERT INTO data_tag (tag_id, knit_id) SELECT id, ? FROM tag WHERE key = 'c'", (knit_id,))
-    other.commit()
+    other = Store(store.layout.root)
+    data.change_tags(other, knit_id, add=[Tag("c", "d")])
     other.close()
     assert "c:d" in tags_found(client)[0]
 

@@ -32,6 +32,26 @@ def test_an_older_database_is_upgraded_keeping_its_rows(tmp_path):
     store.close()
 
 
+def test_version_3_keeps_each_datas_tag_ids_from_its_tags(tmp_path):
+    root = tmp_path / "kf"
+    root.mkdir()
+    old = SqliteDatabase(str(root / "knitfab.db"))
+    assert migrate(old, target=2) == [1, 2]
+    (upload,) = old.execute_sql("SELECT id FROM output WHERE path = '/upload'").fetchone()
+    old.execute_sql("INSERT INTO plan (plan_id, hash, name, active) VALUES ('p', 'h', 'x', 1)")
+    old.execute_sql("INSERT INTO run (run_id, plan_id, status, updated_at) VALUES ('r', 'p', 'done', 0)")
+    for knit_id in ("tagged", "bare"):
+        old.execute_sql("INSERT INTO data (knit_id, run_id, output_id) VALUES (?, 'r', ?)", (knit_id, upload))
+    old.execute_sql("INSERT INTO tag (id, key, value) VALUES (7, 'a', '1'), (9, 'b', '2')")
+    old.execute_sql("INSERT INTO data_tag (tag_id, knit_id) VALUES (7, 'tagged'), (9, 'tagged')")
+    old.close()
+
+    store = Store(root)
+    kept = dict(store.all("SELECT knit_id, tag_ids FROM data"))
+    assert {k: set(v.split(",")) - {""} for k, v in kept.items()} == {"tagged": {"7", "9"}, "bare": set()}
+    store.close()
+
+
 def test_a_database_from_a_newer_knitfab_is_refused(tmp_path):
     root = tmp_path / "kf"
     Store(root).close()

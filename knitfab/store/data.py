@@ -144,6 +144,7 @@ def change_tags(
         _remove_tags(store, knit_id, remove, remove_key)
         for tag_id in store.tag_ids(add, create=True):
             store.execute("INSERT OR IGNORE INTO data_tag (tag_id, knit_id) VALUES (?, ?)", tag_id, knit_id)
+        store.refresh_tag_ids([knit_id])
         nominate.nominate_data(store, knit_id)
     return show_data(store, knit_id)
 
@@ -292,8 +293,8 @@ def recover_uploads(store: Store) -> None:
 # -- records (rendered as spec §2.3 by api/render.py) -------------------------------------------
 
 
-# A Data and its producing run, which is all an upstream run summary needs.
-_COLUMNS = f"d.knit_id, d.output_id, d.timestamp, {runs.RUN_COLUMNS}"
+# A Data, its user tags' ids and its producing run, which is all an upstream run summary needs.
+_COLUMNS = f"d.knit_id, d.output_id, d.timestamp, d.tag_ids, {runs.RUN_COLUMNS}"
 
 
 def data_details(store: Store, knit_ids: list[str]) -> list[DataDetail]:
@@ -329,8 +330,8 @@ class _Parts:
     """The shared pieces of many DataDetails, each fetched once."""
 
     def __init__(self, store: Store, rows: list, downs: list, noms: list):
-        self.tags = store.tags_of("data_tag", "knit_id", [r[0] for r in rows])
-        self.runs = runs.run_summaries(store, [d[2] for d in downs], known=[r[3:] for r in rows])
+        self.tags = store.tags_listed(r[3] for r in rows)  # shared lists: never changed
+        self.runs = runs.run_summaries(store, [d[2] for d in downs], known=[r[4:] for r in rows])
         self.outputs = output_points(store, [r[1] for r in rows])
         self.inputs = input_points(store, [d[1] for d in downs] + [n[1] for n in noms])
         self.plans = plan_summaries(store, [n[2] for n in noms])
@@ -343,8 +344,8 @@ class _Parts:
             self.noms.setdefault(knit_id, []).append(PlanPoint(self.plans[plan_id], self.inputs[input_id]))
 
     def detail(self, row: tuple) -> DataDetail:
-        knit_id, output_id, stamp, run_id, status = row[:5]
-        tags = self.tags[knit_id] + system_tags(knit_id, stamp, _transient(status))
+        knit_id, output_id, stamp, tag_ids, run_id, status = row[:6]
+        tags = self.tags[tag_ids] + system_tags(knit_id, stamp, _TRANSIENT.get(status))
         return DataDetail(
             knit_id,
             sorted(tags),  # unique already: a user tag is one row, and users cannot write system tags
@@ -354,9 +355,8 @@ class _Parts:
         )
 
 
-def _transient(status: str) -> str | None:
-    if status in PROCESSING:
-        return TRANSIENT_PROCESSING
-    if status in (RunStatus.FAILED, RunStatus.INVALIDATED):
-        return TRANSIENT_FAILED
-    return None
+# knit#transient by the producing run's status (a table: it is asked for every Data described)
+_TRANSIENT = {s.value: TRANSIENT_PROCESSING for s in PROCESSING} | {
+    RunStatus.FAILED.value: TRANSIENT_FAILED,
+    RunStatus.INVALIDATED.value: TRANSIENT_FAILED,
+}

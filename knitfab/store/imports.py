@@ -108,6 +108,7 @@ def end(store: Store, run_id: str, tags: list[Tag], ok: bool, message: str = "")
         if ok:
             for tag_id in store.tag_ids(tags, create=True):
                 store.execute("INSERT OR IGNORE INTO data_tag (tag_id, knit_id) VALUES (?, ?)", tag_id, knit_id)
+            store.refresh_tag_ids([knit_id])
         else:
             runs.drop_outputs(store, run_id)
         runs.finish(store, run_id)

@@ -134,6 +134,14 @@ ALTER TABLE plan ADD COLUMN service_account TEXT;
 """
 
 
+# data.tag_ids: the ids of a Data's user tags, joined ("3,17,40"), kept by the store with each
+# change of data_tag (Store.refresh_tag_ids) so that a DataDetail reads its tags with its row.
+V3_TAG_IDS = """
+ALTER TABLE data ADD COLUMN tag_ids TEXT NOT NULL DEFAULT '';
+UPDATE data SET tag_ids = COALESCE((SELECT group_concat(tag_id) FROM data_tag x WHERE x.knit_id = data.knit_id), '');
+"""
+
+
 def _v1(db: Database) -> None:
     _script(db, V1_CORE)
     # The pseudo plan of uploads: one output /upload with no tags (spec §6.4).
@@ -149,13 +157,17 @@ def _v2(db: Database) -> None:
     _script(db, V2_PLAN_DETAILS)
 
 
+def _v3(db: Database) -> None:
+    _script(db, V3_TAG_IDS)
+
+
 def _script(db: Database, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute_sql(statement)
 
 
-MIGRATIONS = [_v1, _v2]
+MIGRATIONS = [_v1, _v2, _v3]
 LATEST = len(MIGRATIONS)
 
 

@@ -55,6 +55,7 @@ def create_outputs(store: Store, run_id: str, plan_id: str) -> list[str]:
             knit_id, output_id,
         )  # fmt: skip
         knit_ids.append(knit_id)
+    store.refresh_tag_ids(knit_ids)
     return knit_ids
 
 
