@@ -18,7 +18,7 @@ from knitfab.__main__ import _extensions
 from knitfab.api import render
 from knitfab.engine import Engine
 from knitfab.hooks import Hooks, config_fields
-from knitfab.runners.k8s import main_container
+from knitfab.runners.k8sjob import main_container
 from knitfab.runners.protocol import Job
 from knitfab.server import Config, KnitfabServer
 from knitfab.store import runs

@@ -1,4 +1,4 @@
-"""The Jobs the Kubernetes runner makes (knitfab/runners/k8s.py ``job_manifest``), validated offline
+"""The Jobs the Kubernetes runner makes (knitfab/runners/k8sjob.py ``job_manifest``), validated offline
 against a pinned Kubernetes API schema (kubernetes-validate, strict).
 """
 
@@ -10,8 +10,8 @@ from k8s_cluster import NS, PVC
 from k8s_helpers import a_job
 from schemas import K8S_VERSIONS
 
-import knitfab.runners.k8s
-from knitfab.runners.k8s import job_manifest
+import knitfab.runners.k8sjob
+from knitfab.runners.k8sjob import job_manifest
 
 
 def validated(manifest: dict) -> dict:

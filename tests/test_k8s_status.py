@@ -14,7 +14,7 @@ from helpers import wait_for
 from k8s_cluster import JOBS, NS, PVC
 from k8s_helpers import a_job, as_tuple, pending_pod, started
 
-from knitfab.runners.k8s import job_manifest, job_name
+from knitfab.runners.k8sjob import job_manifest, job_name
 from knitfab.runners.protocol import RunnerError, WorkerState
 
 pytest_plugins = ["k8s_helpers"]  # the cluster, runner, clock and timed fixtures

@@ -93,7 +93,9 @@ def test_the_sql_guard_sees_the_queries_of_the_store():
 
 
 def test_the_api_never_imports_the_engine_nor_the_runners_behind_it():
-    reach = {name: sorted(GRAPH[name] & {"knitfab.engine", "knitfab.server"}) for name in MODULES}
+    reach = {
+        name: sorted(m for m in GRAPH[name] if m.startswith(("knitfab.engine", "knitfab.server"))) for name in MODULES
+    }
     assert {name: bad for name, bad in reach.items() if name.startswith("knitfab.api") and bad} == {}
 
 

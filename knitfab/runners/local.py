@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,27 +32,22 @@ from pathlib import Path
 
 from .. import quantity, trash
 from ..errors import BadRequest
-from ..images import sandbox as imagesandbox
 from ..images.blobs import StorageError
 from ..images.rootfs import LayerError
 from ..images.sandbox import ImageConfigError
 from ..store.layout import Layout
+from .bwrap import SandboxCommands, sandbox_path
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
-from .runuser import give, launch, run_user, sandbox_user_args
+from .runuser import give, launch, run_user
 
 log = logging.getLogger("knitfab.local")
-SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 logger = logging.getLogger(__name__)
-PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
 # The exit code overwrites, in place, a placeholder written before the worker starts: on a full
 # disk a new file (or a rename's directory entry) may find no block, the placeholder's block is there.
 WRAPPER = '"$@"; code=$?; printf "%s\\n" "$code" 1<>exit'
 EXIT_PLACEHOLDER = " " * 15 + "\n"  # no number: not ended yet
 GIVEN_KEPT = 100_000  # knitIds remembered as given to the run uid (then the set starts over)
-# Host files a run must not see even though their directory is visible (DAC would refuse them to
-# the run's uid as well; these are covered so that not even their size shows).
-SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd")
 
 
 def machine_capacity() -> dict[str, Decimal]:
@@ -73,7 +67,7 @@ def parse_capacity(text: str) -> dict[str, Decimal]:
     return capacity
 
 
-class LocalRunner(Runner):
+class LocalRunner(SandboxCommands, Runner):
     def __init__(
         self,
         layout: Layout,
@@ -123,7 +117,7 @@ class LocalRunner(Runner):
             log.write(note.encode())
             proc = subprocess.Popen(
                 command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={"PATH": _sandbox_path()},
+                start_new_session=True, env={"PATH": sandbox_path()},
             )  # fmt: skip
         with self._lock:
             self._procs[job.run_id] = proc
@@ -207,37 +201,6 @@ class LocalRunner(Runner):
             self._given.clear()
         self._given.update(fresh)
 
-    def sandbox(self, job: Job) -> list[str]:
-        """The bubblewrap command line of a run."""
-        # The private /tmp comes first: a bind below /tmp (a venv, a data dir) must not be hidden.
-        limits = Limits.of(job.resources, self.pids)
-        cmd = ["bwrap", *sandbox_user_args(self.user), "--die-with-parent", "--tmpfs", "/", *private_tmp(limits)]
-        if self.network:
-            cmd += ["--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        cmd += _system_binds() + self._hidden() + kernel_views(limits)
-        for m in job.inputs:
-            cmd += ["--ro-bind", str(self.layout.data(m.knit_id)), m.path]
-        for m in job.outputs:
-            cmd += ["--bind", str(self.layout.staging(m.knit_id)), m.path]
-        image_dir = self.images.get(job.image)
-        if image_dir is not None:
-            cmd += ["--ro-bind", str(image_dir), "/work"]
-        cmd += ["--chdir", "/work" if image_dir else "/", "--clearenv"]
-        env = {"PATH": _sandbox_path(), "HOME": "/tmp", "TMPDIR": "/tmp",
-               "LANG": "C.UTF-8", "KNIT_RUN_ID": job.run_id}  # fmt: skip
-        for key, value in {**env, **job.env}.items():
-            cmd += ["--setenv", key, value]
-        return cmd + ["--remount-ro", "/", "--", *job.entrypoint, *job.args]
-
-    def _hidden(self) -> list[str]:
-        """Covers for host secrets inside the visible system directories, and for the data
-        directory itself when it lives in one of them (``/opt/knitfab``)."""
-        cover = [a for f in SECRETS if os.path.isfile(f) for a in ("--ro-bind", "/dev/null", f)]
-        root = str(self.layout.root)
-        if any(root == d or root.startswith(d + "/") for d in SYSTEM_DIRS if os.path.isdir(d)):
-            cover += ["--tmpfs", root, "--remount-ro", root]  # empty, read-only
-        return cover
-
     # -- images (docs/images.md) ------------------------------------------------------------------
 
     def use_images(self, cache, host_mode: bool = True) -> None:
@@ -311,32 +274,6 @@ class LocalRunner(Runner):
             advice += ', or add e.g. `entrypoint: ["python", "-u", "main.py"]` to the plan to run it in host mode'
         return advice
 
-    def _image_sandbox(self, job: Job, image) -> list[str]:
-        """The bubblewrap command line of a run of an image: its unpacked root as ``/``."""
-        workdir = self.layout.worker(job.run_id)
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "rootfs").write_text(image.key)  # the cache never collects what a live run uses
-        root, config = self.image_cache.rootfs(image), image.config
-        cwd = imagesandbox.workdir(config)
-        limits = Limits.of(job.resources, self.pids)
-        uid, gid = imagesandbox.identity(root, config.get("User"))
-        cmd = ["bwrap", *sandbox_user_args(self.user, uid, gid), "--die-with-parent", "--tmpfs", "/"]
-        cmd += imagesandbox.root_binds(root, [m.path for m in job.inputs + job.outputs], cwd)
-        cmd += kernel_views(limits) + private_tmp(limits) + (["--share-net"] if self.network else [])
-        cmd += self._data_binds(job)
-        cmd += ["--remount-ro", "/", "--chdir", cwd, "--clearenv"]
-        for key, value in {**imagesandbox.environment(config), "KNIT_RUN_ID": job.run_id}.items():
-            cmd += ["--setenv", key, value]
-        return cmd + ["--", *imagesandbox.command(config, job.entrypoint, job.args)]
-
-    def _data_binds(self, job: Job) -> list[str]:
-        binds = []
-        for m in job.inputs:
-            binds += ["--ro-bind", str(self.layout.data(m.knit_id)), m.path]
-        for m in job.outputs:
-            binds += ["--bind", str(self.layout.staging(m.knit_id)), m.path]
-        return binds
-
     def _rootfs_in_use(self) -> set[str]:
         return {p.read_text() for p in (self.layout.root / "workers").glob("*/rootfs")}
 
@@ -386,49 +323,6 @@ class LocalRunner(Runner):
         proc.wait()
         if self.on_exit:
             self.on_exit()
-
-
-# A virtualenv is mounted at this fixed place in the sandbox, not at its own path: a plan's image
-# folder is mounted at /work, which would hide a venv living under /work (a checkout's .venv).
-VENV_MOUNT = "/knitfab-python"
-
-
-def private_tmp(limits: Limits) -> list[str]:
-    """A writable /tmp of the run's tmpfs size (in memory: it counts against the memory limit)."""
-    return ["--size", str(limits.tmp_size), "--tmpfs", "/tmp"]
-
-
-def kernel_views(limits: Limits) -> list[str]:
-    """/proc of the run's own pid namespace, read-only (no /proc/sys writes, no sysrq); /dev with
-    the usual devices and a /dev/shm of the tmpfs size; no /sys at all."""
-    proc = ["--proc", "/proc", "--remount-ro", "/proc"]
-    dev = ["--dev", "/dev", "--size", str(limits.tmp_size), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
-    return proc + dev
-
-
-def _in_venv() -> bool:
-    return sys.prefix != sys.base_prefix
-
-
-def _sandbox_path() -> str:
-    """The server's Python first: plans run ``python`` with what the server has installed."""
-    python_bin = f"{VENV_MOUNT}/bin" if _in_venv() else str(Path(sys.executable).parent)
-    return f"{python_bin}:{PATH}"
-
-
-def _system_binds() -> list[str]:
-    binds = []
-    for d in SYSTEM_DIRS:
-        if os.path.islink(d):
-            binds += ["--symlink", os.readlink(d), d]
-        elif os.path.isdir(d):
-            binds += ["--ro-bind", d, d]
-    for prefix in sorted({sys.base_prefix, sys.exec_prefix} - {sys.prefix} if _in_venv() else {sys.prefix}):
-        if not prefix.startswith(("/usr/", "/opt/")) and prefix != "/usr":
-            binds += ["--ro-bind", prefix, prefix]
-    if _in_venv():
-        binds += ["--ro-bind", sys.prefix, VENV_MOUNT]
-    return binds
 
 
 def _pid(job: Job) -> int:

@@ -1,57 +1,24 @@
-"""The engine: one ``tick()`` drives every run one step along its life.
-
-Stages, in order (Knitfab's loops, run one after another in one thread):
-
-1. **project**: turn updated nominations into new runs (``projection``).
-2. **initialize**: ``waiting`` runs get empty output directories (``runner.prepare``) → ``ready``.
-3. **start**: ``ready`` runs start in order while their cpu/memory requests fit the runner's
-   capacity → ``starting``.
-4. **watch**: ``starting``/``running`` runs follow their worker → ``running``, ``completing``
-   (exit 0) or ``aborting`` (the exit code; 254 when the worker is gone).
-5. **finish**: ``completing``/``aborting`` runs have their worker stopped and cleaned up, their
-   outputs moved into place, and become ``done``/``failed``; done outputs are nominated.
-6. **collect garbage**: directories of dropped Data are removed.
-
-Runner calls happen outside transactions; the status changes that follow are compare-and-sets,
-a stage's written together in one ``BEGIN IMMEDIATE`` once its runner calls are made, so a
-user's abort in between always wins.
-
-Fairness: projection works in batches of at most ``projection.BATCH`` combinations shared
-between plans; initialize and start take at most ``batch`` runs, the plans taking turns (the
-first run of every plan, then the second...), so a plan with thousands of runs holds back
-another plan's run by at most one batch; watch and finish take ``batch`` runs after a per-stage
-cursor (round-robin), so a stuck run never starves others.
-
-Isolation: when a stage raises for one run, that run fails (``runs.fail``) with a message
-naming the error and the others go on. Errors of the environment (``OSError``, SQLite, a
-cluster client) may pass: the run is tried again on later ticks and fails once its step has
-kept failing for ``patience`` seconds. An error of the run itself (a poison plan) fails it at once.
-
-Disk: below the free-disk ``reserve`` of the data volume no run starts, and the run that has
-written the most is stopped, its outputs discarded (its log kept, cut short) and failed with a
-message, so the database always has room and the server recovers by itself.
-"""
+"""The ``Engine``: its thread's loop and its six stages (the package's docstring says what each
+does); how they write and isolate failures is in ``moves``."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import threading
-import time
-from collections.abc import Callable
 from decimal import Decimal
 
-from . import quantity
-from .diskspace import free_bytes
-from .errors import KnitfabError
-from .hooks import Hooks
-from .outputspace import discard_outputs, written_bytes
-from .runners.protocol import Job, Runner, RunnerError, WorkerState
-from .status import RunStatus
-from .store import data, jobs, runs
-from .store.db import Store
-from .store.jobs import load_job
-from .store.projection import Projector
+from .. import quantity
+from ..diskspace import free_bytes
+from ..hooks import Hooks
+from ..outputspace import discard_outputs, written_bytes
+from ..runners.protocol import Job, Runner, RunnerError, WorkerState
+from ..status import RunStatus
+from ..store import data, jobs
+from ..store.db import Store
+from ..store.jobs import load_job
+from ..store.projection import Projector
+from .moves import Moves
 
 log = logging.getLogger("knitfab.engine")
 S = RunStatus
@@ -62,7 +29,7 @@ _WATCHED = {
 _FULL = object()  # start: the runner's capacity is taken
 
 
-class Engine:
+class Engine(Moves):
     def __init__(
         self,
         store: Store,
@@ -224,29 +191,6 @@ class Engine:
         failed = self._each("finish", self._pick("finish", [S.COMPLETING, S.ABORTING]), settle, now)
         return self._record_finished(now) or failed
 
-    def _record_finished(self, now: int | None) -> bool:
-        """Write the settled runs done/failed together (if that fails, each alone, so one bad
-        run fails only itself); their after-hooks follow the commit."""
-        settled, self._settled = self._settled, []
-        if not settled:
-            return False
-        try:
-            with self.store.write():
-                finals = {run_id: runs.finish(self.store, run_id, now) for run_id in settled}
-        except Exception:
-            log.exception("finishing %d runs together failed; finishing them one by one", len(settled))
-            finals = {r: self._guarded("finish", r, lambda r=r: self._finish_alone(r, now), now) for r in settled}
-        for run_id, final in finals.items():
-            self._discard.discard(run_id)  # its outputs are gone already, whatever the commit did
-            if isinstance(final, RunStatus):
-                self.hooks.after_change(self.store, run_id)
-                log.info("run %s is %s", run_id, final)
-        return any(finals.values())
-
-    def _finish_alone(self, run_id: str, now: int | None) -> RunStatus | None:
-        with self.store.write():
-            return runs.finish(self.store, run_id, now)
-
     def collect_garbage(self, now: int | None = None) -> bool:
         """Remove dropped Data; one that cannot be removed is logged and stays queued, to be tried
         again after the others (round-robin by rowid). (Removed here, not in the trash: the queue
@@ -307,41 +251,7 @@ class Engine:
         )
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _each(self, stage: str, run_ids: list[str], step: Callable[[Job], bool], now: int | None) -> bool:
-        did = False
-        for run_id in run_ids:
-            did = bool(self._guarded(stage, run_id, lambda r=run_id: step(load_job(self.store, r)), now)) or did
-        return did
-
-    def _guarded(self, stage: str, run_id: str, step: Callable[[], object], now: int | None):
-        """``step()``'s result. When it raises: True once the run has been failed with the error,
-        False when it is left to try again (see the module's "Isolation")."""
-        try:
-            result = step()
-        except Exception as e:
-            log.exception("engine stage %s failed on run %s", stage, run_id)
-            if _transient(e) and not self._out_of_patience(run_id):
-                return False
-            return self._give_up(run_id, f"knitfab could not {stage} the run: {type(e).__name__}: {e}", now)
-        self._failing.pop(run_id, None)
-        return result
-
-    def _out_of_patience(self, run_id: str) -> bool:
-        began = self._failing.setdefault(run_id, time.monotonic())
-        return time.monotonic() - began >= self.patience
-
-    def _give_up(self, run_id: str, message: str, now: int | None) -> bool:
-        """Fail a run the engine cannot carry on; False when even that could not be written."""
-        try:
-            with self.store.write():
-                failed = runs.fail(self.store, run_id, message, now)
-        except Exception:
-            log.exception("could not fail run %s either; trying again next tick", run_id)
-            return False
-        self._failing.pop(run_id, None)
-        log.warning("run %s failed: %s", run_id, message)
-        return failed is not None
+    # -- helpers --------------------------------------------------------------------------------
 
     def _take_turns(self, statuses: list[RunStatus], order: str) -> list[str]:
         return jobs.take_turns(self.store, statuses, order, self.batch)
@@ -353,56 +263,6 @@ class Engine:
         if rows:
             self._cursors[stage] = rows[-1][0]
         return [run_id for _, run_id in rows]
-
-    def _note(self, run_id: str, status) -> None:
-        """Keep a waiting worker's complaint as the run's message (written when it changes, with
-        the stage's status changes in ``_flush``)."""
-        if status.state in (WorkerState.STARTING, WorkerState.RUNNING) and self._notes.get(run_id) != status.message:
-            self._noted.append((run_id, status.message))
-            self._notes[run_id] = status.message
-        elif status.state not in (WorkerState.STARTING, WorkerState.RUNNING):
-            self._notes.pop(run_id, None)
-
-    def _move(self, run_id: str, new: RunStatus, expected: set, exit=None, now=None, worker=None) -> bool:
-        """Queue a compare-and-set status change (and the worker's handle) for ``_flush``; the
-        stage's changes are written in one transaction, not one commit per run. False: the
-        change is not made yet. A before-hook that refuses holds the change for a later tick
-        (``_launch`` has asked them already: it passes the worker's handle)."""
-        if worker is None and self.hooks.before_change(self.store, run_id, new) is None:
-            return False
-        self._moves.append((run_id, new, frozenset(expected), exit, worker))
-        return False
-
-    def _flush(self, now: int | None) -> bool:
-        """Write the queued changes; True when any run changed. If writing them together fails,
-        each is written alone, so one bad change fails only its run."""
-        moves, self._moves = self._moves, []
-        notes, self._noted = self._noted, []
-        if not moves and not notes:
-            return False
-        try:
-            with self.store.write():
-                for run_id, message in notes:
-                    runs.note(self.store, run_id, message)
-                moved = [move[0] for move in moves if self._apply(move, now)]
-        except Exception:
-            log.exception("writing %d status changes failed; writing them one by one", len(moves))
-            for run_id in dict(notes):
-                self._notes.pop(run_id, None)  # noted again on the next watch
-            moved = [m[0] for m in moves if self._guarded("record", m[0], lambda m=m: self._apply_alone(m, now), now)]
-        for run_id in moved:
-            self.hooks.after_change(self.store, run_id)
-        return bool(moved)
-
-    def _apply_alone(self, move: tuple, now: int | None) -> bool:
-        with self.store.write():
-            return self._apply(move, now)
-
-    def _apply(self, move: tuple, now: int | None) -> bool:
-        run_id, new, expected, exit, worker = move
-        if worker is not None:
-            runs.set_worker(self.store, run_id, worker)  # even if the run was aborted meanwhile: finish stops it
-        return runs.set_status(self.store, run_id, new, exit, expected, now)
 
     def _in_use(self) -> dict[str, Decimal]:
         used: dict[str, Decimal] = {}
@@ -426,11 +286,3 @@ def _too_big(need: dict[str, Decimal], capacity: dict[str, Decimal]) -> str:
     show = quantity.readable
     over = [f"{k}={show(k, need[k])} (capacity {show(k, have[k])})" for k in need if need[k] > have[k]]
     return "the run requests more than this runner can ever give: " + ", ".join(over)
-
-
-def _transient(e: Exception) -> bool:
-    """Whether an error may be of the environment and pass (a full disk, a busy database, a
-    cluster API that did not answer) rather than of the run itself (a poison plan)."""
-    if isinstance(e, OSError):
-        return True
-    return not isinstance(e, KnitfabError | RunnerError) and type(e).__module__ != "builtins"
