@@ -117,7 +117,7 @@ def _bounded_query() -> None:
         if len(values) > MAX_QUERY_VALUES:
             raise BadRequest(f"at most {MAX_QUERY_VALUES} {name}= parameters in one query")
     # Its value is quoted back when it disagrees with the body: only ever an MD5 (the trailer's
-    # is checked where the trailers are read, in server.py).
+    # is checked where the trailers are read, in front.py).
     md5 = request.headers.get("x-checksum-md5")
     if md5 is not None and not re.fullmatch(r"\s*[0-9a-fA-F]{32}\s*", md5):
         raise BadRequest("the x-checksum-md5 header is not an MD5 (32 hexadecimal digits)")
