@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 from .profiles import Profile, load_profile
 from .tagtext import split_tag
 
-# archive (tarfile, zlib), session and transport (http.client, ssl) and requests (only for the
+# archive (tarfile, zlib), session and transport (knit.http1, ssl) and requests (only for the
 # image registry) are imported where they are used: `knit` starts without them (issue 14).
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class KnitClient:
 
     @property
     def session(self) -> Session:
-        """The connections of the API calls (``http.client``: no requests at start-up)."""
+        """The connections of the API calls (``knit.http1``: no requests at start-up)."""
         if self._session is None:
             from .session import Session
 
