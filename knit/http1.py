@@ -113,7 +113,11 @@ class Connection:
         """The response to the request sent, its head read, its body not yet."""
         if self.reader is None:
             raise ProtocolError("no request was sent")
-        return self.response_class(self, self.method)
+        try:
+            return self.response_class(self, self.method)
+        except ProtocolError:
+            self.close()  # what follows on the connection cannot be trusted
+            raise
 
     def idle_and_open(self) -> bool:
         """Whether a kept connection can take a request: nothing left to read on it (a closed
