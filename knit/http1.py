@@ -16,7 +16,7 @@ memory beyond the bounded head, except a body the caller asks for whole (``read(
 
 from __future__ import annotations
 
-import socket
+import _socket  # the C module: ``socket``'s enums and ``selectors`` cost ~8 ms of start-up
 
 MAX_LINE = 65536  # a status line, header or trailer field
 MAX_FIELDS = 100  # header fields of a response, and trailer fields
@@ -48,15 +48,15 @@ class Connection:
         self.host, self.port, self.timeout, self.ssl_context = host, port or default, timeout, ssl_context
         name = f"[{host}]" if ":" in host else host
         self.authority = name if self.port == default else f"{name}:{self.port}"
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
         self.reader: Reader | None = None
         self._head: list[bytes] = []
         self.method = "GET"
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
+        sock = tcp_connection(self.host, self.port, self.timeout)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a trailer is not held back
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)  # a trailer is not held back
             if self.ssl_context is not None:
                 sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
@@ -141,7 +141,7 @@ class Reader:
     """Buffered reads of a socket: lines (bounded) for the framing, the body's bytes straight
     into the caller's buffer when nothing is buffered."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: _socket.socket):
         self.sock = sock
         self.buf = bytearray()
 
@@ -308,6 +308,24 @@ class Response:
         self.done = True
         if self.will_close:
             self.conn.close()
+
+
+def tcp_connection(host: str, port: int, timeout: float | None) -> _socket.socket:
+    """``socket.create_connection`` without the ``socket`` module: the first address of ``host``
+    that accepts."""
+    # An ASCII name as bytes: getaddrinfo would encode a str with the idna codec (4 ms of imports).
+    name = host.encode("ascii") if host.isascii() else host
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error or OSError(f"no address for {host}")
 
 
 def _status_line(reader: Reader) -> tuple[str, int, str]:
