@@ -4,6 +4,8 @@ Why not a library: the standard library's ``http.client`` costs ~30 ms of ``knit
 through the ``email`` package it parses headers with (more than the < 100 ms target leaves), and
 imports ``ssl`` even for a plain-http server; requests and urllib3 wrap ``http.client``; h11
 takes ~50 ms to import here; pycurl is callback-based and would redesign the block transfers.
+A plain-http connection is made with ``_socket`` (``socket``'s enums cost ~8 ms more); ``ssl``
+is imported by the caller for an https server only.
 
 Requests: a bytes body (with Content-Length) or a body the caller sends itself after the head
 (``putrequest``/``putheader``/``endheaders``/``send``: a chunked upload). Responses: framed by
