@@ -38,107 +38,6 @@ class IncompleteBody(ProtocolError):
     """The connection ended before the body did."""
 
 
-class Connection:
-    """One connection to ``host:port`` (TLS with ``ssl_context`` when given), opened on first use
-    and kept for the next request until ``close()``. One request at a time: read a response
-    whole before the next request."""
-
-    response_class: type[Response]
-
-    def __init__(self, host: str, port: int | None, timeout: float | None = 60, ssl_context=None):
-        default = 443 if ssl_context is not None else 80
-        self.host, self.port, self.timeout, self.ssl_context = host, port or default, timeout, ssl_context
-        name = f"[{host}]" if ":" in host else host
-        self.authority = name if self.port == default else f"{name}:{self.port}"
-        self.sock: _socket.socket | None = None
-        self.reader: Reader | None = None
-        self._head: list[bytes] = []
-        self.method = "GET"
-
-    def connect(self) -> None:
-        sock = tcp_connection(self.host, self.port, self.timeout)
-        try:
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)  # a trailer is not held back
-            if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock, self.reader = sock, Reader(sock)
-
-    def settimeout(self, timeout: float | None) -> None:
-        self.timeout = timeout
-        if self.sock is not None:
-            self.sock.settimeout(timeout)
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> None:
-        """Send a request whose body (if any) is ``body``, with its Content-Length."""
-        self.putrequest(method, path)
-        for name, value in (headers or {}).items():
-            self.putheader(name, value)
-        if body is not None or method in EXPECTS_BODY:
-            self.putheader("Content-Length", str(len(body or b"")))
-        self.endheaders(body)
-
-    def putrequest(self, method: str, path: str) -> None:
-        """Start a request's head (``Host`` is added); ``endheaders`` sends it."""
-        if not method or not path or any(c <= " " or c == "\x7f" for c in method + path):
-            raise ValueError(f"space or control character in {method[:20]!r} {path[:80]!r}")
-        self._head = [f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\n".encode("latin-1")]
-        self.method = method
-
-    def putheader(self, name: str, value: str) -> None:
-        _check_text(name, value)
-        if not name or ":" in name or " " in name:
-            raise ValueError(f"invalid header name {name!r}")
-        self._head.append(f"{name}: {value}\r\n".encode("latin-1"))
-
-    def endheaders(self, body: bytes | None = None) -> None:
-        """Send the head (and ``body``, in the same write when it is small)."""
-        head, self._head = b"".join(self._head) + b"\r\n", []
-        if self.sock is None:
-            self.connect()
-        if body and len(body) <= RECV:
-            self.sock.sendall(head + body)
-        else:
-            self.sock.sendall(head)
-            if body:
-                self.sock.sendall(body)
-
-    def send(self, data) -> None:
-        """Send bytes of a body (a bytes-like object: a view is sent as it is, not copied)."""
-        if self.sock is None:
-            raise ProtocolError("not connected: send the request's head first")
-        self.sock.sendall(data)
-
-    def getresponse(self) -> Response:
-        """The response to the request sent, its head read, its body not yet."""
-        if self.reader is None:
-            raise ProtocolError("no request was sent")
-        try:
-            return self.response_class(self, self.method)
-        except ProtocolError:
-            self.close()  # what follows on the connection cannot be trusted
-            raise
-
-    def idle_and_open(self) -> bool:
-        """Whether a kept connection can take a request: nothing left to read on it (a closed
-        connection reads as end of file), as urllib3 checks a pooled connection."""
-        if self.sock is None or self.reader.buffered():
-            return False
-        import select
-
-        try:
-            return not select.select([self.sock], [], [], 0)[0]
-        except (OSError, ValueError):
-            return False
-
-    def close(self) -> None:
-        sock, self.sock, self.reader = self.sock, None, None
-        if sock is not None:
-            sock.close()
-
-
 class Reader:
     """Buffered reads of a socket: lines (bounded) for the framing, the body's bytes straight
     into the caller's buffer when nothing is buffered."""
@@ -191,13 +90,7 @@ class Response:
 
     def __init__(self, conn: Connection, method: str):
         self.conn, self.reader, self.trailers = conn, conn.reader, {}
-        for _ in range(MAX_INTERIM + 1):
-            self.version, self.status, self.reason = _status_line(self.reader)
-            self.headers = _fields(self.reader, "header field")
-            if not (100 <= self.status < 200) or self.status == 101:
-                break
-        else:
-            raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
+        self.version, self.status, self.reason, self.headers = _final_head(self.reader)
         tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
         self.will_close = "close" in tokens or (self.version == "HTTP/1.0" and "keep-alive" not in tokens)
         self.length: int | None = None  # bytes left of a Content-Length body
@@ -312,6 +205,107 @@ class Response:
             self.conn.close()
 
 
+class Connection:
+    """One connection to ``host:port`` (TLS with ``ssl_context`` when given), opened on first use
+    and kept for the next request until ``close()``. One request at a time: read a response
+    whole before the next request."""
+
+    response_class = Response
+
+    def __init__(self, host: str, port: int | None, timeout: float | None = 60, ssl_context=None):
+        default = 443 if ssl_context is not None else 80
+        self.host, self.port, self.timeout, self.ssl_context = host, port or default, timeout, ssl_context
+        name = f"[{host}]" if ":" in host else host
+        self.authority = name if self.port == default else f"{name}:{self.port}"
+        self.sock: _socket.socket | None = None
+        self.reader: Reader | None = None
+        self._head: list[bytes] = []
+        self.method = "GET"
+
+    def connect(self) -> None:
+        sock = tcp_connection(self.host, self.port, self.timeout)
+        try:
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)  # a trailer is not held back
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock, self.reader = sock, Reader(sock)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        if self.sock is not None:
+            self.sock.settimeout(timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> None:
+        """Send a request whose body (if any) is ``body``, with its Content-Length."""
+        self.putrequest(method, path)
+        for name, value in (headers or {}).items():
+            self.putheader(name, value)
+        if body is not None or method in EXPECTS_BODY:
+            self.putheader("Content-Length", str(len(body or b"")))
+        self.endheaders(body)
+
+    def putrequest(self, method: str, path: str) -> None:
+        """Start a request's head (``Host`` is added); ``endheaders`` sends it."""
+        if not method or not path or any(c <= " " or c == "\x7f" for c in method + path):
+            raise ValueError(f"space or control character in {method[:20]!r} {path[:80]!r}")
+        self._head = [f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\n".encode("latin-1")]
+        self.method = method
+
+    def putheader(self, name: str, value: str) -> None:
+        _check_text(name, value)
+        if not name or ":" in name or " " in name:
+            raise ValueError(f"invalid header name {name!r}")
+        self._head.append(f"{name}: {value}\r\n".encode("latin-1"))
+
+    def endheaders(self, body: bytes | None = None) -> None:
+        """Send the head (and ``body``, in the same write when it is small)."""
+        head, self._head = b"".join(self._head) + b"\r\n", []
+        if self.sock is None:
+            self.connect()
+        if body and len(body) <= RECV:
+            self.sock.sendall(head + body)
+        else:
+            self.sock.sendall(head)
+            if body:
+                self.sock.sendall(body)
+
+    def send(self, data) -> None:
+        """Send bytes of a body (a bytes-like object: a view is sent as it is, not copied)."""
+        if self.sock is None:
+            raise ProtocolError("not connected: send the request's head first")
+        self.sock.sendall(data)
+
+    def getresponse(self) -> Response:
+        """The response to the request sent, its head read, its body not yet."""
+        if self.reader is None:
+            raise ProtocolError("no request was sent")
+        try:
+            return self.response_class(self, self.method)
+        except ProtocolError:
+            self.close()  # what follows on the connection cannot be trusted
+            raise
+
+    def idle_and_open(self) -> bool:
+        """Whether a kept connection can take a request: nothing left to read on it (a closed
+        connection reads as end of file), as urllib3 checks a pooled connection."""
+        if self.sock is None or self.reader.buffered():
+            return False
+        import select
+
+        try:
+            return not select.select([self.sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        sock, self.sock, self.reader = self.sock, None, None
+        if sock is not None:
+            sock.close()
+
+
 def tcp_connection(host: str, port: int, timeout: float | None) -> _socket.socket:
     """``socket.create_connection`` without the ``socket`` module: the first address of ``host``
     that accepts."""
@@ -328,6 +322,16 @@ def tcp_connection(host: str, port: int, timeout: float | None) -> _socket.socke
             sock.close()
             error = e
     raise error or OSError(f"no address for {host}")
+
+
+def _final_head(reader: Reader) -> tuple[str, int, str, dict[str, str]]:
+    """The status line and header fields of the response, past any interim (1xx) ones."""
+    for _ in range(MAX_INTERIM + 1):
+        version, status, reason = _status_line(reader)
+        headers = _fields(reader, "header field")
+        if not (100 <= status < 200) or status == 101:
+            return version, status, reason, headers
+    raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
 
 
 def _status_line(reader: Reader) -> tuple[str, int, str]:
@@ -372,6 +376,3 @@ def _check_text(*parts: str) -> None:
     for part in parts:
         if any(c < " " and c != "\t" or c == "\x7f" for c in part):
             raise ValueError(f"control character in {part[:80]!r}")
-
-
-Connection.response_class = Response

@@ -11,7 +11,7 @@ import pytest
 from helpers import wait_for
 
 from knit import KnitClient, KnitError
-from knit.http1 import MAX_FIELDS, MAX_LINE, Connection, IncompleteBody, ProtocolError
+from knit.http1 import MAX_FIELDS, MAX_INTERIM, MAX_LINE, Connection, IncompleteBody, ProtocolError
 from knit.transport import Unreachable, connect, send_chunked
 
 DEADLINE = 10
@@ -193,6 +193,7 @@ HOSTILE = {
     "two different lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     "a length not a number": b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
     "an unknown encoding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    "endless interim answers": b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_INTERIM + 1) + OK,
 }
 BAD_BODIES = {
     "a chunk size not hex": b"zz\r\nabc\r\n0\r\n\r\n",
