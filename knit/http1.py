@@ -3,7 +3,7 @@
 Why not a library: the standard library's ``http.client`` costs ~30 ms of ``knit`` start-up
 through the ``email`` package it parses headers with (more than the < 100 ms target leaves), and
 imports ``ssl`` even for a plain-http server; requests and urllib3 wrap ``http.client``; h11
-takes ~50 ms to import here; pycurl is callback-based and would redesign the block transfers.
+takes ~60 ms to import here; pycurl is callback-based and would redesign the block transfers.
 A plain-http connection is made with ``_socket`` (``socket``'s enums cost ~8 ms more); ``ssl``
 is imported by the caller for an https server only.
 
