@@ -21,10 +21,14 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from .errors import KnitError, find_failed, server_message, summary_by_status, summary_for
 from .profiles import Profile, load_profile
 from .tagtext import split_tag
+from .transfers import GZIP, TAR, ChecksumMismatch, DataTransfers, is_tar
 
-# archive (tarfile, zlib), session and transport (http.client, ssl) and requests (only for the
+__all__ = ["GZIP", "TAR", "ChecksumMismatch", "KnitClient", "KnitError", "is_tar"]  # what callers import here
+
+# archive (tarfile, zlib), session and transport (knit.http1, ssl) and requests (only for the
 # image registry) are imported where they are used: `knit` starts without them (issue 14).
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -32,21 +36,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from .session import Session
-    from .transport import TrailerResponse
 
 FINISHED = ("done", "failed", "invalidated")
 
 
-class KnitError(Exception):
-    """A call that failed: ``summary`` says what could not be done, ``detail`` is the server's
-    message (when it sent one), ``status`` the HTTP status (None when it could not be reached)."""
-
-    def __init__(self, summary: str, status: int | None = None, detail: str = ""):
-        self.summary, self.status, self.detail = summary, status, detail
-        super().__init__(f"{summary}\n{detail}" if detail else summary)
-
-
-class KnitClient:
+class KnitClient(DataTransfers):
     def __init__(self, api_root: str, ca: bytes | None = None, token: str | None = None, timeout: float = 60):
         self.api_root = api_root.rstrip("/")
         self.base_path = urlsplit(self.api_root).path
@@ -72,7 +66,7 @@ class KnitClient:
 
     @property
     def session(self) -> Session:
-        """The connections of the API calls (``http.client``: no requests at start-up)."""
+        """The connections of the API calls (``knit.http1``: no requests at start-up)."""
         if self._session is None:
             from .session import Session
 
@@ -117,7 +111,7 @@ class KnitClient:
 
     def find_data(self, tags=(), since: str | None = None, duration: str | None = None) -> list[dict]:
         params = {"tag": list(tags), "since": since, "duration": duration}
-        return self._json("GET", "/data", _find_failed, params=params)
+        return self._json("GET", "/data", find_failed, params=params)
 
     def get_data(self, knit_id: str) -> dict:
         found = self.find_data([f"knit#id:{knit_id}"])
@@ -127,76 +121,9 @@ class KnitClient:
 
     def tag_data(self, knit_id: str, add=(), remove=(), remove_key=()) -> dict:
         change = {"add": _tag_objects(add), "remove": _tag_objects(remove), "remove_key": list(remove_key)}
-        return self._json("PUT", f"/data/{_id(knit_id)}", _summary(f"knitId:{knit_id} cannot be updated"), json=change)
-
-    def push_dir(
-        self, path: str | os.PathLike, tags=(), dereference: bool = False, progress: Callable[[int], None] | None = None
-    ) -> dict:
-        """Upload a directory as a new Data and give it ``tags``; its DataDetail."""
-        detail = self.upload(path, dereference, progress)
-        return self.tag_data(detail["knitId"], add=tags) if tags else detail
-
-    def upload(self, path, dereference: bool = False, progress: Callable[[int], None] | None = None) -> dict:
-        root = Path(path)
-        if not root.is_dir():
-            raise KnitError(f"{root} is not a directory")
-        from . import archive
-        from .transport import send_chunked
-
-        content_type = self._upload_type()
-        body = archive.pack(root, compressed=content_type == GZIP, dereference=dereference, on_read=progress)
-        with self._connection(timeout=None) as conn:
-            resp = send_chunked(conn, "POST", f"{self.base_path}/data", body, self._headers(content_type))
-            payload = resp.read()
-        return self._decode(resp.status, payload, _summary_by_status("sending data is rejected by server"))
-
-    def _upload_type(self) -> str:
-        """Plain tar to a server that says it takes it (ours: ``/api/x/formats``), so that a push
-        goes at the speed of the disk, not of gzip; ``application/tar+gzip`` to any other (a
-        Knitfab server answers 404 there), as Knitfab's ``knit`` sends."""
-        try:
-            formats = self._json("GET", "/x/formats", _summary("no formats"))
-        except KnitError as e:
-            if e.status is None or e.status >= 500:
-                raise
-            return GZIP
-        except ValueError:
-            return GZIP
-        accepted = formats.get("upload") if isinstance(formats, dict) else None
-        return TAR if isinstance(accepted, list) and TAR in accepted else GZIP
-
-    @contextlib.contextmanager
-    def download(self, knit_id: str, compressed: bool = True, negotiate: bool = False) -> Iterator[TrailerResponse]:
-        """The Data as a stream of tar.gz (or tar) bytes; ``trailers`` has its checksum once read.
-        With ``negotiate``, plain tar is asked for (Accept) and the server chooses: the stream is
-        tar.gz unless the response's Content-Type is ``application/x-tar`` (``is_tar(resp)``)."""
-        query = "" if compressed else "?format=tar"
-        accept = {"Accept": f"{TAR}, {GZIP};q=0.5"} if negotiate else {}
-        with self._connection(timeout=None) as conn:
-            conn.request("GET", f"{self.base_path}/data/{_id(knit_id)}{query}", headers=self._headers() | accept)
-            resp = conn.getresponse()
-            if resp.status != 200:
-                self._decode(resp.status, resp.read(), _summary(f"knitId:{knit_id} is not found"))
-            yield resp
-
-    def pull(self, knit_id: str, dest, extract: bool = False, progress: Callable[[int], None] | None = None) -> Path:
-        """Save a Data as ``dest/<knitId>.tar.gz``, or extracted into ``dest/<knitId>/``.
-        Raises ``ChecksumMismatch`` (after saving) when the checksum trailer disagrees."""
-        from . import archive
-
-        dest = Path(os.path.expanduser(str(dest)))
-        with self.download(knit_id, negotiate=extract) as resp:  # a saved file is always .tar.gz
-            dest.mkdir(parents=True, exist_ok=True)  # only once the server has the Data
-            stream = archive.CountingReader(resp, progress)
-            if extract:
-                target = dest / knit_id
-                target.mkdir(exist_ok=True)
-                digest = archive.unpack(stream, target, compressed=not is_tar(resp))
-            else:
-                target = dest / f"{knit_id}.tar.gz"
-                digest = _save(stream, target)
-        _check_trailer(resp, digest)
-        return target
+        return self._json(
+            "PUT", f"/data/{_id(knit_id)}", summary_for(f"knitId:{knit_id} cannot be updated"), json=change
+        )
 
     def lineage(self, knit_id: str, upstream: bool = True, downstream: bool = True, depth: int | None = 3) -> str:
         """Knitfab's lineage graph of a Data, as DOT text."""
@@ -213,7 +140,7 @@ class KnitClient:
         steps = "all" if depth is None else str(depth)
         params = {"data": knit_id, "up": steps if upstream else "0", "down": steps if downstream else "0"}
         try:
-            nodes = self._json("GET", "/x/lineage", _summary("no lineage"), params={**params, "format": "json"})
+            nodes = self._json("GET", "/x/lineage", summary_for("no lineage"), params={**params, "format": "json"})
         except KnitError as e:
             if e.status != 404:
                 raise
@@ -226,15 +153,15 @@ class KnitClient:
 
     def apply_plan(self, spec: dict) -> dict:
         spec = {**spec, "active": spec.get("active")}  # Knitfab's CLI always sends it; null means true
-        return self._json("POST", "/plans", _summary_by_status("invalid request"), json=spec)
+        return self._json("POST", "/plans", summary_by_status("invalid request"), json=spec)
 
     def get_plan(self, plan_id: str) -> dict:
-        return self._json("GET", f"/plans/{_id(plan_id)}", _summary(f"planId:{plan_id} is not found"))
+        return self._json("GET", f"/plans/{_id(plan_id)}", summary_for(f"planId:{plan_id} is not found"))
 
     def find_plans(self, active: bool | None = None, image: str | None = None, in_tags=(), out_tags=()) -> list[dict]:
         params = {"active": None if active is None else str(active).lower(), "image": image}
         params |= {"in_tag": list(in_tags), "out_tag": list(out_tags)}
-        return self._json("GET", "/plans", _find_failed, params=params)
+        return self._json("GET", "/plans", find_failed, params=params)
 
     def set_plan_active(self, plan_id: str, active: bool) -> dict:
         return self._plan_change("PUT" if active else "DELETE", plan_id, "active")
@@ -257,7 +184,7 @@ class KnitClient:
         return plan_graph(self, plan_id, upstream, downstream, depth)
 
     def _plan_change(self, method: str, plan_id: str, what: str, body: dict | None = None) -> dict:
-        summary = _summary(f"planId:{plan_id} is not found", other=f"planId:{plan_id} cannot be updated")
+        summary = summary_for(f"planId:{plan_id} is not found", other=f"planId:{plan_id} cannot be updated")
         return self._json(method, f"/plans/{_id(plan_id)}/{what}", summary, json=body)
 
     # -- runs ---------------------------------------------------------------------------------------
@@ -273,10 +200,10 @@ class KnitClient:
             "since": since,
             "duration": duration,
         }
-        return self._json("GET", "/runs", _find_failed, params=params)
+        return self._json("GET", "/runs", find_failed, params=params)
 
     def get_run(self, run_id: str) -> dict:
-        return self._json("GET", f"/runs/{_id(run_id)}", _summary(f"runId:{run_id} is not found"))
+        return self._json("GET", f"/runs/{_id(run_id)}", summary_for(f"runId:{run_id} is not found"))
 
     def abort_run(self, run_id: str) -> dict:
         return self._run_change("PUT", run_id, "abort", f"runId:{run_id} cannot be aborted")
@@ -288,7 +215,7 @@ class KnitClient:
         self._run_change("PUT", run_id, "retry", f"cannot retry runId:{run_id}")
 
     def delete_run(self, run_id: str) -> None:
-        summary = _summary(f"runId:{run_id} is not found", other=f"runId:{run_id} cannot be deleted")
+        summary = summary_for(f"runId:{run_id} is not found", other=f"runId:{run_id} cannot be deleted")
         self._json("DELETE", f"/runs/{_id(run_id)}", summary)
 
     def run_log(self, run_id: str, follow: bool = False) -> Iterator[bytes]:
@@ -298,7 +225,7 @@ class KnitClient:
         path = f"{self.base_path}/runs/{_id(run_id)}/log" + ("?follow" if follow else "")
         with self._network_errors(), self.session.stream(path, self.timeout) as resp:
             if resp.status != 200:
-                self._decode(resp.status, resp.read(), _summary(f"cannot get log of runId:{run_id}"))
+                self._decode(resp.status, resp.read(), summary_for(f"cannot get log of runId:{run_id}"))
             yield from chunks(resp)
 
     def wait_run(self, run_id: str, timeout: float | None = None, poll: float = 1.0) -> dict:
@@ -311,7 +238,7 @@ class KnitClient:
         return run
 
     def _run_change(self, method: str, run_id: str, action: str, cannot: str) -> dict:
-        summary = _summary(f"runId:{run_id} is not found", other=cannot)
+        summary = summary_for(f"runId:{run_id} is not found", other=cannot)
         return self._json(method, f"/runs/{_id(run_id)}/{action}", summary)
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -336,7 +263,7 @@ class KnitClient:
     def _decode(self, status: int, payload: bytes, summary: Callable[[int], str]) -> object:
         if 200 <= status < 300:
             return json.loads(payload) if payload else None
-        raise KnitError(summary(status), status, _server_message(payload))
+        raise KnitError(summary(status), status, server_message(payload))
 
     @contextlib.contextmanager
     def _connection(self, timeout: float | None):
@@ -360,14 +287,6 @@ class KnitClient:
         return KnitError(f"cannot connect to {self.api_root}: is the server running? ({reason})")
 
 
-GZIP, TAR = "application/tar+gzip", "application/x-tar"
-
-
-def is_tar(resp: TrailerResponse) -> bool:
-    """Whether a download is plain tar (else it is tar.gz, as from Knitfab)."""
-    return (resp.getheader("Content-Type") or "").split(";")[0].strip().lower() == TAR
-
-
 class _Nodes:
     """A ``knit.graphs.GraphSource`` answering from the nodes the server sent at once; a node it
     lacks (none should be) is asked from the client."""
@@ -385,29 +304,6 @@ class _Nodes:
         return self.client.get_plan(plan_id)
 
 
-class ChecksumMismatch(KnitError):
-    """The Data was saved, but its checksum trailer disagrees with what arrived."""
-
-
-def _check_trailer(resp: TrailerResponse, digest: str) -> None:
-    sent = getattr(resp, "trailers", {}).get("x-checksum-md5")
-    if sent and sent.lower() != digest:
-        raise ChecksumMismatch("checksum unmatch: Your Data is saved, but it may be corrupted")
-
-
-def _save(stream, target: Path) -> str:
-    from .blocks import BLOCK, Blocks
-
-    body = Blocks(stream)  # hashed by a second thread while it is written
-    try:
-        with open(target, "wb") as f:
-            while chunk := body.read1(BLOCK):
-                f.write(chunk)
-        return body.hexdigest()
-    finally:
-        body.close()
-
-
 def _bundle_with(ca: bytes) -> str:
     """The system's CAs plus the profile's: the client trusts both, as Knitfab's does."""
     import tempfile
@@ -418,43 +314,6 @@ def _bundle_with(ca: bytes) -> str:
 
         f.write(Path(certifi.where()).read_bytes() + b"\n" + ca)
     return path
-
-
-def _server_message(payload: bytes) -> str:
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        return payload.decode(errors="replace").strip()
-    message = doc.get("message") if isinstance(doc, dict) else None
-    if isinstance(message, dict):  # the typed shape Knitfab declares: {"reason", "advice", "see"}
-        message = "\n".join(str(v) for v in message.values())
-    return str(message) if message is not None else payload.decode(errors="replace").strip()
-
-
-def _summary(missing: str, other: str | None = None) -> Callable[[int], str]:
-    def summary(status: int) -> str:
-        if status == 404:
-            return missing
-        if status >= 500:
-            return f"server error (status code = {status})"
-        return other or missing
-
-    return summary
-
-
-def _summary_by_status(rejected: str) -> Callable[[int], str]:
-    def summary(status: int) -> str:
-        if status >= 500:
-            return f"server error (status code = {status})"
-        return rejected if rejected == "invalid request" else f"{rejected} (status code = {status})"
-
-    return summary
-
-
-def _find_failed(status: int) -> str:
-    if status >= 500:
-        return f"server error (status code = {status})"
-    return f"[BUG] client is not compatible with the server (status code = {status})"
 
 
 def _tag_objects(tags) -> list[dict]:

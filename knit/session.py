@@ -1,23 +1,23 @@
-"""The JSON calls of ``KnitClient`` over ``http.client``, on keep-alive connections.
+"""The JSON calls of ``KnitClient`` over ``knit.http1``, on keep-alive connections.
 
 ``requests`` (with urllib3, idna, charset_normalizer) costs ``knit data find`` more start-up
-than the rest of the command; the standard library's ``http.client`` (which urllib3 wraps
-anyway) does what these calls need. Certificates are checked with the client's SSL context: the
-system's CAs (OpenSSL's store, which $SSL_CERT_FILE/$SSL_CERT_DIR may replace) and always the
-profile's CA; $REQUESTS_CA_BUNDLE plays no part. No HTTP proxy is used. The errors are the
-client's to word: ``Unreachable`` when the server cannot be reached or the connection breaks,
-``TimeoutError`` when it does not answer in time.
+than the rest of the command, and so does the standard library's ``http.client`` (which urllib3
+wraps): ``knit.http1`` says why. ``ssl`` is imported for an https server only. Certificates are
+checked with the client's SSL context: the system's CAs (OpenSSL's store, which
+$SSL_CERT_FILE/$SSL_CERT_DIR may replace) and always the profile's CA; $REQUESTS_CA_BUNDLE plays
+no part. No HTTP proxy is used. The errors are the client's to word: ``Unreachable`` when the
+server cannot be reached, the connection breaks or its answer breaks HTTP, ``TimeoutError`` when
+it does not answer in time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import select
 from urllib.parse import urlencode
 
 from .buildinfo import __version__
-from .transport import TrailerResponse, Unreachable, connect
+from .http1 import Connection, ProtocolError, Response
+from .transport import Unreachable, connect
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class Session:
     def __init__(self, api_root: str, ssl_context: Callable[[], ssl.SSLContext], headers: dict[str, str]):
         self.api_root, self.ssl_context = api_root, ssl_context
         self.headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
-        self._idle: list[http.client.HTTPConnection] = []  # list.pop/append: safe across threads
+        self._idle: list[Connection] = []  # list.pop/append: safe across threads
 
     def request(self, method: str, path: str, timeout: float, params: dict | None = None, json: object = None):
         """``(status, body)`` of a request to ``path`` (below the host); ``json``: the body."""
@@ -57,12 +57,12 @@ class Session:
         return resp.status, payload
 
     @contextlib.contextmanager
-    def stream(self, path: str, connect_timeout: float) -> Iterator[TrailerResponse]:
+    def stream(self, path: str, connect_timeout: float) -> Iterator[Response]:
         """A GET whose response is read as it comes, for as long as it takes (a followed log):
         only connecting has a deadline. The connection is not kept."""
         conn = self._new(connect_timeout)
         try:
-            conn.sock.settimeout(None)
+            conn.settimeout(None)
             yield _exchange(conn, "GET", path, None, dict(self.headers))
         finally:
             conn.close()
@@ -73,17 +73,16 @@ class Session:
 
     __del__ = close  # a client dropped unclosed closes its connections, as urllib3's pools do
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float) -> Connection:
         while self._idle:
             conn = self._idle.pop()
             if _alive(conn):
-                conn.timeout = timeout
-                conn.sock.settimeout(timeout)
+                conn.settimeout(timeout)
                 return conn
             conn.close()
         return self._new(timeout)
 
-    def _new(self, timeout: float) -> http.client.HTTPConnection:
+    def _new(self, timeout: float) -> Connection:
         conn = connect(self.api_root, self.ssl_context() if self.api_root.startswith("https:") else None, timeout)
         try:
             conn.connect()
@@ -99,13 +98,13 @@ def with_query(path: str, params: dict | None) -> str:
     return f"{path}?{query}" if query else path
 
 
-def _exchange(conn, method: str, path: str, body: bytes | None, headers: dict) -> TrailerResponse:
+def _exchange(conn, method: str, path: str, body: bytes | None, headers: dict) -> Response:
     """Send a request on a connected ``conn``; the response, its body unread."""
     _network(conn.request, method, path, body, headers)
     return _network(conn.getresponse)
 
 
-def chunks(resp: TrailerResponse, size: int = 65536) -> Iterator[bytes]:
+def chunks(resp: Response, size: int = 65536) -> Iterator[bytes]:
     """The body as it arrives (what is there, up to ``size`` bytes at a time)."""
     while chunk := _network(resp.read1, size):
         yield chunk
@@ -117,16 +116,10 @@ def _network(call, *args):
         return call(*args)
     except TimeoutError:
         raise
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, ProtocolError) as e:
         raise Unreachable(e) from e
 
 
-def _alive(conn: http.client.HTTPConnection) -> bool:
-    """Whether a kept connection can take a request: nothing to read on it (a closed connection
-    reads as end of file), as urllib3 checks a pooled connection before reusing it."""
-    if conn.sock is None:
-        return False
-    try:
-        return not select.select([conn.sock], [], [], 0)[0]
-    except (OSError, ValueError):
-        return False
+def _alive(conn: Connection) -> bool:
+    """Whether a kept connection can take a request (see ``Connection.idle_and_open``)."""
+    return conn.idle_and_open()

@@ -1,39 +1,29 @@
-"""HTTP bodies with trailers, which ``requests`` cannot send nor read.
+"""Connections to the API server for the bodies ``requests`` cannot send nor read: trailers.
 
 Knitfab moves Data as a chunked tar.gz stream followed by an ``x-checksum-md5`` trailer (the
-MD5 of the bytes sent), both ways. ``send_chunked`` writes such a request with
-``http.client``; ``TrailerResponse`` reads a response and keeps its trailer fields, which
-``http.client`` would otherwise read and throw away.
+MD5 of the bytes sent), both ways. ``send_chunked`` writes such a request; the response
+(``knit.http1.Response``) keeps the trailer fields it reads in ``trailers``.
 """
 
 from __future__ import annotations
 
-import http.client
-import ssl
-from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from .http1 import Connection, ProtocolError, Response
 
-class TrailerResponse(http.client.HTTPResponse):
-    """An ``HTTPResponse`` whose ``trailers`` hold the trailer fields once the body is read."""
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Iterable
 
-    trailers: dict[str, str]
-
-    def _read_and_discard_trailer(self) -> None:
-        # http.client's hook for the end of a chunked body: keep the fields instead of dropping them.
-        self.trailers = {}
-        while True:
-            line = self.fp.readline(65537)
-            if line in (b"\r\n", b"\n", b""):
-                return
-            name, _, value = line.decode("latin-1").partition(":")
-            self.trailers[name.strip().lower()] = value.strip()
+TrailerResponse = Response  # the name callers knew: a response with ``trailers``
 
 
 class Unreachable(Exception):
-    """The server could not be reached, or the connection to it broke: raised by the network
-    calls of a ``connect(..., guarded=True)`` connection and its response, never for a local
-    file's error (a full disk while pulling is the disk's, not the server's)."""
+    """The server could not be reached, or the connection to it broke (or its answer breaks
+    HTTP): raised by the network calls of a ``connect(..., guarded=True)`` connection and its
+    response, never for a local file's error (a full disk while pulling is the disk's, not the
+    server's)."""
 
     def __init__(self, error: Exception):
         super().__init__(str(error))
@@ -44,48 +34,49 @@ def _network(method):
     def guarded(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, ProtocolError) as e:
             raise Unreachable(e) from e
 
     return guarded
 
 
-class GuardedResponse(TrailerResponse):
-    """A ``TrailerResponse`` whose reads raise ``Unreachable`` when the connection breaks."""
+class GuardedResponse(Response):
+    """A ``Response`` whose reads raise ``Unreachable`` when the connection breaks."""
 
-    read = _network(TrailerResponse.read)
-    readinto = _network(TrailerResponse.readinto)
-    read1 = _network(TrailerResponse.read1)
-    readline = _network(TrailerResponse.readline)
-
-
-def _guarded(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
-    names = ("connect", "putrequest", "putheader", "endheaders", "send", "getresponse")
-    return type(f"Guarded{base.__name__}", (base,), {name: _network(getattr(base, name)) for name in names})
+    read = _network(Response.read)
+    readinto = _network(Response.readinto)
+    read1 = _network(Response.read1)
 
 
-GUARDED = {http.client.HTTPConnection: _guarded(http.client.HTTPConnection)}
-GUARDED[http.client.HTTPSConnection] = _guarded(http.client.HTTPSConnection)
+class GuardedConnection(Connection):
+    """A ``Connection`` whose network errors are ``Unreachable``."""
+
+    connect = _network(Connection.connect)
+    endheaders = _network(Connection.endheaders)
+    send = _network(Connection.send)
+    getresponse = _network(Connection.getresponse)
+    response_class = GuardedResponse
 
 
 def connect(
-    url: str, ssl_context: ssl.SSLContext | None = None, timeout: float = 60, guarded: bool = False
-) -> http.client.HTTPConnection:
-    """A connection to ``url``'s host; ``guarded``: its network errors are ``Unreachable``."""
+    url: str, ssl_context: ssl.SSLContext | None = None, timeout: float | None = 60, guarded: bool = False
+) -> Connection:
+    """A connection to ``url``'s host (opened by its first request); ``guarded``: its network
+    errors are ``Unreachable``. ``ssl_context`` serves an https URL (the default one if None)."""
     parts = urlsplit(url)
-    base = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    kind = GUARDED[base] if guarded else base
-    extra = {"context": ssl_context} if parts.scheme == "https" else {}
-    conn = kind(parts.hostname, parts.port, timeout=timeout, **extra)
-    conn.response_class = GuardedResponse if guarded else TrailerResponse
-    return conn
+    if parts.scheme == "https" and ssl_context is None:
+        import ssl
+
+        ssl_context = ssl.create_default_context()
+    context = ssl_context if parts.scheme == "https" else None
+    return (GuardedConnection if guarded else Connection)(parts.hostname, parts.port, timeout, context)
 
 
 def send_chunked(
-    conn: http.client.HTTPConnection, method: str, path: str, chunks: Iterable[bytes], headers: dict[str, str]
-) -> TrailerResponse:
+    conn: Connection, method: str, path: str, chunks: Iterable[bytes], headers: dict[str, str]
+) -> Response:
     """Send ``chunks`` as a chunked body with the ``x-checksum-md5`` trailer; the response."""
-    conn.putrequest(method, path, skip_accept_encoding=True)
+    conn.putrequest(method, path)
     for name, value in {**headers, "Transfer-Encoding": "chunked", "Trailer": "x-checksum-md5"}.items():
         conn.putheader(name, value)
     conn.endheaders()

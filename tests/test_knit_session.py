@@ -1,4 +1,4 @@
-"""The client's HTTP calls (knit/session.py, ``http.client`` instead of requests): TLS with the
+"""The client's HTTP calls (knit/session.py over knit/http1.py, not requests): TLS with the
 profile's CA whatever the environment says, keep-alive connections dropped when the server has
 closed them, timeouts and unreachable servers in Knitfab's words."""
 
