@@ -224,15 +224,42 @@ def bench_http(data_dir: Path, samples: int, burst: int) -> None:
 def _burst(client, pid: int, burst: int) -> None:
     empty = Path(tempfile.mkdtemp())
     ids = [client.upload(empty)["knitId"] for _ in range(burst)]
+    profiler = _profile(pid)
     before, t0 = _cpu_ms(pid), time.perf_counter()
     for knit_id in ids:
         client.tag_data(knit_id, add=["bench:trigger"])
     _done_via_api(client, ids, timeout=600, pause=0.05)  # rare polls: the server's CPU is the engine's
     elapsed, after = time.perf_counter() - t0, _cpu_ms(pid)
+    _stop_profile(profiler)
     own, children = (after[0] - before[0]) / burst, (after[1] - before[1]) / burst
     verdict = "meets" if burst / elapsed >= 100 and own < 5 else "MISSES"
     print(f"burst of {burst} trivial runs via HTTP: {burst / elapsed:6.1f} runs/s   server CPU {own:5.1f} ms/run,"
           f" children CPU {children:5.1f} ms/run   target >= 100 runs/s, < 5 ms: {verdict}")  # fmt: skip
+
+
+def _profile(pid: int):
+    """``py-spy record`` of the server during the burst, when ``--profile FILE`` asks for it
+    (collapsed stacks per thread: ``FILE``; see ``bench/profile_split.py``)."""
+    if not PROFILE:
+        return None
+    import subprocess
+
+    argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking",
+            "--rate", "200", "--output", PROFILE]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # py-spy attaches
+    return proc
+
+
+def _stop_profile(proc) -> None:
+    import signal
+
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+PROFILE = ""
 
 
 def _direct_bwrap_start(data_dir: Path) -> tuple[float, float]:
@@ -353,7 +380,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--burst", type=int, default=300)
     parser.add_argument("--only-runs", action="store_true", help="only the HTTP latency, the burst and their floors")
+    parser.add_argument("--profile", default="", help="py-spy's collapsed stacks of the server during the burst")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "knitfab")
         t0 = time.perf_counter()

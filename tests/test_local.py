@@ -314,3 +314,24 @@ def test_stop_signals_and_returns_at_once_without_sleeping(store, monkeypatch):
     monkeypatch.undo()
     runner.cleanup(job)
     assert not runner.layout.worker(run_id).exists()  # moved out of workers/ at once, deleted off-thread
+
+
+def test_one_thread_reaps_every_worker_and_each_end_wakes_the_engine(store):
+    # A thread started per run costs the engine's thread its creation and a turn at the GIL.
+    woken = []
+    runner = LocalRunner(store.layout, on_exit=lambda: woken.append(1))
+    engine = Engine(store, runner)
+    plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["sh", "-c", "sleep 0.5"], args=[],
+                 resources={"cpu": "100m", "memory": "64Mi"})  # fmt: skip
+    for _ in range(4):
+        push(store, "type:dataset")
+    before = set(threading.enumerate())
+    engine.project(), engine.initialize(), engine.start()
+    jobs = [load_job(store, run_id) for run_id, _ in runs_of(store, plan.plan_id)]
+    assert len(jobs) == 4 and all(runner._unreaped_child(job) for job in jobs)
+    assert len(set(threading.enumerate()) - before) <= 1  # the reaper, at most (it may be there already)
+    wait_for(lambda: len(woken) == 4)
+    assert not any(runner._unreaped_child(job) for job in jobs)  # reaped: no zombie left
+    for job in jobs:
+        assert runner.status(job).state == "succeeded"
+        runner.cleanup(job)

@@ -39,6 +39,7 @@ from ..store.layout import Layout
 from .bwrap import SandboxCommands, sandbox_path
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from .reaper import Reaper
 from .runuser import give, launch, run_user
 
 log = logging.getLogger("knitfab.local")
@@ -92,8 +93,10 @@ class LocalRunner(SandboxCommands, Runner):
         logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
+        self._groups: dict[str, list[Path]] = {}  # runId -> its cgroups, for the runs this runner started
         self._given: set[str] = set()  # Data given to the run's uid: a published Data never changes
         self._lock = threading.Lock()
+        self._reaper = Reaper(lambda: self.on_exit)  # one thread reaps every worker
         self.image_cache = None  # use_images() sets it: plans' images from the server's registry
         self.host_mode = True
 
@@ -121,7 +124,7 @@ class LocalRunner(SandboxCommands, Runner):
             )  # fmt: skip
         with self._lock:
             self._procs[job.run_id] = proc
-        threading.Thread(target=self._wait, args=(proc,), daemon=True).start()
+        self._wait(proc)
         handle = json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)})
         (workdir / "handle.tmp").write_text(handle)
         os.rename(workdir / "handle.tmp", workdir / "handle")
@@ -175,6 +178,7 @@ class LocalRunner(SandboxCommands, Runner):
         remove_cgroups(self._cgroups_of(job))
         with self._lock:
             self._procs.pop(job.run_id, None)
+        self._groups.pop(job.run_id, None)
         self._stopping.pop(job.run_id, None)
         self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
 
@@ -187,6 +191,7 @@ class LocalRunner(SandboxCommands, Runner):
         limits = Limits.of(job.resources, self.pids)
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
+        self._groups[job.run_id] = groups  # the file is for a restarted server
         if self.user.privileged:
             self._give([m.knit_id for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
@@ -285,6 +290,9 @@ class LocalRunner(SandboxCommands, Runner):
         return self.layout.worker(job.run_id) / "log"  # a plan without log: discarded at cleanup
 
     def _cgroups_of(self, job: Job) -> list[Path]:
+        known = self._groups.get(job.run_id)
+        if known is not None:
+            return known
         try:
             return [Path(g) for g in json.loads((self.layout.worker(job.run_id) / "cgroups").read_text())]
         except (FileNotFoundError, ValueError):
@@ -298,7 +306,7 @@ class LocalRunner(SandboxCommands, Runner):
 
     def _unreaped_child(self, job: Job) -> bool:
         """Whether the worker is a child this runner started that has not ended: its waiter
-        thread (``_wait``) sets ``returncode`` the moment it is reaped."""
+        (``_wait``) sets ``returncode`` the moment it is reaped."""
         with self._lock:
             proc = self._procs.get(job.run_id)
         return proc is not None and proc.returncode is None
@@ -320,9 +328,8 @@ class LocalRunner(SandboxCommands, Runner):
         return _group_alive(handle["pid"]) if inside is None else inside
 
     def _wait(self, proc: subprocess.Popen) -> None:
-        proc.wait()
-        if self.on_exit:
-            self.on_exit()
+        """Have the worker reaped (its ``returncode`` set) and ``on_exit`` called when it ends."""
+        self._reaper.watch(proc)
 
 
 def _pid(job: Job) -> int:
