@@ -335,3 +335,23 @@ def test_one_thread_reaps_every_worker_and_each_end_wakes_the_engine(store):
     for job in jobs:
         assert runner.status(job).state == "succeeded"
         runner.cleanup(job)
+
+
+def test_an_ended_run_is_stopped_and_cleaned_up_with_one_read_of_its_cgroups(store, monkeypatch):
+    # The first cgroup the worker entered holds whatever is left of the run; once stop() has
+    # found it empty, cleanup() need not look again (nothing outside the run can fork into it).
+    runner = LocalRunner(store.layout)
+    job = start_true(store, runner)
+    groups = runner._cgroups_of(job)
+    if not groups:
+        pytest.skip("no cgroup can be made for runs on this host: liveness falls back to /proc")
+    wait_for(lambda: runner.status(job).state.value == "succeeded")
+    wait_for(lambda: not runner._unreaped_child(job))
+    reads = []
+    real_read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or real_read_text(self, *a, **k))
+    assert runner.stop(job) is True
+    runner.cleanup(job)
+    assert [p for p in reads if p.name in ("cgroup.procs", "cgroup.events")] == [reads[-1]]
+    assert reads[-1].parent == groups[0]
+    assert not any(group.exists() for group in groups)

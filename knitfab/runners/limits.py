@@ -120,17 +120,17 @@ def oom_killed(groups: list[Path]) -> bool:
 def populated(groups: list[Path]) -> bool | None:
     """Whether a process of the run is still in its cgroups; None when no cgroup can tell (there
     are none, or they are gone). Zombies do not count: the kernel takes a task out at its exit.
-    One or two small reads, where looking for the run's processes means reading all of /proc."""
-    answers = []
+    The first group that can tell answers: the worker enters ``groups`` in this order before
+    anything of the run is forked, and the run cannot leave one, so whatever is in any of them
+    is in the first. One small read, where looking for the run's processes means reading all of /proc."""
     for group in groups:
         try:
             if _v2_parent_of_runs(group.parent):  # "populated" covers the sub-cgroups too
-                answers.append("populated 1" in (group / "cgroup.events").read_text().splitlines())
-            else:  # v1: the run cannot make sub-cgroups (it may not write here)
-                answers.append(bool((group / "cgroup.procs").read_text().split()))
+                return "populated 1" in (group / "cgroup.events").read_text().splitlines()
+            return bool((group / "cgroup.procs").read_text().split())  # v1: the run cannot make sub-cgroups
         except OSError:
             continue
-    return any(answers) if answers else None
+    return None
 
 
 def remove_cgroups(groups: list[Path], timeout: float = 5.0) -> None:

@@ -93,6 +93,7 @@ class LocalRunner(SandboxCommands, Runner):
         logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
+        self._ended: set[str] = set()  # runs stop() has seen ended, until their cleanup
         self._groups: dict[str, list[Path]] = {}  # runId -> its cgroups, for the runs this runner started
         self._given: set[str] = set()  # Data given to the run's uid: a published Data never changes
         self._lock = threading.Lock()
@@ -164,13 +165,19 @@ class LocalRunner(SandboxCommands, Runner):
         """Signal the worker's group (SIGTERM, SIGKILL once ``grace`` has passed) and return at
         once: True when it has ended. The engine asks again when the worker's exit wakes it."""
         if not self._alive(job):
+            self._ended.add(job.run_id)
             return True
         deadline = self._stopping.setdefault(job.run_id, time.monotonic() + self.grace)
         _killpg(_pid(job), signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM)
-        return not self._alive(job)
+        if self._alive(job):
+            return False
+        self._ended.add(job.run_id)
+        return True
 
     def cleanup(self, job: Job) -> None:
-        if self._alive(job):
+        # Once stop() has seen nothing of the run left, nothing can come back: only a process
+        # of the run could fork into its group, and none is left.
+        if job.run_id not in self._ended and self._alive(job):
             _killpg(_pid(job), signal.SIGKILL)  # stragglers the program left behind
             deadline = time.monotonic() + 5
             while self._alive(job) and time.monotonic() < deadline:
@@ -179,6 +186,7 @@ class LocalRunner(SandboxCommands, Runner):
         with self._lock:
             self._procs.pop(job.run_id, None)
         self._groups.pop(job.run_id, None)
+        self._ended.discard(job.run_id)
         self._stopping.pop(job.run_id, None)
         self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
 
