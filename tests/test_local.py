@@ -241,7 +241,7 @@ def test_an_ended_worker_is_known_ended_from_its_cgroups_without_reading_proc(st
     # Its shell left unreaped (a zombie, as a worker of a server that restarted may be): the
     # process group still exists, and only the run's cgroups say cheaply that nothing runs.
     runner = LocalRunner(store.layout)
-    monkeypatch.setattr(runner, "_wait", lambda proc: None)
+    monkeypatch.setattr(runner, "_wait", lambda proc, info=None: None)
     job = start_true(store, runner)
     shell = runner._procs.pop(job.run_id)
     try:

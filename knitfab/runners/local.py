@@ -4,7 +4,8 @@ A run executes the plan's ``entrypoint`` + ``args`` with every input Data bind-m
 read-only at its path, every output (staging) directory read-write at its path, a private
 ``/tmp``, the host's system and Python read-only, and no network unless the operator allows it.
 It is never root on the host (``runuser``: a dedicated uid when the server is root) and runs
-under the plan's limits (``limits``: cgroups, else rlimits); ``confine()`` wraps any sandbox
+under the plan's limits (``limits``: cgroups, entered through the ``gate`` once the sandbox is
+set up, else rlimits); ``confine()`` wraps any sandbox
 command line (host mode's ``sandbox()``, or an image's) in both. docs/security.md says exactly
 what a run sees.
 A plan ``image`` the operator maps to a directory (``--local-image NAME:TAG=DIR``) has that
@@ -37,6 +38,8 @@ from ..images.rootfs import LayerError
 from ..images.sandbox import ImageConfigError
 from ..store.layout import Layout
 from .bwrap import SandboxCommands, sandbox_path
+from .gate import Gate, child_pid, open_gate, open_orphan
+from .gate import waiting as gate_waiting
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
 from .reaper import Reaper
@@ -116,16 +119,26 @@ class LocalRunner(SandboxCommands, Runner):
         sandbox, note = self._command(job)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "exit").write_text(EXIT_PLACEHOLDER)
-        command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, sandbox)]
-        with open(self._log_path(job), "ab") as log:
-            log.write(note.encode())
-            proc = subprocess.Popen(
-                command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={"PATH": sandbox_path()},
-            )  # fmt: skip
+        gate = Gate(workdir) if self.cgroups.parents else None  # the run's cgroups are entered by us
+        try:
+            command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, sandbox, gate)]
+            with open(self._log_path(job), "ab") as log:
+                log.write(note.encode())
+                proc = subprocess.Popen(
+                    command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, env={"PATH": sandbox_path()}, pass_fds=gate.fds() if gate else (),
+                )  # fmt: skip
+        except BaseException:
+            if gate:
+                gate.abandon()
+            raise
         with self._lock:
             self._procs[job.run_id] = proc
-        self._wait(proc)
+        info = None
+        if gate:
+            gate.started()
+            info = self._reaper.watch_info(gate.info, lambda pid: self._open_gate(job, pid, proc.pid), child_pid)
+        self._wait(proc, info)
         handle = json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)})
         (workdir / "handle.tmp").write_text(handle)
         os.rename(workdir / "handle.tmp", workdir / "handle")
@@ -134,6 +147,8 @@ class LocalRunner(SandboxCommands, Runner):
     def status(self, job: Job) -> WorkerStatus:
         if self._unreaped_child(job):
             return WorkerStatus(WorkerState.RUNNING)  # known from memory: no file or /proc read per tick
+        if job.worker and gate_waiting(self.layout.worker(job.run_id)):  # started by a server that died
+            open_orphan(self.layout.worker(job.run_id), self._cgroups_of(job), _pid(job))
         code = self._exit_code(job)
         if code is None and self._alive(job):
             return WorkerStatus(WorkerState.RUNNING)
@@ -192,10 +207,11 @@ class LocalRunner(SandboxCommands, Runner):
 
     # -- the sandbox ------------------------------------------------------------------------------
 
-    def confine(self, job: Job, bwrap: list[str]) -> list[str]:
+    def confine(self, job: Job, bwrap: list[str], gate: Gate | None = None) -> list[str]:
         """What the worker executes around a sandbox's bwrap command line (host mode or image
         mode): the run's cgroups entered, its inputs readable by the run's unprivileged user,
-        privileges dropped to that user, and rlimits for what no cgroup enforces."""
+        privileges dropped to that user, and rlimits for what no cgroup enforces. With a
+        ``gate``, the server enters the cgroups for the sandbox once it exists (``gate``)."""
         limits = Limits.of(job.resources, self.pids)
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
@@ -203,7 +219,14 @@ class LocalRunner(SandboxCommands, Runner):
         if self.user.privileged:
             self._give([m.knit_id for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
+        if gate is not None and groups:
+            return launch(self.user, [bwrap[0], *gate.options(), *bwrap[1:]], (), prlimit)
         return launch(self.user, bwrap, groups, prlimit)
+
+    def _open_gate(self, job: Job, pid: int | None, pgid: int) -> None:
+        """On the reaper's thread: the sandbox exists (``pid``), put it in its cgroups and let it go."""
+        if pid is not None:
+            open_gate(self.layout.worker(job.run_id), self._cgroups_of(job), pid, pgid)
 
     def _give(self, knit_ids: list[str]) -> None:
         """Give inputs to the run's uid once per Data (the walk is on the engine's thread: a
@@ -335,9 +358,9 @@ class LocalRunner(SandboxCommands, Runner):
         inside = populated(self._cgroups_of(job))
         return _group_alive(handle["pid"]) if inside is None else inside
 
-    def _wait(self, proc: subprocess.Popen) -> None:
+    def _wait(self, proc: subprocess.Popen, info=None) -> None:
         """Have the worker reaped (its ``returncode`` set) and ``on_exit`` called when it ends."""
-        self._reaper.watch(proc)
+        self._reaper.watch(proc, info)
 
 
 def _pid(job: Job) -> int:
