@@ -3,6 +3,7 @@ the run executes: the launch is not throttled by the run's CPU quota, the run is
 before, and a sandbox nobody let go executes nothing (a restarted server lets it go)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,20 @@ def test_a_sandbox_nobody_lets_go_executes_nothing_until_a_restarted_server_does
     wait_for(lambda: restarted.status(job).state == "succeeded")
     assert output.read_text() == "ran\n"
     restarted.cleanup(job)
+
+
+def test_the_run_holds_neither_end_of_its_gate(store):
+    # bwrap closes its --block-fd and --info-fd before the run's command: the run can neither
+    # write its own "go" nor a pid for the server to put in its cgroups.
+    runner = LocalRunner(store.layout)
+    job = start(store, runner, "sleep 5")
+    wait_for(lambda: sum(worker_processes(job).values()) >= 2)  # init and sleep
+    workdir = store.layout.worker(job.run_id)
+    gate_fifos = {str(workdir / gate.GO), str(workdir / gate.INFO)}
+    held = {}
+    for pid, sandboxed in worker_processes(job).items():
+        fds = Path(f"/proc/{pid}/fd")
+        held[pid, sandboxed] = {os.readlink(fds / fd) for fd in os.listdir(fds)} & gate_fifos
+    assert any(fifos for (_, sandboxed), fifos in held.items() if not sandboxed)  # the launch holds them...
+    assert not any(fifos for (_, sandboxed), fifos in held.items() if sandboxed)  # ...the run does not
+    runner.stop(job), runner.cleanup(job)

@@ -83,16 +83,19 @@ def open_gate(workdir: Path, groups: list[Path], pid: int, pgid: int) -> bool:
         for group in groups:
             with open(group / "cgroup.procs", "w") as f:
                 f.write(str(pid))
-    except OSError as e:
-        log.error("cannot put the sandbox %d in its cgroups (%s): the run is killed", pid, e)
+        fd = os.open(workdir / GO, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+    except OSError as e:  # never let a run wait forever for a gate that cannot open
+        log.error("cannot put the sandbox %d in its cgroups and let it go (%s): the run is killed", pid, e)
         _kill(pgid)
         return False
-    fd = os.open(workdir / GO, os.O_WRONLY | os.O_NONBLOCK)
     try:
-        os.write(fd, b"x")
-    finally:
-        os.close(fd)
-    (workdir / OPENED).write_text("")
+        (workdir / OPENED).write_text("")
+    except OSError:
+        pass  # a restarted server would let it go again: the same pid into the same cgroups, harmless
     return True
 
 
