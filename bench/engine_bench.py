@@ -1,6 +1,7 @@
 """Engine benchmark: projection, Data queries and start latency with a big store.
 
     .venv/bin/python bench/engine_bench.py [--data 100000] [--plans 1000] [--samples 50] [--burst 300] [--only-runs]
+        [--profile FILE]
 
 Fills a fresh store with N done Data (four user tags each) and M plans, then prints:
 
@@ -13,7 +14,11 @@ Fills a fresh store with N done Data (four user tags each) and M plans, then pri
   /api/data`` of a plain tar, then the ``PUT`` tagging it) to the process start, alternated with
   the floor, the same bwrap command launched directly (and its CPU); then a burst of ``--burst``
   Data tagged at once, until every run is seen done through the API: runs/s, the server
-  process's own CPU per run and its children's (the workers: sh, bwrap, setpriv, the run);
+  process's own CPU per run and its children's (the workers: sh, bwrap, setpriv, the run); of
+  the server's CPU, the bench's own polls for done (the same requests replayed on the idle
+  server afterwards) apart, and the rest by thread (engine, HTTP, reaper, trash: thread names
+  from ``py-spy dump`` when py-spy is installed, ``pip install py-spy``); ``--profile FILE``
+  records py-spy's collapsed stacks of the server (per thread) during the burst;
 * the floor of our own loop: the same burst through every engine stage with a runner whose
   workers succeed at once, in this process.
 
