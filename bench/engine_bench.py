@@ -250,6 +250,9 @@ def _burst(client, pid: int, burst: int) -> None:
         f"{polling:5.1f} ms/run; without them {own - polling:5.1f} ms/run   target >= 100 runs/s, < 5 ms: {verdict}"
     )
     _print_threads(pid, threads0, threads1, (after[0] - before[0]), burst)
+    total = own - polling + children
+    print(f"  the CPU of a run, server (without the polls) and workers: {total:5.1f} ms: at most"
+          f" {os.cpu_count() * 1000 / total:5.0f} runs/s on {os.cpu_count()} idle cores")  # fmt: skip
 
 
 def _threads_cpu_ms(pid: int) -> dict[int, float]:
