@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 log = logging.getLogger("knitfab.trash")
+IDLE = 30.0  # seconds the deleting thread waits for more before it ends
 
 
 class Trash:
@@ -29,6 +30,7 @@ class Trash:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._more = threading.Event()  # something was discarded since the thread last looked
 
     def discard(self, path: Path) -> None:
         """Take ``path`` (a directory, file or link; nothing if it does not exist) away now and
@@ -48,22 +50,28 @@ class Trash:
         return sorted(self.folder.iterdir())
 
     def _wake(self) -> None:
+        self._more.set()
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="knitfab-trash", daemon=True)
                 self._thread.start()
 
     def _drain(self) -> None:
         while True:
-            entries = self.pending()
-            if not entries:
-                with self._lock:  # nothing came in since the listing: end; discard starts a new one
-                    if not any(self.folder.iterdir()):
+            if not self._more.wait(IDLE):
+                with self._lock:  # nothing for a while: end (a discard that comes now starts a new one)
+                    if not self._more.is_set():
                         self._thread = None
                         return
                 continue
-            if not all([_delete(e) for e in entries]):
-                return  # something cannot be removed (logged): tried again on the next discard
+            self._more.clear()  # before listing: what comes in meanwhile sets it again
+            try:
+                entries = self.pending()
+            except OSError as e:
+                log.error("cannot list the trash %s (will try again): %s", self.folder, e)
+                continue
+            for entry in entries:
+                _delete(entry)  # what cannot be removed (logged) is tried again on the next discard
 
 
 def _delete(entry: Path) -> bool:

@@ -241,7 +241,7 @@ def test_an_ended_worker_is_known_ended_from_its_cgroups_without_reading_proc(st
     # Its shell left unreaped (a zombie, as a worker of a server that restarted may be): the
     # process group still exists, and only the run's cgroups say cheaply that nothing runs.
     runner = LocalRunner(store.layout)
-    monkeypatch.setattr(runner, "_wait", lambda proc: None)
+    monkeypatch.setattr(runner, "_wait", lambda proc, info=None: None)
     job = start_true(store, runner)
     shell = runner._procs.pop(job.run_id)
     try:
@@ -314,3 +314,44 @@ def test_stop_signals_and_returns_at_once_without_sleeping(store, monkeypatch):
     monkeypatch.undo()
     runner.cleanup(job)
     assert not runner.layout.worker(run_id).exists()  # moved out of workers/ at once, deleted off-thread
+
+
+def test_one_thread_reaps_every_worker_and_each_end_wakes_the_engine(store):
+    # A thread started per run costs the engine's thread its creation and a turn at the GIL.
+    woken = []
+    runner = LocalRunner(store.layout, on_exit=lambda: woken.append(1))
+    engine = Engine(store, runner)
+    plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["sh", "-c", "sleep 0.5"], args=[],
+                 resources={"cpu": "100m", "memory": "64Mi"})  # fmt: skip
+    for _ in range(4):
+        push(store, "type:dataset")
+    before = set(threading.enumerate())
+    engine.project(), engine.initialize(), engine.start()
+    jobs = [load_job(store, run_id) for run_id, _ in runs_of(store, plan.plan_id)]
+    assert len(jobs) == 4 and all(runner._unreaped_child(job) for job in jobs)
+    assert len(set(threading.enumerate()) - before) <= 1  # the reaper, at most (it may be there already)
+    wait_for(lambda: len(woken) == 4)
+    assert not any(runner._unreaped_child(job) for job in jobs)  # reaped: no zombie left
+    for job in jobs:
+        assert runner.status(job).state == "succeeded"
+        runner.cleanup(job)
+
+
+def test_an_ended_run_is_stopped_and_cleaned_up_with_one_read_of_its_cgroups(store, monkeypatch):
+    # The first cgroup the worker entered holds whatever is left of the run; once stop() has
+    # found it empty, cleanup() need not look again (nothing outside the run can fork into it).
+    runner = LocalRunner(store.layout)
+    job = start_true(store, runner)
+    groups = runner._cgroups_of(job)
+    if not groups:
+        pytest.skip("no cgroup can be made for runs on this host: liveness falls back to /proc")
+    wait_for(lambda: runner.status(job).state.value == "succeeded")
+    wait_for(lambda: not runner._unreaped_child(job))
+    reads = []
+    real_read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or real_read_text(self, *a, **k))
+    assert runner.stop(job) is True
+    runner.cleanup(job)
+    assert [p for p in reads if p.name in ("cgroup.procs", "cgroup.events")] == [reads[-1]]
+    assert reads[-1].parent == groups[0]
+    assert not any(group.exists() for group in groups)

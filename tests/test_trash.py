@@ -68,3 +68,16 @@ def test_a_removal_cut_short_by_kill_9_is_finished_when_the_data_directory_is_op
     trash._BINS.clear()  # a new server process: nothing of the killed one's state
     bin = trash.for_layout(Layout(root))
     wait_for(lambda: not bin.pending())
+
+
+def test_one_thread_deletes_what_keeps_coming(tmp_path):
+    # Not a thread started for each discarded directory (the engine discards one per run).
+    layout = Layout(tmp_path / "knitfab")
+    layout.create()
+    bin = trash.for_layout(layout)
+    threads = set()
+    for i in range(3):
+        bin.discard(tree(layout.worker(f"run-{i}"), files=3))
+        wait_for(lambda: not bin.pending())
+        threads.add(bin._thread)
+    assert len(threads) == 1 and None not in threads

@@ -18,6 +18,7 @@ has no limit.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -88,7 +89,7 @@ class Cgroups:
         for controller, parent in self.parents.items():
             group = made.setdefault(parent, parent / name)
             group.mkdir(exist_ok=True)
-            _WRITERS[(controller, _is_v2(parent))](group, limits)
+            _WRITERS[(controller, _v2_parent_of_runs(parent))](group, limits)
         return list(made.values())
 
 
@@ -119,33 +120,41 @@ def oom_killed(groups: list[Path]) -> bool:
 def populated(groups: list[Path]) -> bool | None:
     """Whether a process of the run is still in its cgroups; None when no cgroup can tell (there
     are none, or they are gone). Zombies do not count: the kernel takes a task out at its exit.
-    One or two small reads, where looking for the run's processes means reading all of /proc."""
-    answers = []
+    The first group that can tell answers: the worker enters ``groups`` in this order before
+    anything of the run is forked, and the run cannot leave one, so whatever is in any of them
+    is in the first. One small read, where looking for the run's processes means reading all of /proc."""
     for group in groups:
         try:
-            if _is_v2(group):  # "populated" covers the sub-cgroups too
-                answers.append("populated 1" in (group / "cgroup.events").read_text().splitlines())
-            else:  # v1: the run cannot make sub-cgroups (it may not write here)
-                answers.append(bool((group / "cgroup.procs").read_text().split()))
+            if _v2_parent_of_runs(group.parent):  # "populated" covers the sub-cgroups too
+                return "populated 1" in (group / "cgroup.events").read_text().splitlines()
+            return bool((group / "cgroup.procs").read_text().split())  # v1: the run cannot make sub-cgroups
         except OSError:
             continue
-    return any(answers) if answers else None
+    return None
 
 
 def remove_cgroups(groups: list[Path], timeout: float = 5.0) -> None:
     """Kill what is left in the run's cgroups and remove them (an emptied cgroup goes at once)."""
     deadline = time.monotonic() + timeout
     for group in groups:
-        while group.exists():
+        while not _removed(group):  # tried first: most runs leave nothing behind
+            if time.monotonic() > deadline:
+                break  # a process stuck in the kernel: left for the next cleanup
             _kill_all(group)
-            try:
-                group.rmdir()
-            except FileNotFoundError:
+            if _removed(group):
                 break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break  # a process stuck in the kernel: left for the next cleanup
-                time.sleep(0.02)
+            time.sleep(0.02)
+
+
+def _removed(group: Path) -> bool:
+    """Remove an empty cgroup; False while a process is in it (the kernel refuses: EBUSY)."""
+    try:
+        group.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 # -- probing ----------------------------------------------------------------------------------------
@@ -223,6 +232,12 @@ def _enabled(group: Path) -> set[str]:
 
 def _is_v2(group: Path) -> bool:
     return (group / "cgroup.controllers").exists()
+
+
+@functools.cache
+def _v2_parent_of_runs(parent: Path) -> bool:
+    """``_is_v2`` of a parent of run cgroups, asked once (not for every run)."""
+    return _is_v2(parent)
 
 
 # -- writing limits ---------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ A run executes the plan's ``entrypoint`` + ``args`` with every input Data bind-m
 read-only at its path, every output (staging) directory read-write at its path, a private
 ``/tmp``, the host's system and Python read-only, and no network unless the operator allows it.
 It is never root on the host (``runuser``: a dedicated uid when the server is root) and runs
-under the plan's limits (``limits``: cgroups, else rlimits); ``confine()`` wraps any sandbox
+under the plan's limits (``limits``: cgroups, entered through the ``gate`` once the sandbox is
+set up, else rlimits); ``confine()`` wraps any sandbox
 command line (host mode's ``sandbox()``, or an image's) in both. docs/security.md says exactly
 what a run sees.
 A plan ``image`` the operator maps to a directory (``--local-image NAME:TAG=DIR``) has that
@@ -37,8 +38,11 @@ from ..images.rootfs import LayerError
 from ..images.sandbox import ImageConfigError
 from ..store.layout import Layout
 from .bwrap import SandboxCommands, sandbox_path
+from .gate import Gate, child_pid, open_gate, open_orphan
+from .gate import waiting as gate_waiting
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .protocol import GONE, Job, Runner, RunnerError, WorkerState, WorkerStatus, empty_outputs
+from .reaper import Reaper
 from .runuser import give, launch, run_user
 
 log = logging.getLogger("knitfab.local")
@@ -92,8 +96,11 @@ class LocalRunner(SandboxCommands, Runner):
         logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
+        self._ended: set[str] = set()  # runs stop() has seen ended, until their cleanup
+        self._groups: dict[str, list[Path]] = {}  # runId -> its cgroups, for the runs this runner started
         self._given: set[str] = set()  # Data given to the run's uid: a published Data never changes
         self._lock = threading.Lock()
+        self._reaper = Reaper(lambda: self.on_exit)  # one thread reaps every worker
         self.image_cache = None  # use_images() sets it: plans' images from the server's registry
         self.host_mode = True
 
@@ -112,16 +119,26 @@ class LocalRunner(SandboxCommands, Runner):
         sandbox, note = self._command(job)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "exit").write_text(EXIT_PLACEHOLDER)
-        command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, sandbox)]
-        with open(self._log_path(job), "ab") as log:
-            log.write(note.encode())
-            proc = subprocess.Popen(
-                command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={"PATH": sandbox_path()},
-            )  # fmt: skip
+        gate = Gate(workdir) if self.cgroups.parents else None  # the run's cgroups are entered by us
+        try:
+            command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, sandbox, gate)]
+            with open(self._log_path(job), "ab") as log:
+                log.write(note.encode())
+                proc = subprocess.Popen(
+                    command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, env={"PATH": sandbox_path()}, pass_fds=gate.fds() if gate else (),
+                )  # fmt: skip
+        except BaseException:
+            if gate:
+                gate.abandon()
+            raise
         with self._lock:
             self._procs[job.run_id] = proc
-        threading.Thread(target=self._wait, args=(proc,), daemon=True).start()
+        info = None
+        if gate:
+            gate.started()
+            info = self._reaper.watch_info(gate.info, lambda pid: self._open_gate(job, pid, proc.pid), child_pid)
+        self._wait(proc, info)
         handle = json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)})
         (workdir / "handle.tmp").write_text(handle)
         os.rename(workdir / "handle.tmp", workdir / "handle")
@@ -130,6 +147,8 @@ class LocalRunner(SandboxCommands, Runner):
     def status(self, job: Job) -> WorkerStatus:
         if self._unreaped_child(job):
             return WorkerStatus(WorkerState.RUNNING)  # known from memory: no file or /proc read per tick
+        if job.worker and gate_waiting(self.layout.worker(job.run_id)):  # started by a server that died
+            open_orphan(self.layout.worker(job.run_id), self._cgroups_of(job), _pid(job))
         code = self._exit_code(job)
         if code is None and self._alive(job):
             return WorkerStatus(WorkerState.RUNNING)
@@ -161,13 +180,19 @@ class LocalRunner(SandboxCommands, Runner):
         """Signal the worker's group (SIGTERM, SIGKILL once ``grace`` has passed) and return at
         once: True when it has ended. The engine asks again when the worker's exit wakes it."""
         if not self._alive(job):
+            self._ended.add(job.run_id)
             return True
         deadline = self._stopping.setdefault(job.run_id, time.monotonic() + self.grace)
         _killpg(_pid(job), signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM)
-        return not self._alive(job)
+        if self._alive(job):
+            return False
+        self._ended.add(job.run_id)
+        return True
 
     def cleanup(self, job: Job) -> None:
-        if self._alive(job):
+        # Once stop() has seen nothing of the run left, nothing can come back: only a process
+        # of the run could fork into its group, and none is left.
+        if job.run_id not in self._ended and self._alive(job):
             _killpg(_pid(job), signal.SIGKILL)  # stragglers the program left behind
             deadline = time.monotonic() + 5
             while self._alive(job) and time.monotonic() < deadline:
@@ -175,22 +200,33 @@ class LocalRunner(SandboxCommands, Runner):
         remove_cgroups(self._cgroups_of(job))
         with self._lock:
             self._procs.pop(job.run_id, None)
+        self._groups.pop(job.run_id, None)
+        self._ended.discard(job.run_id)
         self._stopping.pop(job.run_id, None)
         self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
 
     # -- the sandbox ------------------------------------------------------------------------------
 
-    def confine(self, job: Job, bwrap: list[str]) -> list[str]:
+    def confine(self, job: Job, bwrap: list[str], gate: Gate | None = None) -> list[str]:
         """What the worker executes around a sandbox's bwrap command line (host mode or image
         mode): the run's cgroups entered, its inputs readable by the run's unprivileged user,
-        privileges dropped to that user, and rlimits for what no cgroup enforces."""
+        privileges dropped to that user, and rlimits for what no cgroup enforces. With a
+        ``gate``, the server enters the cgroups for the sandbox once it exists (``gate``)."""
         limits = Limits.of(job.resources, self.pids)
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
         (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
+        self._groups[job.run_id] = groups  # the file is for a restarted server
         if self.user.privileged:
             self._give([m.knit_id for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
+        if gate is not None and groups:
+            return launch(self.user, [bwrap[0], *gate.options(), *bwrap[1:]], (), prlimit)
         return launch(self.user, bwrap, groups, prlimit)
+
+    def _open_gate(self, job: Job, pid: int | None, pgid: int) -> None:
+        """On the reaper's thread: the sandbox exists (``pid``), put it in its cgroups and let it go."""
+        if pid is not None:
+            open_gate(self.layout.worker(job.run_id), self._cgroups_of(job), pid, pgid)
 
     def _give(self, knit_ids: list[str]) -> None:
         """Give inputs to the run's uid once per Data (the walk is on the engine's thread: a
@@ -285,6 +321,9 @@ class LocalRunner(SandboxCommands, Runner):
         return self.layout.worker(job.run_id) / "log"  # a plan without log: discarded at cleanup
 
     def _cgroups_of(self, job: Job) -> list[Path]:
+        known = self._groups.get(job.run_id)
+        if known is not None:
+            return known
         try:
             return [Path(g) for g in json.loads((self.layout.worker(job.run_id) / "cgroups").read_text())]
         except (FileNotFoundError, ValueError):
@@ -298,7 +337,7 @@ class LocalRunner(SandboxCommands, Runner):
 
     def _unreaped_child(self, job: Job) -> bool:
         """Whether the worker is a child this runner started that has not ended: its waiter
-        thread (``_wait``) sets ``returncode`` the moment it is reaped."""
+        (``_wait``) sets ``returncode`` the moment it is reaped."""
         with self._lock:
             proc = self._procs.get(job.run_id)
         return proc is not None and proc.returncode is None
@@ -319,10 +358,9 @@ class LocalRunner(SandboxCommands, Runner):
         inside = populated(self._cgroups_of(job))
         return _group_alive(handle["pid"]) if inside is None else inside
 
-    def _wait(self, proc: subprocess.Popen) -> None:
-        proc.wait()
-        if self.on_exit:
-            self.on_exit()
+    def _wait(self, proc: subprocess.Popen, info=None) -> None:
+        """Have the worker reaped (its ``returncode`` set) and ``on_exit`` called when it ends."""
+        self._reaper.watch(proc, info)
 
 
 def _pid(job: Job) -> int:

@@ -18,8 +18,9 @@ read-only binds, and not at all outside the sandbox by that uid), so a file uplo
 which the root server reads and deletes as any other.
 
 The worker's chain, as root: the staging ``bwrap``, ``sh`` entering the run's cgroups (shell
-built-ins), ``setpriv`` (to the run's uid), ``prlimit`` where rlimits are needed, the run's
-``bwrap``: a handful of program starts, where each is a few milliseconds of a busy machine.
+built-ins; not when the server enters them itself, see ``gate``), ``setpriv`` (to the run's
+uid), ``prlimit`` where rlimits are needed, the run's ``bwrap``: a handful of program starts,
+where each is a few milliseconds of a busy machine.
 """
 
 from __future__ import annotations

@@ -82,33 +82,37 @@ def collected(store: Store, knit_ids: list[str]) -> None:
             store.execute("DELETE FROM garbage WHERE knit_id IN (SELECT value FROM json_each(?))", json_list(knit_ids))
 
 
+# The whole of a run as the runner sees it, in one statement (the engine loads a run at each
+# of its stages): its lists come as JSON arrays, put in order here.
+_JOB = (
+    "SELECT r.plan_id, p.image, p.version, p.entrypoint, p.args, p.service_account, r.worker,"
+    " (SELECT json_group_array(json_array(i.path, a.knit_id)) FROM assign a JOIN input i ON i.id = a.input_id"
+    "  WHERE a.run_id = r.run_id),"
+    " (SELECT json_group_array(json_array(o.path, d.knit_id, o.is_log)) FROM data d JOIN output o ON o.id = d.output_id"
+    "  WHERE d.run_id = r.run_id),"
+    " (SELECT json_group_array(json_array(type, quantity)) FROM plan_resource WHERE plan_id = r.plan_id),"
+    " (SELECT json_group_array(json_array(mode, key, value)) FROM plan_on_node WHERE plan_id = r.plan_id)"
+    " FROM run r JOIN plan p ON p.plan_id = r.plan_id WHERE r.run_id = ?"
+)
+
+
 def load_job(store: Store, run_id: str) -> Job:
-    """A run as the runner sees it."""
-    plan_id, image, version, entrypoint, args, account, worker = store.one(
-        "SELECT r.plan_id, p.image, p.version, p.entrypoint, p.args, p.service_account, r.worker"
-        " FROM run r JOIN plan p ON p.plan_id = r.plan_id WHERE r.run_id = ?",
-        run_id,
+    """A run as the runner sees it (one statement)."""
+    plan_id, image, version, entrypoint, args, account, worker, inputs, made, resources, on_node = store.one(
+        _JOB, run_id
     )
-    inputs = store.all(
-        "SELECT i.path, a.knit_id FROM assign a JOIN input i ON i.id = a.input_id WHERE a.run_id = ? ORDER BY i.path",
-        run_id,
-    )
-    made = store.all(
-        "SELECT o.path, d.knit_id, o.is_log FROM data d JOIN output o ON o.id = d.output_id"
-        " WHERE d.run_id = ? ORDER BY o.path",
-        run_id,
-    )
+    made = sorted(json.loads(made), key=lambda row: (row[0] is not None, row[0] or ""))  # as ORDER BY path
     return Job(
         run_id=run_id,
         plan_id=plan_id,
         image=f"{image}:{version}",
         entrypoint=json.loads(entrypoint) if entrypoint else [],
         args=json.loads(args) if args else [],
-        inputs=[Mount(path, knit_id) for path, knit_id in inputs],
+        inputs=[Mount(path, knit_id) for path, knit_id in sorted(json.loads(inputs))],
         outputs=[Mount(path, knit_id) for path, knit_id, is_log in made if not is_log],
         log=next((knit_id for _, knit_id, is_log in made if is_log), None),
-        resources=dict(store.all("SELECT type, quantity FROM plan_resource WHERE plan_id = ?", plan_id)),
-        on_node=store.all("SELECT mode, key, value FROM plan_on_node WHERE plan_id = ? ORDER BY 1, 2, 3", plan_id),
+        resources=dict(json.loads(resources)),
+        on_node=[tuple(row) for row in sorted(json.loads(on_node))],
         service_account=account,
         worker=worker,
     )
