@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -180,6 +181,7 @@ class Server:
         for line in self.proc.stderr:
             if "is serving on" in line:
                 self.url = line.split("is serving on ")[1].split()[0]
+                threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # its log never fills the pipe
                 return
             said.append(line)
         raise RuntimeError("the server did not start:\n" + "".join(said))
