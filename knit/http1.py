@@ -146,6 +146,8 @@ class Response:
         lengths = self.headers.get("content-length")
         if method == "HEAD" or self.status in NO_BODY or self.status < 200:
             self.done = True
+            if self.status == 101:  # the connection now speaks another protocol: never reused
+                self.will_close = True
         elif encoding is not None:
             if lengths is not None:
                 raise ProtocolError("both Transfer-Encoding and Content-Length")

@@ -86,3 +86,33 @@ def test_the_run_holds_neither_end_of_its_gate(store):
     assert any(fifos for (_, sandboxed), fifos in held.items() if not sandboxed)  # the launch holds them...
     assert not any(fifos for (_, sandboxed), fifos in held.items() if sandboxed)  # ...the run does not
     runner.stop(job), runner.cleanup(job)
+
+
+def test_a_run_stopped_at_its_gate_leaves_no_process(store, monkeypatch):
+    # The sandbox's init ignores SIGTERM (pid 1 of its namespace, no handler yet), and its
+    # cgroups are still empty: only its process group tells that it is there.
+    runner = LocalRunner(store.layout)
+    monkeypatch.setattr(runner, "_open_gate", lambda *args: None)  # never let go
+    job = start(store, runner, "echo ran > /out/f")
+    pgid = json.loads(job.worker)["pid"]
+    init = wait_for(lambda: gate._sandbox_init(pgid))
+    wait_for(lambda: runner.stop(job), timeout=10)
+    runner.cleanup(job)
+    assert gate._pgid(init) is None or Path(f"/proc/{init}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_a_restarted_server_leaves_a_gate_alone_when_the_worker_is_not_the_one_it_started(store, monkeypatch):
+    # After a reboot the handle's pid may be another group's: its start time tells.
+    runner = LocalRunner(store.layout)
+    monkeypatch.setattr(runner, "_open_gate", lambda *args: None)
+    job = start(store, runner, "echo ran > /out/f")
+    groups = runner._cgroups_of(job)
+    init = wait_for(lambda: gate._sandbox_init(json.loads(job.worker)["pid"]))
+    handle = json.loads(job.worker)
+    job.worker = json.dumps({**handle, "start": handle["start"] + 1})
+    restarted = LocalRunner(store.layout)
+    restarted.status(job)
+    assert not any(init in inside for inside in members(groups))  # not let go
+    job.worker = json.dumps(handle)
+    wait_for(lambda: restarted.status(job).state == "succeeded")
+    restarted.cleanup(job)

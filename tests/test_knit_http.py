@@ -176,6 +176,13 @@ def test_no_body_after_head_204_and_304(raw):
     assert server.accepted == 1
 
 
+def test_a_switch_of_protocols_closes_the_connection(raw):
+    # After a 101 the bytes on the connection are another protocol's: it is never reused.
+    server = raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    resp = ask(server)
+    assert resp.status == 101 and resp.will_close
+
+
 def test_an_interim_answer_is_skipped(raw):
     server = raw(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
     assert ask(server).read() == b"[]"

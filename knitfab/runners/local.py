@@ -128,6 +128,10 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
             if gate:
                 gate.abandon()
             raise
+        # The handle first: a crash from here on leaves a worker the restarted server knows.
+        handle = json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)})
+        (workdir / "handle.tmp").write_text(handle)
+        os.rename(workdir / "handle.tmp", workdir / "handle")
         with self._lock:
             self._procs[job.run_id] = proc
         info = None
@@ -135,15 +139,14 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
             gate.started()
             info = self._reaper.watch_info(gate.info, lambda pid: self._open_gate(job, pid, proc.pid), child_pid)
         self._wait(proc, info)
-        handle = json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)})
-        (workdir / "handle.tmp").write_text(handle)
-        os.rename(workdir / "handle.tmp", workdir / "handle")
         return handle
 
     def status(self, job: Job) -> WorkerStatus:
         if self._unreaped_child(job):
             return WorkerStatus(WorkerState.RUNNING)  # known from memory: no file or /proc read per tick
-        if job.worker and gate_waiting(self.layout.worker(job.run_id)):  # started by a server that died
+        if job.worker and gate_waiting(self.layout.worker(job.run_id)) and self._leader_is_ours(job):
+            # started by a server that died before it let the sandbox go: only while the worker's
+            # shell is the one its handle names is the group the worker's (after a reboot it is not)
             open_orphan(self.layout.worker(job.run_id), self._cgroups_of(job), _pid(job))
         code = self._exit_code(job)
         if code is None and self._alive(job):
@@ -179,7 +182,10 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
             self._ended.add(job.run_id)
             return True
         deadline = self._stopping.setdefault(job.run_id, time.monotonic() + self.grace)
-        _killpg(_pid(job), signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM)
+        # A sandbox still at its gate has executed nothing of the run, and as pid 1 of its own
+        # namespace it ignores SIGTERM: it is killed at once.
+        closed = gate_waiting(self.layout.worker(job.run_id))
+        _killpg(_pid(job), signal.SIGKILL if closed or time.monotonic() >= deadline else signal.SIGTERM)
         if self._alive(job):
             return False
         self._ended.add(job.run_id)
@@ -274,9 +280,17 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         if leader is not None and leader[0] != "Z":
             return True
         # Once the leader has ended, what is left of the run can only be in its cgroups: the
-        # launch enters them before anything of the run is forked (runuser.launch).
+        # server puts the sandbox in them before it lets it fork anything of the run (gate.py).
+        # Until then the sandbox waits outside them, so only its process group can tell.
+        if gate_waiting(self.layout.worker(job.run_id)):
+            return _group_alive(handle["pid"])
         inside = populated(self._cgroups_of(job))
         return _group_alive(handle["pid"]) if inside is None else inside
+
+    def _leader_is_ours(self, job: Job) -> bool:
+        handle = json.loads(job.worker)
+        leader = _proc_stat(handle["pid"])
+        return leader is not None and leader[2] == handle["start"] and leader[0] != "Z"
 
     def _wait(self, proc: subprocess.Popen, info=None) -> None:
         """Have the worker reaped (its ``returncode`` set) and ``on_exit`` called when it ends."""

@@ -10,11 +10,13 @@ says when it exists (``watch_info``: see ``gate``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("knitfab.local")
@@ -62,7 +64,7 @@ class Reaper:
             if self._thread is None:
                 self._wake_r, self._wake_w = os.pipe()
                 os.set_blocking(self._wake_w, False)
-                self._thread = threading.Thread(target=self._loop, name="knitfab-reaper", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="knitfab-reaper", daemon=True)
                 self._thread.start()
             else:
                 try:
@@ -78,6 +80,18 @@ class Reaper:
         callback = self._on_exit()
         if callback:
             callback()
+
+    def _run(self) -> None:
+        """The loop, started over with what it watched should anything in it fail: a dead
+        reaper would leave every later worker unreaped, and their runs running forever."""
+        while True:
+            try:
+                return self._loop()
+            except Exception:
+                log.exception("the reaper failed: it starts over")
+                with self._lock:
+                    self._added = [*getattr(self, "_watched", {}).items(), *self._added]
+                time.sleep(0.1)  # a failure that repeats must not spin
 
     def _loop(self) -> None:
         self._poller = poller = select.poll()  # these two: only this thread's
@@ -104,9 +118,11 @@ class Reaper:
                     self._forget(fd)
 
     def _forget(self, fd: int) -> None:
-        self._poller.unregister(fd)
-        os.close(fd)
         del self._watched[fd]
+        with contextlib.suppress(KeyError, OSError):
+            self._poller.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     def _forget_handler(self, handler: Handler | None) -> None:
         """Stop watching ``handler``'s fd if it still does (by identity: fd numbers are reused)."""
