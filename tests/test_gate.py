@@ -12,6 +12,7 @@ from helpers import apply, push, runs_of, wait_for
 from knitfab.engine import Engine
 from knitfab.runners import gate
 from knitfab.runners.local import LocalRunner
+from knitfab.runners.procs import pgid_of, proc_stat
 from knitfab.store.jobs import load_job
 
 
@@ -33,7 +34,7 @@ def worker_processes(job):
     pgid = json.loads(job.worker)["pid"]
     found = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and gate._pgid(int(entry.name)) == pgid:
+        if entry.name.isdigit() and pgid_of(int(entry.name)) == pgid:
             found[int(entry.name)] = len(gate._ns_pids(int(entry.name))) > 1
     return found
 
@@ -98,7 +99,7 @@ def test_a_run_stopped_at_its_gate_leaves_no_process(store, monkeypatch):
     init = wait_for(lambda: gate._sandbox_init(pgid))
     wait_for(lambda: runner.stop(job), timeout=10)
     runner.cleanup(job)
-    assert gate._pgid(init) is None or Path(f"/proc/{init}/stat").read_text().split(")")[1].split()[0] == "Z"
+    assert proc_stat(init) is None or proc_stat(init)[0] == "Z"
 
 
 def test_a_restarted_server_leaves_a_gate_alone_when_the_worker_is_not_the_one_it_started(store, monkeypatch):

@@ -24,6 +24,8 @@ import os
 import signal
 from pathlib import Path
 
+from .procs import killpg, pgid_of
+
 log = logging.getLogger("knitfab.local")
 GO = "go"  # the FIFO in the worker's directory the sandbox waits on
 INFO = "info"  # the FIFO bwrap writes the sandbox's pid into
@@ -74,10 +76,10 @@ def open_gate(workdir: Path, groups: list[Path], pid: int, pgid: int) -> bool:
     """Put ``pid`` (the sandbox's init, still waiting) in every cgroup of the run, then let it
     go on. Refuses a pid that is not of the worker's process group (reused meanwhile); a
     process that cannot be put in its cgroups is killed, never let go. True when it goes on."""
-    if _pgid(pid) != pgid:
+    if pgid_of(pid) != pgid:
         return False
     if not groups:  # they are gone (the run was cleaned up meanwhile): it must not run unconfined
-        _kill(pgid)
+        killpg(pgid, signal.SIGKILL)
         return False
     try:
         for group in groups:
@@ -90,7 +92,7 @@ def open_gate(workdir: Path, groups: list[Path], pid: int, pgid: int) -> bool:
             os.close(fd)
     except OSError as e:  # never let a run wait forever for a gate that cannot open
         log.error("cannot put the sandbox %d in its cgroups and let it go (%s): the run is killed", pid, e)
-        _kill(pgid)
+        killpg(pgid, signal.SIGKILL)
         return False
     try:
         (workdir / OPENED).write_text("")
@@ -115,7 +117,7 @@ def _sandbox_init(pgid: int) -> int | None:
     init (the staging bwrap unshares no pid namespace)."""
     with os.scandir("/proc") as entries:
         for entry in entries:
-            if entry.name.isdigit() and _pgid(int(entry.name)) == pgid and _ns_pids(int(entry.name))[1:] == ["1"]:
+            if entry.name.isdigit() and pgid_of(int(entry.name)) == pgid and _ns_pids(int(entry.name))[1:] == ["1"]:
                 return int(entry.name)
     return None
 
@@ -128,17 +130,3 @@ def _ns_pids(pid: int) -> list[str]:
     except OSError:
         pass
     return []
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _kill(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

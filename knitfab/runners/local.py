@@ -37,6 +37,7 @@ from .gate import Gate, child_pid, open_gate, open_orphan
 from .gate import waiting as gate_waiting
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .localimages import ImageModes
+from .procs import group_alive, killpg, proc_stat, start_time
 from .protocol import GONE, Job, Runner, WorkerState, WorkerStatus, empty_outputs
 from .reaper import Reaper
 from .runuser import give, launch, run_user
@@ -129,7 +130,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
                 gate.abandon()
             raise
         # The handle first: a crash from here on leaves a worker the restarted server knows.
-        handle = json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)})
+        handle = json.dumps({"pid": proc.pid, "start": start_time(proc.pid)})
         (workdir / "handle.tmp").write_text(handle)
         os.rename(workdir / "handle.tmp", workdir / "handle")
         with self._lock:
@@ -185,7 +186,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         # A sandbox still at its gate has executed nothing of the run, and as pid 1 of its own
         # namespace it ignores SIGTERM: it is killed at once.
         closed = gate_waiting(self.layout.worker(job.run_id))
-        _killpg(_pid(job), signal.SIGKILL if closed or time.monotonic() >= deadline else signal.SIGTERM)
+        killpg(_pid(job), signal.SIGKILL if closed or time.monotonic() >= deadline else signal.SIGTERM)
         if self._alive(job):
             return False
         self._ended.add(job.run_id)
@@ -195,7 +196,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         # Once stop() has seen nothing of the run left, nothing can come back: only a process
         # of the run could fork into its group, and none is left.
         if job.run_id not in self._ended and self._alive(job):
-            _killpg(_pid(job), signal.SIGKILL)  # stragglers the program left behind
+            killpg(_pid(job), signal.SIGKILL)  # stragglers the program left behind
             deadline = time.monotonic() + 5
             while self._alive(job) and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -274,7 +275,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         if self._unreaped_child(job):
             return True
         handle = json.loads(job.worker)
-        leader = _proc_stat(handle["pid"])
+        leader = proc_stat(handle["pid"])
         if leader is not None and leader[2] != handle["start"]:
             return False  # the pid was reused by another process
         if leader is not None and leader[0] != "Z":
@@ -283,13 +284,13 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         # server puts the sandbox in them before it lets it fork anything of the run (gate.py).
         # Until then the sandbox waits outside them, so only its process group can tell.
         if gate_waiting(self.layout.worker(job.run_id)):
-            return _group_alive(handle["pid"])
+            return group_alive(handle["pid"])
         inside = populated(self._cgroups_of(job))
-        return _group_alive(handle["pid"]) if inside is None else inside
+        return group_alive(handle["pid"]) if inside is None else inside
 
     def _leader_is_ours(self, job: Job) -> bool:
         handle = json.loads(job.worker)
-        leader = _proc_stat(handle["pid"])
+        leader = proc_stat(handle["pid"])
         return leader is not None and leader[2] == handle["start"] and leader[0] != "Z"
 
     def _wait(self, proc: subprocess.Popen, info=None) -> None:
@@ -299,45 +300,6 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
 
 def _pid(job: Job) -> int:
     return json.loads(job.worker)["pid"]
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time in clock ticks since boot), or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[2]), int(fields[19])
-
-
-def _start_time(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return stat[2] if stat else None
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs. Zombies do not count: the sandbox's init
-    is re-parented to PID 1 when it ends, and some PID 1s (container inits) reap late or never."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if entry.name.isdigit():
-                stat = _proc_stat(int(entry.name))
-                if stat is not None and stat[1] == pgid and stat[0] != "Z":
-                    return True
-    return False
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _exit_message(code: int) -> str:
