@@ -76,7 +76,7 @@ class Session:
     def _connection(self, timeout: float) -> Connection:
         while self._idle:
             conn = self._idle.pop()
-            if _alive(conn):
+            if conn.idle_and_open():
                 conn.settimeout(timeout)
                 return conn
             conn.close()
@@ -118,8 +118,3 @@ def _network(call, *args):
         raise
     except (OSError, ProtocolError) as e:
         raise Unreachable(e) from e
-
-
-def _alive(conn: Connection) -> bool:
-    """Whether a kept connection can take a request (see ``Connection.idle_and_open``)."""
-    return conn.idle_and_open()

@@ -20,12 +20,12 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .transport import TrailerResponse
+    from .http1 import Response
 
 GZIP, TAR = "application/tar+gzip", "application/x-tar"
 
 
-def is_tar(resp: TrailerResponse) -> bool:
+def is_tar(resp: Response) -> bool:
     """Whether a download is plain tar (else it is tar.gz, as from Knitfab)."""
     return (resp.getheader("Content-Type") or "").split(";")[0].strip().lower() == TAR
 
@@ -71,7 +71,7 @@ class DataTransfers:
         return TAR if isinstance(accepted, list) and TAR in accepted else GZIP
 
     @contextlib.contextmanager
-    def download(self, knit_id: str, compressed: bool = True, negotiate: bool = False) -> Iterator[TrailerResponse]:
+    def download(self, knit_id: str, compressed: bool = True, negotiate: bool = False) -> Iterator[Response]:
         """The Data as a stream of tar.gz (or tar) bytes; ``trailers`` has its checksum once read.
         With ``negotiate``, plain tar is asked for (Accept) and the server chooses: the stream is
         tar.gz unless the response's Content-Type is ``application/x-tar`` (``is_tar(resp)``)."""
@@ -109,7 +109,7 @@ class ChecksumMismatch(KnitError):
     """The Data was saved, but its checksum trailer disagrees with what arrived."""
 
 
-def _check_trailer(resp: TrailerResponse, digest: str) -> None:
+def _check_trailer(resp: Response, digest: str) -> None:
     sent = getattr(resp, "trailers", {}).get("x-checksum-md5")
     if sent and sent.lower() != digest:
         raise ChecksumMismatch("checksum unmatch: Your Data is saved, but it may be corrupted")

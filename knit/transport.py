@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Iterable
 
-TrailerResponse = Response  # the name callers knew: a response with ``trailers``
-
 
 class Unreachable(Exception):
     """The server could not be reached, or the connection to it broke (or its answer breaks
