@@ -116,15 +116,10 @@ class Renderer:
     # -- Data (§2.3)
 
     def run_point(self, link: RunPoint) -> dict:
-        point, run = link.point, link.run
-        rendered = self._points.get(id(point))
-        rendered = rendered[1] if rendered is not None else self.mountpoint(point)
-        summary = self._runs.get(run.run_id) or self.run_summary(run)
-        return {"log" if point.path is None else "mountpoint": rendered, "run": summary}
+        return {_point_key(link.point): self.mountpoint(link.point), "run": self.run_summary(link.run)}
 
     def data_detail(self, data: DataDetail) -> dict:
-        # The one method called per row of a long answer: the lookups of the methods above are
-        # inlined in run_point, and empty lists skip their comprehensions.
+        # The one method called per row of a long answer: empty lists skip their comprehensions.
         return {
             "knitId": data.knit_id,
             "tags": [f"{key}:{value}" for key, value in data.tags],
