@@ -283,9 +283,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         # Once the leader has ended, what is left of the run can only be in its cgroups: the
         # server puts the sandbox in them before it lets it fork anything of the run (gate.py).
         # Until then the sandbox waits outside them, so only its process group can tell.
-        if gate_waiting(self.layout.worker(job.run_id)):
-            return group_alive(handle["pid"])
-        inside = populated(self._cgroups_of(job))
+        inside = None if gate_waiting(self.layout.worker(job.run_id)) else populated(self._cgroups_of(job))
         return group_alive(handle["pid"]) if inside is None else inside
 
     def _leader_is_ours(self, job: Job) -> bool:
