@@ -3,6 +3,7 @@
     .venv/bin/python bench/transfer_bench.py [--big-mib 1024] [--small-files 20000] [--repeat 3]
     BENCH_TMP=/some/disk .venv/bin/python bench/transfer_bench.py   # where the files live
     DVC=/path/to/dvc .venv/bin/python bench/transfer_bench.py       # DVC as a peer (else dvc on PATH)
+    .venv/bin/python bench/transfer_bench.py --baseline /path/to/old/checkout  # an older build, same rounds
 
 For (a) one big file of random bytes (it does not compress) and (b) many 4 KiB files, it times,
 alternated round by round (A B A B), ``--repeat`` times each (medians):
@@ -15,7 +16,11 @@ alternated round by round (A B A B), ``--repeat`` times each (medians):
   ``dvc add`` + ``dvc push`` to a local remote, and ``dvc pull`` into an empty cache;
 * ``knit data push`` and ``knit data pull -x``, as a user runs them (a subprocess of this
   repository's ``knit``, its profile pointing at a real ``knitfab serve`` process on loopback;
-  plain tar, negotiated through ``/api/x/formats`` and ``Accept``, with the MD5 trailer).
+  plain tar, negotiated through ``/api/x/formats`` and ``Accept``, with the checksum trailer they
+  negotiate: SHA-256 in ``Content-Digest``, ``knit/digests.py``), with the CPU seconds each
+  spent, client and server;
+* with ``--baseline DIR``, the same ``knit`` steps of another checkout (its own server), in the
+  same rounds.
 
 Sources, copies and the server's data directory are all in one temporary directory (under
 ``BENCH_TMP``, else this repository), so on one disk; it prints that disk, the load average
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -61,8 +67,8 @@ def make_small(root: Path, count: int) -> None:
         (folder / f"sample{i:05d}.bin").write_bytes(os.urandom(4096))
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    argv = [sys.executable, str(ROOT / "knitfab.py"), "serve", "--port", "0", "--registry-port", "0"]
+def start_server(data_dir: Path, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    argv = [sys.executable, str(root / "knitfab.py"), "serve", "--port", "0", "--registry-port", "0"]
     proc = subprocess.Popen([*argv, "--data-dir", str(data_dir)], stderr=subprocess.PIPE, text=True)
     said = []
     for line in proc.stderr:
@@ -99,9 +105,9 @@ GZIP = {"tar -cz | tar -xz": "tar -cz -C {src} . | tar -xz -C {dst}"}
 class Knit:
     """``knit`` as a user runs it, in a HOME of its own whose profile points at the server."""
 
-    def __init__(self, home: Path, url: str):
-        self.env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-        self.home = home
+    def __init__(self, home: Path, url: str, root: Path = ROOT, server_pid: int | None = None):
+        self.env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(root)}
+        self.home, self.server_pid = home, server_pid
         (home / "handout").write_text(f"apiRoot: {url}\ncert: {{}}\n")
         self.run("init", str(home / "handout"))
         self.pushed: list[str] = []
@@ -153,6 +159,16 @@ class Dvc:
         self._in(clone, self.dvc, "pull", "-q")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(step: Callable[..., None], *args) -> float:
     os.sync()  # the last step's writes and removals are on disk: each step starts from a clean cache
     t0 = time.perf_counter()
@@ -174,6 +190,7 @@ class Case:
         self.src, self.work, self.gzip_runs, self.dvc_runs = src, work, gzip_runs, dvc_runs
         self.dvc = Dvc(dvc, work) if dvc else None
         self.times: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[tuple[float, float]]] = {}  # (client, server) CPU seconds of a knit step
         self.trash: list[Path] = []
 
     def remove(self, tree: Path) -> None:
@@ -197,33 +214,50 @@ class Case:
         assert same_tree(self.src, clone / "data")
         self.trash += [repo, clone, self.work / f"remote{self.dvc.round}"]
 
-    def knit_round(self, knit: Knit, n: int) -> None:
-        self.add("knit data push", timed(knit.push, self.src, self.work))
-        pulled = self.work / f"pulled{n}"
-        self.add("knit data pull -x", timed(knit.pull, self.src, pulled))
+    def knit_step(self, label: str, knit: Knit, step: Callable[..., None], *args) -> None:
+        os.sync()  # as timed() does
+        client, server, t0 = children_cpu(), cpu_seconds(knit.server_pid), time.perf_counter()
+        step(*args)
+        self.add(label, time.perf_counter() - t0)
+        self.cpu.setdefault(label, []).append((children_cpu() - client, cpu_seconds(knit.server_pid) - server))
+
+    def knit_round(self, knit: Knit, n: int, suffix: str = "") -> None:
+        self.knit_step("knit data push" + suffix, knit, knit.push, self.src, self.work)
+        pulled = self.work / f"pulled{n}{suffix.strip()}"
+        self.knit_step("knit data pull -x" + suffix, knit, knit.pull, self.src, pulled)
         assert same_tree(self.src, pulled / knit.pushed[-1])
         self.remove(pulled)
 
-    def run(self, repeat: int) -> float:
-        """Every round: the limits, the old baseline (first rounds), DVC, knit; the server's peak RSS."""
-        proc, url = start_server(self.work / "server")
-        home = self.work / "home"
+    def knit_for(self, name: str, root: Path, procs: list[subprocess.Popen]) -> Knit:
+        proc, url = start_server(self.work / f"server-{name}", root)
+        procs.append(proc)
+        home = self.work / f"home-{name}"
         home.mkdir()
+        return Knit(home, url, root, proc.pid)
+
+    def run(self, repeat: int, baseline: Path | None = None) -> float:
+        """Every round: the limits, the old baseline (first rounds), DVC, knit (and the baseline
+        checkout's knit); this checkout's server's peak RSS."""
+        procs: list[subprocess.Popen] = []
         try:
-            knit = Knit(home, url)
+            knit = self.knit_for("this", ROOT, procs)
+            old = self.knit_for("baseline", baseline, procs) if baseline else None
             for n in range(repeat):
                 self.shell_round(n, LIMITS)
                 if n < self.gzip_runs:
                     self.shell_round(n, GZIP)
                 if self.dvc and n < self.dvc_runs:
                     self.dvc_round()
-                self.knit_round(knit, n)
+                for kind, one in ((" (baseline)", old), ("", knit)) if n % 2 else (("", knit), (" (baseline)", old)):
+                    if one is not None:
+                        self.knit_round(one, n, kind)
                 if n + 1 < repeat:
                     self.empty_trash()  # between rounds, never between two steps
-            return peak_rss_mb(proc.pid)
+            return peak_rss_mb(procs[0].pid)
         finally:
-            proc.terminate()
-            proc.wait()
+            for proc in procs:
+                proc.terminate()
+                proc.wait()
 
     def empty_trash(self) -> None:
         for tree in self.trash:
@@ -237,18 +271,26 @@ def report(name: str, case: Case, size_mib: float, files: int, rss: float, load:
     disk = statistics.median(case.times["tar -c | tar -x"])
     cp = statistics.median(case.times["cp -r"])
     print(f"\n{name}: {size_mib:.0f} MiB in {files} files; load average {load[0]:.1f} before, {load[1]:.1f} after")
-    print(f"  {'':<18} {'median':>8} {'MiB/s':>7} {'files/s':>8}  {'/ tar|tar':>9} {'/ cp':>6}  runs")
+    head = f"{'median':>8} {'MiB/s':>7} {'files/s':>8}  {'/ tar|tar':>9} {'/ cp':>6}  runs"
+    print(f"  {'':<29} {head}  CPU s, client + server")
     for label, samples in case.times.items():
         t = statistics.median(samples)
         ratios = f"{disk / t:9.0%} {cp / t:6.0%}"
-        print(f"  {label:<18} {t:7.2f}s {size_mib / t:7.0f} {files / t:8.0f}  {ratios}  {len(samples)}")
+        spent = _cpu_text(case.cpu.get(label))
+        print(f"  {label:<29} {t:7.2f}s {size_mib / t:7.0f} {files / t:8.0f}  {ratios}  {len(samples):4}{spent}")
     print(f"  server peak RSS {rss:.0f} MB (target < 150 MB)")
+
+
+def _cpu_text(cpu: list[tuple[float, float]] | None) -> str:
+    if not cpu:
+        return ""
+    return f"  {statistics.median(c for c, _ in cpu):.2f} + {statistics.median(s for _, s in cpu):.2f}"
 
 
 def measure(name: str, src: Path, work: Path, size_mib: float, files: int, args: argparse.Namespace) -> None:
     before = os.getloadavg()[0]
     case = Case(src, work, args.dvc, args.gzip_runs, args.dvc_runs)
-    rss = case.run(args.repeat)
+    rss = case.run(args.repeat, args.baseline)
     case.empty_trash()
     report(name, case, size_mib, files, rss, (before, os.getloadavg()[0]))
 
@@ -268,6 +310,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gzip-runs", type=int, default=1, help="rounds that also time tar -cz | tar -xz")
     parser.add_argument("--dvc-runs", type=int, default=1, help="rounds that also time DVC (when installed)")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose knit and server run the same rounds")
     args = parser.parse_args()
     args.dvc = os.environ.get("DVC") or shutil.which("dvc")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP") or ROOT, prefix="transfer-bench-") as tmp:

@@ -11,7 +11,7 @@ This package imports nothing of the server (no flask, peewee or kubernetes). The
 these knit modules, which need only the standard library, so that both sides apply one copy of
 a rule: ``tagtext`` (``KEY:VALUE`` tags), ``plandefaults`` (a plan's default resources),
 ``timefmt`` (times and durations), ``archive``, ``unpack``, ``extract`` and ``blocks`` (tar streams,
-safely), ``graphs`` (lineage in DOT). No other.
+safely), ``digests`` (their checksum trailers), ``graphs`` (lineage in DOT). No other.
 """
 
 from .buildinfo import __version__

@@ -7,18 +7,18 @@ and pull. (It imports nothing from the server.)
 Data, and is created without ever following a symlink; an unsafe, truncated or corrupt archive
 is an ``ArchiveError``.
 
-``pack`` produces the archive of a directory as it is read: entry names relative to the Data
-(no ``./``), regular files, symlinks (as links, never followed unless ``dereference``), and
+``pack`` produces the archive of a directory as it is read: entry names relative to the Data (no
+``./``), regular files, symlinks (as links, never followed unless ``dereference``), and
 directory entries for empty directories (so they survive a round trip; Knitfab's archives have
-no directory entries at all), modes kept. The MD5 of the bytes sent is available when the
-stream ends, for the ``x-checksum-md5`` trailer. Plain tar goes out in the 1 MiB blocks files
-are read into, hashed by a second thread while they are sent (``knit/blocks.py``).
+no directory entries at all), modes kept. The checksum of the bytes sent (MD5, or SHA-256
+between our own ends: ``knit/digests.py``) is available when the stream ends, for the trailer.
+Plain tar goes out in the 1 MiB blocks files are read into, hashed by a second thread while they
+are sent (``knit/blocks.py``).
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import tarfile
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .blocks import HashPool
+from .digests import MD5, Checksum
 from .extract import ArchiveError
 from .unpack import unpack
 
@@ -38,15 +39,17 @@ GZIP_LEVEL = 1  # fast: data is often already compressed, and the network is rar
 
 
 class Archive:
-    """The archive's bytes; ``md5`` is complete once they are all read. ``on_read(n)`` is told of
-    every ``n`` bytes of file content read (for progress bars)."""
+    """The archive's bytes; ``hasher`` (of the ``checksum``) is complete once they are all read.
+    ``on_read(n)`` is told of every ``n`` bytes of file content read (for progress bars)."""
 
-    def __init__(self, root: Path | None, compressed: bool = True, dereference: bool = False, on_read=None):
+    def __init__(self, root: Path | None, compressed: bool = True, dereference: bool = False, on_read=None,
+                 checksum: Checksum = MD5):  # fmt: skip
         self.root = root
         self.compressed = compressed
         self.dereference = dereference
         self.on_read = on_read
-        self.md5 = hashlib.md5()
+        self.checksum = checksum
+        self.hasher = checksum.new()
 
     def __iter__(self) -> Iterator[bytes]:
         """Pieces of about 1 MiB, each one's own (a copy of ``views()``)."""
@@ -58,8 +61,7 @@ class Archive:
         writes it out first): plain tar comes in the blocks it was read into, hashed by a second
         thread while it is sent (``knit/blocks.py``)."""
         if not self.compressed:
-            pool = HashPool()
-            self.md5 = pool.md5
+            pool = HashPool(hasher=self.hasher)
             yield from self._tar(pool)
             return
         squeeze = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
@@ -67,11 +69,11 @@ class Archive:
         for view in self._tar(None):
             pending += squeeze.compress(view)
             if len(pending) >= CHUNK:  # few large writes, not one per tar header
-                self.md5.update(pending)
+                self.hasher.update(pending)
                 yield pending
                 pending = bytearray()
         pending += squeeze.flush()
-        self.md5.update(pending)
+        self.hasher.update(pending)
         yield pending
 
     def _tar(self, pool: HashPool | None) -> Iterator[memoryview]:
@@ -155,12 +157,14 @@ class _Filling:
         self.used = 0
 
 
-def pack(root: Path | None, compressed: bool = True, dereference: bool = False, on_read=None) -> Archive:
+def pack(
+    root: Path | None, compressed: bool = True, dereference: bool = False, on_read=None, checksum: Checksum = MD5
+) -> Archive:
     """The archive of ``root``'s contents (an empty archive when it does not exist). With
     ``dereference``, symlinks are replaced by what they point to; a loop is an ``ArchiveError``.
     Without it, no symlink is ever followed, even one swapped in while the archive is read: the
     walk holds each directory open and opens entries in it with ``O_NOFOLLOW``."""
-    return Archive(root, compressed, dereference, on_read)
+    return Archive(root, compressed, dereference, on_read, checksum)
 
 
 def _walk(root: Path, dereference: bool) -> Iterator[tuple[str, int, str | None]]:

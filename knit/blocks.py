@@ -1,6 +1,7 @@
-"""Big reused buffers whose MD5 a second thread computes while they are sent or written.
+"""Big reused buffers whose checksum a second thread computes while they are sent or written.
 
-An MD5 of 1 GiB costs about 1.7 s of CPU here, as much as the rest of a transfer. hashlib lets
+An MD5 of 1 GiB costs about 1.8 s of CPU here (a SHA-256 0.8 s: ``knit/digests.py``), as much as
+the rest of a transfer. hashlib lets
 go of the GIL on buffers of more than 2 KiB, so a thread of its own hashes each block while the
 caller sends it or writes it to disk. Blocks come from a small pool and return to it once hashed
 (in order): ``take()`` never hands out a block the hasher still reads. A block a caller holds is
@@ -22,11 +23,11 @@ POOL = 3  # one being hashed, one being used, one to spare; at most 3 MiB per tr
 
 
 class HashPool:
-    """A pool of ``count`` blocks of ``size`` bytes and the thread hashing them; ``close()`` it
-    (``hexdigest()`` does) so that the thread ends."""
+    """A pool of ``count`` blocks of ``size`` bytes and the thread hashing them into ``hasher``
+    (a hashlib object: MD5 unless given); ``close()`` it (``hexdigest()`` does) so that the thread ends."""
 
-    def __init__(self, size: int = BLOCK, count: int = POOL):
-        self.md5 = hashlib.md5()
+    def __init__(self, size: int = BLOCK, count: int = POOL, hasher=None):
+        self.hasher = hasher if hasher is not None else hashlib.md5()
         self.size, self.left = size, count  # blocks are made when needed: a small body takes one
         self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self.jobs: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
@@ -46,14 +47,14 @@ class HashPool:
         """Hash the first ``length`` bytes of ``block`` (after those given before); the block
         returns to the pool once hashed. The caller may still read it until its next ``take()``."""
         if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name="knit-md5", daemon=True)
+            self.thread = threading.Thread(target=self._run, name="knit-hash", daemon=True)
             self.thread.start()
         self.jobs.put((block, length))
 
     def hexdigest(self) -> str:
-        """The MD5 of everything given to ``hash``, once the hasher is through."""
+        """The digest of everything given to ``hash()``, once the hasher is through."""
         self.close()
-        return self.md5.hexdigest()
+        return self.hasher.hexdigest()
 
     def close(self) -> None:
         if self.thread is not None:
@@ -64,13 +65,13 @@ class HashPool:
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
             block, length = job
-            self.md5.update(memoryview(block)[:length])
+            self.hasher.update(memoryview(block)[:length])
             self.free.put(block)
 
 
 class Blocks:
     """A body read from ``raw`` in blocks of a ``HashPool`` (``readinto`` when ``raw`` has it: no
-    copy), its MD5 computed on the side. ``read1`` gives a view into the current block, valid
+    copy), its checksum computed on the side. ``read1`` gives a view into the current block, valid
     until the next read; ``read`` gives bytes. ``close()`` ends the hashing thread."""
 
     def __init__(self, raw: BinaryIO, pool: HashPool | None = None):

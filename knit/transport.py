@@ -1,7 +1,8 @@
 """Connections to the API server for the bodies ``requests`` cannot send nor read: trailers.
 
 Knitfab moves Data as a chunked tar.gz stream followed by an ``x-checksum-md5`` trailer (the
-MD5 of the bytes sent), both ways. ``send_chunked`` writes such a request; the response
+MD5 of the bytes sent), both ways (our own ends: SHA-256 in ``Content-Digest``, ``knit/digests.py``).
+``send_chunked`` writes such a request; the response
 (``knit.http1.Response``) keeps the trailer fields it reads in ``trailers``.
 """
 
@@ -73,26 +74,28 @@ def connect(
 def send_chunked(
     conn: Connection, method: str, path: str, chunks: Iterable[bytes], headers: dict[str, str]
 ) -> Response:
-    """Send ``chunks`` as a chunked body with the ``x-checksum-md5`` trailer; the response."""
-    conn.putrequest(method, path)
-    for name, value in {**headers, "Transfer-Encoding": "chunked", "Trailer": "x-checksum-md5"}.items():
-        conn.putheader(name, value)
-    conn.endheaders()
+    """Send ``chunks`` as a chunked body with its checksum trailer (an archive's ``checksum``,
+    else ``x-checksum-md5``); the response."""
     # An archive (knit.archive.Archive) hashes its bytes as it makes them (plain tar in a second
     # thread, while they are sent): they are hashed once, and its views are sent as they are.
     archive = hasattr(chunks, "views")
-    md5 = None
-    if not archive:
-        import hashlib  # here: the API calls that share this module need no OpenSSL digest
+    if archive:
+        checksum, hasher = chunks.checksum, None
+    else:
+        from .digests import MD5  # here: the API calls that share this module need no OpenSSL digest
 
-        md5 = hashlib.md5()
+        checksum, hasher = MD5, MD5.new()
+    conn.putrequest(method, path)
+    for name, value in {**headers, "Transfer-Encoding": "chunked", "Trailer": checksum.field}.items():
+        conn.putheader(name, value)
+    conn.endheaders()
     for chunk in chunks.views() if archive else chunks:
         if chunk:
-            if md5 is not None:
-                md5.update(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
             conn.send(b"%x\r\n" % len(chunk))
             conn.send(chunk)  # not joined with its framing: a copy of every MiB saved
             conn.send(b"\r\n")
-    digest = (chunks.md5 if archive else md5).hexdigest()
-    conn.send(b"0\r\nx-checksum-md5: %s\r\n\r\n" % digest.encode())
+    field = f"{checksum.field}: {checksum.value((chunks.hasher if archive else hasher).hexdigest())}"
+    conn.send(b"0\r\n%s\r\n\r\n" % field.encode())
     return conn.getresponse()

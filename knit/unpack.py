@@ -6,7 +6,7 @@ Every entry must stay inside the Data, and is created without ever following a s
 entries, sparse files, and truncated or corrupt archives (no end-of-archive blocks, no gzip CRC,
 trailing data) are refused with ``ArchiveError``; the caller then throws the directory away.
 
-The body is read in 1 MiB blocks hashed by a second thread (``knit/blocks.py``); a file's content
+The body is read in 1 MiB blocks hashed (``knit/digests.py``) by a second thread (``knit/blocks.py``); a file's content
 is written from those blocks as they are, without a copy. tarfile parses each header (its
 ``TarInfo.fromtarfile``, pax and GNU long names included, made strict by ``_Header``), but not
 the contents: its stream reader copies what is left of its buffer on every read.
@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .blocks import BLOCK, Blocks, read_exactly
+from .blocks import BLOCK, Blocks, HashPool, read_exactly
+from .digests import MD5, Checksum
 from .extract import ArchiveError, Tree, shown, split, unsafe
 
 Room = Callable[[int, int], None]
@@ -35,16 +36,18 @@ _EXTENDED = (
 )  # fmt: skip
 
 
-def unpack(stream: BinaryIO, dest: Path, compressed: bool = True, room: Room | None = None) -> str:
+def unpack(
+    stream: BinaryIO, dest: Path, compressed: bool = True, room: Room | None = None, checksum: Checksum = MD5
+) -> str:
     """Extract a tar (gzip-compressed when ``compressed``) from ``stream`` into ``dest``;
-    returns the MD5 hex digest of the bytes read.
+    returns the hex digest (of the ``checksum``: MD5 unless given) of the bytes read.
 
     The archive must be complete: tar's two end-of-archive blocks, then nothing but zero padding;
     a gzip stream must end with its CRC and size. ``room(total, coming)`` is asked before each
     entry and every ``ROOM_EVERY`` bytes of a big file, with the size the Data will have once the
     entry is written (its content plus ``BLOCKSIZE`` per entry) and the bytes of it still to
     come; it raises to refuse (too large, no disk space)."""
-    body = Blocks(stream)
+    body = Blocks(stream, HashPool(hasher=checksum.new()))
     try:
         with Tree(dest) as tree:
             tar = _TarStream(_Gunzip(body) if compressed else body)

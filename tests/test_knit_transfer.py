@@ -37,8 +37,8 @@ def dataset(tmp_path):
 
 
 def test_our_server_takes_plain_tar_and_a_knitfab_server_gets_tar_gz(server, knitfab_like):
-    assert knit.KnitClient(server.url)._upload_type() == TAR
-    assert knit.KnitClient(knitfab_like)._upload_type() == GZIP
+    assert knit.KnitClient(server.url)._upload_format()[0] == TAR
+    assert knit.KnitClient(knitfab_like)._upload_format()[0] == GZIP
 
 
 def test_a_push_in_plain_tar_is_the_same_data(server, dataset, tmp_path):

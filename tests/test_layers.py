@@ -214,7 +214,7 @@ def test_run_status_is_written_by_one_checked_function():
 # The knit modules the server may import (knit/__init__'s docstring): standard library only.
 SHARED = {
     "knit", "knit.tagtext", "knit.plandefaults", "knit.timefmt", "knit.archive", "knit.extract", "knit.graphs",
-    "knit.unpack", "knit.blocks",
+    "knit.unpack", "knit.blocks", "knit.digests",
 }  # fmt: skip
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from knit import archive
+from knit import archive, digests
 
 from ..errors import BadRequest
 from ..paging import parse_page
@@ -30,16 +30,17 @@ def download(knit_id: str):
     data.require(store(), knit_id)
     root = store().layout.current(knit_id)
     plain = request.args.get("format") == "tar" or request.accept_mimetypes.best == "application/x-tar"
-    tarball = archive.pack(root, compressed=not plain)
+    checksum = digests.wanted(request.headers.get("Want-Content-Digest"))
+    tarball = archive.pack(root, compressed=not plain, checksum=checksum)
     trailers = request.environ.get("knitfab.trailers")
 
     def stream():
         yield from tarball
         if trailers is not None:
-            trailers["x-checksum-md5"] = tarball.md5.hexdigest()
+            trailers[checksum.field] = checksum.value(tarball.hasher.hexdigest())
 
     content_type = "application/x-tar" if plain else "application/tar+gzip"
-    return Response(stream(), content_type=content_type, headers={"Trailer": "x-checksum-md5"})
+    return Response(stream(), content_type=content_type, headers={"Trailer": checksum.field})
 
 
 @bp.put("/<knit_id>/")
@@ -59,10 +60,13 @@ def change_tags(knit_id: str):
 
 @bp.post("/")
 def upload():
-    """Unpack the archive as it arrives and publish it as a new Data (§4.1)."""
+    """Unpack the archive as it arrives and publish it as a new Data (§4.1), checked against the
+    checksum the request announces (``knit/digests.py``)."""
+    checksum = digests.announced(request.headers.get("Trailer"), request.headers.get("Content-Digest"))
     detail = data.receive_upload(
-        store(), request.stream, _compressed(), services().upload_limits, request.content_length, _claimed_md5
-    )
+        store(), request.stream, _compressed(), services().upload_limits, request.content_length,
+        lambda: _claimed(checksum), checksum,
+    )  # fmt: skip
     return reply(render.data(detail))
 
 
@@ -75,7 +79,14 @@ def _compressed() -> bool:
     raise BadRequest(f"send the Data as application/tar+gzip or application/x-tar, not {mimetype}")
 
 
-def _claimed_md5() -> str | None:
-    """The ``x-checksum-md5`` trailer (or header) when the client sent one."""
-    sent = request.environ.get("knitfab.request_trailers", {}).get("x-checksum-md5")
-    return sent or request.headers.get("x-checksum-md5")
+def _claimed(checksum: digests.Checksum) -> str | None:
+    """The hex digest the client's trailer (or header) claims, when it sent one. A request that
+    announced SHA-256 and sends an MD5 as well is refused: nothing claimed goes unchecked."""
+    trailers = request.environ.get("knitfab.request_trailers", {})
+    if checksum is not digests.MD5 and (trailers.get(digests.MD5.field) or request.headers.get(digests.MD5.field)):
+        raise BadRequest("send one checksum: Content-Digest (announced in Trailer) or x-checksum-md5, not both")
+    sent = trailers.get(checksum.field) or request.headers.get(checksum.field)
+    try:
+        return checksum.claimed(sent) if sent else None
+    except ValueError as e:
+        raise BadRequest(str(e)) from None

@@ -273,8 +273,9 @@ PATHS = {
     },
     "/api/x/formats": {
         "get": op(
-            "the archive types POST /api/data takes (extension: knit sends plain tar where listed)",
-            {"200": ok(obj(["upload"], upload=STRINGS))},
+            "the archive types and checksums POST /api/data takes (extension: knit sends plain tar"
+            " and a sha-256 Content-Digest trailer where listed)",
+            {"200": ok(obj(["upload", "digests"], upload=STRINGS, digests=STRINGS))},
         )  # fmt: skip
     },
     "/api/x/plangraph": {

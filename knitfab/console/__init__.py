@@ -14,6 +14,8 @@ from flask import Blueprint, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
+from knit import digests
+
 from ..api.web import reply, services, store
 from ..errors import BadRequest, NotFound
 from .graphs import data_graph, data_nodes, plan_graph, to_svg, whole_graph
@@ -74,9 +76,10 @@ def lineage() -> Response:
 
 @bp.get("/api/x/formats")
 def formats() -> Response:
-    """What ``POST /api/data`` takes besides Knitfab's tar.gz: ``knit`` sends plain tar to a
-    server listing it here (an extension: a Knitfab server answers 404, and gets tar.gz)."""
-    return reply({"upload": ["application/x-tar", "application/tar+gzip"]})
+    """What ``POST /api/data`` takes besides Knitfab's tar.gz and MD5: ``knit`` sends plain tar
+    with a SHA-256 ``Content-Digest`` trailer to a server listing them here (an extension: a
+    Knitfab server answers 404, and gets tar.gz with ``x-checksum-md5``)."""
+    return reply({"upload": ["application/x-tar", "application/tar+gzip"], "digests": digests.OFFERED})
 
 
 @bp.get("/api/x/plangraph")

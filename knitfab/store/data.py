@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from knit import archive
+from knit.digests import MD5, Checksum
 
 from ..diskspace import DEFAULT_RESERVE, Reserve, size_text
 from ..errors import BadRequest, KnitfabError, NotFound, PayloadTooLarge, disk_full
@@ -180,15 +181,17 @@ def receive_upload(
     compressed: bool,
     limits: UploadLimits = UploadLimits(),
     length: int | None = None,
-    claimed_md5: Callable[[], str | None] = lambda: None,
+    claimed: Callable[[], str | None] = lambda: None,
+    checksum: Checksum = MD5,
 ) -> DataDetail:
     """``POST /api/data``: the whole life of an upload, as one pseudo run of ``knit#uploaded``.
 
     The archive is unpacked into staging while it arrives (limits checked as it grows), then
-    checked against its declared ``length`` and the MD5 the client claims (asked once the body
-    is read: it may come in a trailer), and published as one rename; the run is then done. On
-    any failure the staging directory goes and the run fails with the reason, so nothing
-    partial is ever seen; the error is raised again (``ArchiveError`` for a bad archive)."""
+    checked against its declared ``length`` and the hex digest of the ``checksum`` the client
+    claims (asked once the body is read: it may come in a trailer), and published as one
+    rename; the run is then done. On any failure the staging directory goes and the run fails
+    with the reason, so nothing partial is ever seen; the error is raised again
+    (``ArchiveError`` for a bad archive)."""
     reserve = Reserve(store.layout.root, limits.reserve)
     reserve.check()  # a full disk refuses before anything is recorded
     run_id, knit_id = begin_upload(store)
@@ -197,8 +200,8 @@ def receive_upload(
     body = archive.CountingReader(stream, lambda n: received.__setitem__(0, received[0] + n))
     try:
         staging.mkdir(parents=True)
-        digest = archive.unpack(body, staging, compressed, room=_Room(limits, reserve))
-        _check_body(received[0], length, digest, claimed_md5())
+        digest = archive.unpack(body, staging, compressed, _Room(limits, reserve), checksum)
+        _check_body(received[0], length, checksum.label, digest, claimed())
         store.layout.publish(knit_id)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
@@ -230,11 +233,12 @@ class _Room:
             self.checked = total
 
 
-def _check_body(received: int, length: int | None, digest: str, claimed: str | None) -> None:
+def _check_body(received: int, length: int | None, label: str, digest: str, claimed: str | None) -> None:
     if length is not None and received != length:
         raise BadRequest(f"the body ended after {received} bytes, but its Content-Length is {length}")
     if claimed and claimed.strip().lower() != digest:
-        raise BadRequest(f"the body's MD5 is {digest}, the client said {claimed.strip()}", reason="hash is not match.")
+        said = claimed.strip()
+        raise BadRequest(f"the body's {label} is {digest}, the client said {said}", reason="hash is not match.")
 
 
 def _as_error(e: BaseException) -> BaseException:

@@ -1,0 +1,105 @@
+"""The checksum of a transfer's bytes, sent after them in an HTTP trailer, both ways.
+
+Knitfab's: ``x-checksum-md5``, the hex MD5 of the bytes as sent (the tar.gz stream). Whoever
+receives them computes the same and compares: a server refuses the upload (400 ``hash is not
+match.``), ``knit`` warns that the Data it saved may be corrupted. With no trailer, nothing is
+checked.
+
+Between our own ``knit`` and server the same trailer carries SHA-256 instead, in RFC 9530's
+``Content-Digest`` field (``sha-256=:<base64>:``). The reason is speed: both ends hash every
+byte, and MD5 runs at ~560 MiB/s on one core here against ~1,300 MiB/s for SHA-256 (OpenSSL uses
+the SHA extensions of x86 and ARM CPUs). On a 1 GiB push MD5 alone was ~3.7 s of the ~5.7 s of
+CPU the two ends spent. It is negotiated, so Knitfab's clients and servers see MD5 unchanged:
+
+* a push: our server lists ``sha-256`` under ``digests`` at ``/api/x/formats``, and ``knit``
+  then announces ``Trailer: Content-Digest`` (a server hashes what the request announces);
+* a pull: ``knit`` asks with ``Want-Content-Digest: sha-256=1``; our server answers with
+  ``Trailer: Content-Digest`` (a Knitfab server ignores the question: ``x-checksum-md5``), and
+  ``knit`` hashes what the response announces.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+
+WANT = "sha-256=1"  # the Want-Content-Digest of a pull
+_HEX_MD5 = re.compile(r"[0-9a-fA-F]{32}")
+_MEMBER = re.compile(r"\s*([a-z0-9_\-.*]+)\s*=\s*:([A-Za-z0-9+/]*={0,2}):\s*")
+_WEIGHT = re.compile(r"\s*([a-z0-9_\-.*]+)\s*=\s*([0-9]{1,2})\s*")
+
+
+class Checksum:
+    """One kind of checksum trailer: its hashlib ``algorithm``, its ``field``'s name, a ``label``."""
+
+    algorithm = field = label = ""
+
+    def new(self):
+        """A fresh hashlib object."""
+        return hashlib.new(self.algorithm)
+
+    def value(self, hexdigest: str) -> str:
+        """The trailer's value for a digest."""
+        raise NotImplementedError
+
+    def claimed(self, value: str) -> str:
+        """The hex digest a trailer's value claims; ``ValueError`` (in words) when it claims none."""
+        raise NotImplementedError
+
+
+class _Md5(Checksum):
+    algorithm, field, label = "md5", "x-checksum-md5", "MD5"
+
+    def value(self, hexdigest: str) -> str:
+        return hexdigest
+
+    def claimed(self, value: str) -> str:
+        if not _HEX_MD5.fullmatch(value.strip()):
+            raise ValueError("the x-checksum-md5 trailer is not an MD5 (32 hexadecimal digits)")
+        return value.strip().lower()
+
+
+class _Sha256(Checksum):
+    algorithm, field, label = "sha256", "content-digest", "SHA-256"
+
+    def value(self, hexdigest: str) -> str:
+        return f"sha-256=:{binascii.b2a_base64(bytes.fromhex(hexdigest), newline=False).decode()}:"
+
+    def claimed(self, value: str) -> str:
+        members = dict(m.groups() for m in map(_MEMBER.fullmatch, value.split(",")) if m)
+        raw = _base64(members.get("sha-256"))
+        if raw is None or len(raw) != 32:
+            raise ValueError("the Content-Digest field has no sha-256 digest (sha-256=:<base64 of 32 bytes>:)")
+        return raw.hex()
+
+
+def _base64(text: str | None) -> bytes | None:
+    try:
+        return None if text is None else binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        return None
+
+
+MD5, SHA256 = _Md5(), _Sha256()
+OFFERED = ["sha-256", "md5"]  # what /api/x/formats lists under digests
+
+
+def announced(trailer: str | None, header: str | None = None) -> Checksum:
+    """The checksum a message announces (its ``Trailer`` header, or a ``Content-Digest`` header
+    on the message itself): SHA-256 if it names ``Content-Digest``, else Knitfab's MD5."""
+    names = {n.strip().lower() for n in (trailer or "").split(",")}
+    return SHA256 if SHA256.field in names or header is not None else MD5
+
+
+def wanted(want: str | None) -> Checksum:
+    """The checksum a download's ``Want-Content-Digest`` asks for: SHA-256 if it is asked with a
+    weight above 0, else Knitfab's MD5."""
+    weights = dict(m.groups() for m in map(_WEIGHT.fullmatch, (want or "").split(",")) if m)
+    return SHA256 if int(weights.get("sha-256", "0")) > 0 else MD5
+
+
+def offered(formats: object) -> Checksum:
+    """The checksum to push with, from a server's ``/api/x/formats`` (None: a Knitfab server)."""
+    listed = formats.get("digests") if isinstance(formats, dict) else None
+    return SHA256 if isinstance(listed, list) and "sha-256" in listed else MD5
