@@ -86,10 +86,10 @@ class DataTransfers:
         ``knit/digests.py``). With ``negotiate``, plain tar is asked for (Accept) and the server
         chooses: the stream is tar.gz unless the response's Content-Type is
         ``application/x-tar`` (``is_tar(resp)``)."""
-        from .digests import WANT
+        from .digests import want
 
         query = "" if compressed else "?format=tar"
-        accept = {"Accept": f"{TAR}, {GZIP};q=0.5", "Want-Content-Digest": WANT} if negotiate else {}
+        accept = {"Accept": f"{TAR}, {GZIP};q=0.5", **want()} if negotiate else {}
         path = f"{self.base_path}/data/{quote(knit_id, safe='')}{query}"
         with self._connection(timeout=None) as conn:
             conn.request("GET", path, headers=self._headers() | accept)

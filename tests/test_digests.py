@@ -21,6 +21,12 @@ from knit.transfers import ChecksumMismatch
 from knit.transport import connect
 
 
+@pytest.fixture(autouse=True)
+def fast_sha256(monkeypatch):
+    """As on a CPU with SHA instructions (this one's, or not: the tests hold either way)."""
+    monkeypatch.setattr(digests, "sha256_is_fast", lambda: True)
+
+
 def content_digest(body: bytes) -> str:
     return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
 
@@ -60,6 +66,28 @@ def test_what_a_message_announces_and_a_download_asks_for():
     assert digests.wanted(None) is MD5 and digests.wanted("sha-256=0") is MD5 and digests.wanted("sha-512=5") is MD5
     assert digests.offered({"digests": ["sha-256", "md5"]}) is SHA256
     assert digests.offered(None) is MD5 and digests.offered({"upload": [TAR]}) is MD5
+
+
+X86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 {} rdrand\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd aes pmull sha1 {} crc32\n"
+
+
+def test_sha256_is_asked_for_where_the_cpu_computes_it_in_hardware():
+    assert digests.sha_instructions(X86.format("sha_ni"), "x86_64")
+    assert not digests.sha_instructions(X86.format("adx"), "x86_64")
+    assert digests.sha_instructions(ARM.format("sha2"), "aarch64")
+    assert not digests.sha_instructions(ARM.format("asimdhp"), "aarch64")
+    assert digests.sha_instructions(None, "arm64") and not digests.sha_instructions(None, "x86_64")  # no /proc
+
+
+def test_where_sha256_is_slow_both_ends_keep_md5(monkeypatch, server, dataset):
+    monkeypatch.setattr(digests, "sha256_is_fast", lambda: False)
+    assert digests.wanted("sha-256=1") is MD5 and digests.offered({"digests": ["sha-256"]}) is MD5
+    client = knit.KnitClient(server.url)
+    assert client._formats()["digests"] == ["md5"] and client._upload_format() == (TAR, MD5)
+    with client.download(client.push_dir(dataset)["knitId"], negotiate=True) as resp:
+        body = resp.read()
+        assert resp.trailers == {"x-checksum-md5": hashlib.md5(body).hexdigest()}
 
 
 # -- knit and the server ---------------------------------------------------------------------

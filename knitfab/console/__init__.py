@@ -79,7 +79,7 @@ def formats() -> Response:
     """What ``POST /api/data`` takes besides Knitfab's tar.gz and MD5: ``knit`` sends plain tar
     with a SHA-256 ``Content-Digest`` trailer to a server listing them here (an extension: a
     Knitfab server answers 404, and gets tar.gz with ``x-checksum-md5``)."""
-    return reply({"upload": ["application/x-tar", "application/tar+gzip"], "digests": digests.OFFERED})
+    return reply({"upload": ["application/x-tar", "application/tar+gzip"], "digests": digests.server_digests()})
 
 
 @bp.get("/api/x/plangraph")
