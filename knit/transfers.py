@@ -4,8 +4,8 @@ extracted), with the stream's checksum in an HTTP trailer both ways.
 Between our own ``knit`` and server the Data move as plain tar (``/api/x/formats`` for a push,
 ``Accept`` for a pull), checked by SHA-256 (``knit/digests.py``): at the speed of the disk, not
 of gzip and MD5; to and from a Knitfab server as ``application/tar+gzip`` with the MD5 trailer,
-as Knitfab's ``knit`` does. archive (tarfile, zlib) and the transport
-are imported when a transfer starts: ``knit`` starts without them.
+as Knitfab's ``knit`` does. archive (tarfile, zlib) and the transport are imported when a
+transfer starts: ``knit`` starts without them.
 """
 
 from __future__ import annotations
