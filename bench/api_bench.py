@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/api_bench.py [--data 100000] [--clients 1,4,16] [--seconds 5]
     .venv/bin/python bench/api_bench.py --no-http          # only the in-process figures
+    .venv/bin/python bench/api_bench.py --mlflow /path/to/venv/bin/python   # MLflow as a peer
 
 The store (N done Data, five tags each, as bench/engine_bench.py fills it) is built once and kept
 in ``.cache/bench/api-store-N/`` (``--cache DIR``); each run copies its database into a temporary
@@ -16,6 +17,9 @@ data directory, so the cached one is never written. Then:
   (computed, cached, computed, cached...) by ``wrk`` (C, event-driven: not the bottleneck; a
   Debian package, scripts/install-system-deps.sh) at 1, 4 and 16 connections: requests/s,
   p50/p95 latency and the server's CPU time per request (from /proc: robust to other load);
+* with ``--mlflow PYTHON`` (an interpreter with MLflow: ``pip install mlflow`` in a venv of its
+  own), MLflow's ``search_runs`` of the same tags among as many runs in its SQLite store, in
+  process too (``bench/mlflow_peer.py``; an optional column, left out without it);
 * the floor: the same server answering ``GET /api/x/formats`` (a constant JSON through the same
   cheroot, Reception, Flask hooks and worker pool) with the same client: the HTTP front's own
   ceiling on this machine.
@@ -127,13 +131,14 @@ def alternated_ms(a, b, repeat: int = 15) -> tuple[float, float]:
     return statistics.median(samples[0]) * 1000, statistics.median(samples[1]) * 1000
 
 
-def in_process(data_dir: Path, n: int) -> None:
+def in_process(data_dir: Path, n: int) -> dict[int, float]:
     """find_data + encoding with the store's mmap (the default) and, on a second connection,
     without (mmap_size=0: pages read into each connection's own cache), alternated; next to
     the bare SQL."""
     store, unmapped = Store(data_dir), Store(data_dir)
     unmapped.execute("PRAGMA mmap_size=0")
     print(f"in process (medians of 15, alternated, warm cache), {n} Data, load average {loadavg()}:")
+    medians = {}
     for hits, texts in queries(n):
         tags = [parse_tag(t) for t in texts]
         assert len(data.find_data(store, tags)) == hits
@@ -142,12 +147,29 @@ def in_process(data_dir: Path, n: int) -> None:
             lambda: compact_json(render.data_list(data.find_data(unmapped, tags))),  # noqa: B023
         )
         floor = median_ms(lambda: bare_rows(store, texts[1]))  # noqa: B023
+        medians[hits] = ours
         print(
             f"  {'&'.join(texts):<30} {hits:5d} DataDetails {ours:8.1f} ms (without mmap {without:6.1f} ms)"
             f"   bare SQL of the same rows {floor:6.1f} ms   ours/floor {ours / floor:5.1f}x"
         )
     store.close()
     unmapped.close()
+    return medians
+
+
+def mlflow_peer(python: str, cache: Path, n: int, ours: dict[int, float]) -> None:
+    """MLflow's search_runs of the same tags, in its own interpreter (bench/mlflow_peer.py)."""
+    argv = [python, str(ROOT / "bench" / "mlflow_peer.py"), "--data", str(n), "--cache", str(cache)]
+    for hits, texts in queries(n):
+        argv += ["--query", str(hits), *texts]
+    print(f"MLflow, in process: search_runs of the same tags among {n} runs (SQLite), load average {loadavg()}:")
+    for line in subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines():
+        row = json.loads(line)
+        if "built" in row:
+            print(f"  its store: built in {row['seconds']} s, kept in {cache}")
+            continue
+        ratio = row["ms"] / ours[row["hits"]]
+        print(f"  {row['hits']:5d} runs {row['ms']:10.1f} ms (MLflow {row['mlflow']})   MLflow/ours {ratio:7.1f}x")
 
 
 def bare_rows(store: Store, rare: str) -> list:
@@ -260,10 +282,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench", help="where the store is kept")
     parser.add_argument("--no-http", action="store_true", help="only the in-process figures")
+    parser.add_argument(
+        "--mlflow", default=os.environ.get("MLFLOW_PYTHON"), help="a python with MLflow: its search_runs as a peer"
+    )
     args = parser.parse_args()
     db = cached_store(args.cache, args.data)
     with tempfile.TemporaryDirectory() as tmp:
-        in_process(copy_of(db, Path(tmp) / "in-process"), args.data)
+        ours = in_process(copy_of(db, Path(tmp) / "in-process"), args.data)
+        if args.mlflow:
+            mlflow_peer(args.mlflow, args.cache, args.data, ours)
         if not args.no_http:
             over_http(db, Path(tmp), args.data, args)
 
