@@ -1,8 +1,8 @@
 """Connections to the API server for the bodies ``requests`` cannot send nor read: trailers.
 
-Knitfab moves Data as a chunked tar.gz stream followed by an ``x-checksum-md5`` trailer (the
-MD5 of the bytes sent), both ways (our own ends: SHA-256 in ``Content-Digest``, ``knit/digests.py``).
-``send_chunked`` writes such a request; the response
+Knitfab moves Data as a chunked tar.gz stream followed by an ``x-checksum-md5`` trailer (the MD5
+of the bytes sent), both ways (our own ends: SHA-256 in ``Content-Digest``,
+``knit/digests.py``). ``send_chunked`` writes such a request; the response
 (``knit.http1.Response``) keeps the trailer fields it reads in ``trailers``.
 """
 

@@ -202,6 +202,15 @@ def test_a_content_digest_the_server_cannot_check_is_refused(server, api, traile
     assert api.json("GET", "/api/data/") == []
 
 
+def test_an_md5_upload_with_a_content_digest_as_well_is_refused(server, api):
+    body = make_tar({"x": "1"}, compressed=False)
+    sha = base64.b64encode(hashlib.sha256(body).digest())
+    trailers = b"x-checksum-md5: %s\r\nContent-Digest: sha-256=:%s:\r\n" % (hashlib.md5(body).hexdigest().encode(), sha)
+    status, text = post(server, body, "x-checksum-md5", trailers)
+    assert status == 400 and "send one checksum" in text
+    assert api.json("GET", "/api/data/") == []
+
+
 def fake_download(body: bytes, trailer: bytes) -> tuple[socket.socket, threading.Thread]:
     """A server answering one download with ``body`` (plain tar) and the trailer field ``trailer``."""
     listener = socket.create_server(("127.0.0.1", 0))

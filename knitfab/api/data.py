@@ -81,9 +81,10 @@ def _compressed() -> bool:
 
 def _claimed(checksum: digests.Checksum) -> str | None:
     """The hex digest the client's trailer (or header) claims, when it sent one. A request that
-    announced SHA-256 and sends an MD5 as well is refused: nothing claimed goes unchecked."""
+    sends the other checksum as well is refused: nothing claimed goes unchecked."""
     trailers = request.environ.get("knitfab.request_trailers", {})
-    if checksum is not digests.MD5 and (trailers.get(digests.MD5.field) or request.headers.get(digests.MD5.field)):
+    other = digests.MD5 if checksum is digests.SHA256 else digests.SHA256
+    if trailers.get(other.field) or request.headers.get(other.field):
         raise BadRequest("send one checksum: Content-Digest (announced in Trailer) or x-checksum-md5, not both")
     sent = trailers.get(checksum.field) or request.headers.get(checksum.field)
     try:
