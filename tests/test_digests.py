@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import socket
 import threading
 
@@ -14,7 +15,7 @@ from apiclient import make_tar
 from knitfab_like import without_extensions
 
 import knit
-from knit import digests
+from knit import archive, digests
 from knit.client import GZIP, TAR
 from knit.digests import MD5, SHA256
 from knit.transfers import ChecksumMismatch
@@ -66,6 +67,17 @@ def test_what_a_message_announces_and_a_download_asks_for():
     assert digests.wanted(None) is MD5 and digests.wanted("sha-256=0") is MD5 and digests.wanted("sha-512=5") is MD5
     assert digests.offered({"digests": ["sha-256", "md5"]}) is SHA256
     assert digests.offered(None) is MD5 and digests.offered({"upload": [TAR]}) is MD5
+
+
+def test_pack_and_unpack_hash_with_the_checksum_they_are_given(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.bin").write_bytes(bytes(range(256)) * 5000)
+    packed = archive.pack(tmp_path / "src", compressed=False, checksum=SHA256)
+    body = b"".join(packed)
+    assert packed.hasher.hexdigest() == hashlib.sha256(body).hexdigest()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert archive.unpack(io.BytesIO(body), dest, False, checksum=SHA256) == hashlib.sha256(body).hexdigest()
 
 
 X86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 {} rdrand\n"
