@@ -198,8 +198,7 @@ def bench_http(data_dir: Path, samples: int, burst: int) -> None:
 
     from knit.client import KnitClient
 
-    proc, url = start_server(data_dir)
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # its log must not fill the pipe and block it
+    proc, url = start_server(data_dir)  # it reads the server's log off the pipe
     client = KnitClient(url)
     empty = Path(tempfile.mkdtemp())
     try:
