@@ -20,6 +20,8 @@ Fills a fresh store with N done Data (four user tags each) and M plans, then pri
   server afterwards) apart, and the rest by thread (engine, HTTP, reaper, trash: thread names
   from ``py-spy dump`` when py-spy is installed, ``pip install py-spy``); ``--profile FILE``
   records py-spy's collapsed stacks of the server (per thread) during the burst;
+* our own loop with the local runner and no HTTP: the same burst tagged and ticked in this
+  process (runs/s, this process's CPU per run: tagging, engine, reaper, trash; the workers');
 * the floor of our own loop: the same burst through every engine stage with a runner whose
   workers succeed at once, in this process.
 
@@ -34,6 +36,7 @@ Figures are medians (and p95) of the samples: compare within one run, machines h
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -444,6 +447,48 @@ def bench_loop_floor(store: Store, burst: int) -> None:
           f" CPU {cpu * 1000 / burst:5.1f} ms/run")  # fmt: skip
 
 
+def bench_loop_local(store: Store, burst: int) -> None:
+    """Our engine loop with the local runner and no HTTP: ``burst`` trivial runs (the burst's
+    plan), ticked on this thread; the process's CPU per run (engine, reaper, trash) and the
+    workers'. Each worker's end wakes the loop, as it wakes the engine thread."""
+    import resource
+
+    runner = LocalRunner(store.layout)
+    engine = Engine(store, runner)
+    runner.on_exit = engine.wake
+    ids = [upload(store) for _ in range(burst)]
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for knit_id in ids:
+        data.change_tags(store, knit_id, add=tags("bench:trigger"))
+    polls = 0.0  # the bench's own "all ended?" queries, not counted
+    while True:
+        p0 = time.process_time()
+        if _ended(store, ids) == burst:
+            break
+        polls += time.process_time() - p0
+        engine._wake.clear()
+        if not engine.tick():
+            engine._wake.wait(0.05)
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0 - polls
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = (after.ru_utime + after.ru_stime - kids.ru_utime - kids.ru_stime) * 1000 / burst
+    print(
+        f"our engine loop with the local runner, no HTTP, {burst} runs: {burst / elapsed:6.1f} runs/s,"
+        f" CPU {cpu * 1000 / burst:5.1f} ms/run (engine, reaper, trash), workers {workers:5.1f} ms/run"
+    )
+
+
+def _ended(store: Store, input_ids: list[str]) -> int:
+    """How many runs reading these Data have ended."""
+    (n,) = store.one(
+        "SELECT COUNT(*) FROM assign a JOIN run r ON r.run_id = a.run_id"
+        " WHERE a.knit_id IN (SELECT value FROM json_each(?)) AND r.status IN ('done', 'failed')",
+        json.dumps(input_ids),
+    )
+    return n
+
+
 def conditions(store: Store) -> str:
     (n,) = store.one("SELECT COUNT(*) FROM run")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -477,6 +522,7 @@ def main() -> None:
         store.close()
         bench_http(Path(tmp) / "knitfab", args.samples, args.burst)
         store = Store(Path(tmp) / "knitfab")
+        bench_loop_local(store, args.burst)
         bench_loop_floor(store, args.burst)
         print(f"conditions after: {conditions(store)}")
         store.close()
