@@ -12,13 +12,16 @@ Fills a fresh store with N done Data (four user tags each) and M plans, then pri
 * as a user sees it, against a real ``knitfab serve`` process on the same store (``--data``
   done Data, each with its upload run: >= 10^5 runs by default): from the push's 2xx (``POST
   /api/data`` of a plain tar, then the ``PUT`` tagging it) to the process start, alternated with
-  the floor, the same bwrap command launched directly (and its CPU); then a burst of ``--burst``
+  the floors, the same bwrap command launched directly and wrapped as the worker's chain (and
+  their CPU); then a burst of ``--burst``
   Data tagged at once, until every run is seen done through the API: runs/s, the server
-  process's own CPU per run and its children's (the workers: sh, bwrap, setpriv, the run); of
+  process's own CPU per run and its children's (the workers: bwrap, setpriv, the run); of
   the server's CPU, the bench's own polls for done (the same requests replayed on the idle
   server afterwards) apart, and the rest by thread (engine, HTTP, reaper, trash: thread names
   from ``py-spy dump`` when py-spy is installed, ``pip install py-spy``); ``--profile FILE``
   records py-spy's collapsed stacks of the server (per thread) during the burst;
+* our own loop with the local runner and no HTTP: the same burst tagged and ticked in this
+  process (runs/s, this process's CPU per run: tagging, engine, reaper, trash; the workers');
 * the floor of our own loop: the same burst through every engine stage with a runner whose
   workers succeed at once, in this process.
 
@@ -33,6 +36,7 @@ Figures are medians (and p95) of the samples: compare within one run, machines h
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -197,12 +201,11 @@ def bench_http(data_dir: Path, samples: int, burst: int) -> None:
 
     from knit.client import KnitClient
 
-    proc, url = start_server(data_dir)
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # its log must not fill the pipe and block it
+    proc, url = start_server(data_dir)  # it reads the server's log off the pipe
     client = KnitClient(url)
     empty = Path(tempfile.mkdtemp())
     try:
-        lat_start, lat_done, floor = [], [], []
+        lat_start, lat_done, floor, chain = [], [], [], []
         for _ in range(samples):  # A B A B: ours, then the floor
             t0 = time.time_ns()
             knit_id = client.push_dir(empty, ["bench:trigger"])["knitId"]
@@ -212,11 +215,16 @@ def bench_http(data_dir: Path, samples: int, burst: int) -> None:
             out = next(o["knitId"] for o in run["outputs"])
             lat_start.append((int((data_dir / "data" / out / "ns").read_text()) - ready) / 1e6)
             floor.append(_direct_bwrap_start(data_dir))
+            chain.append(_direct_bwrap_start(data_dir, chain=True))
         report("data ready (HTTP push 2xx) -> process start", lat_start, 20)
         report("  floor: the same bwrap command launched directly", [wall for wall, _ in floor], 20)
-        cpu = statistics.median(c for _, c in floor)
-        print(f"  floor: CPU of one direct bwrap launch {cpu:5.1f} ms: at most {os.cpu_count() * 1000 / cpu:5.0f}"
-              f" runs/s on {os.cpu_count()} idle cores for the sandboxes alone")  # fmt: skip
+        report("  floor: the worker's chain (as root: staging bwrap, setpriv) launched directly",
+               [wall for wall, _ in chain], 20)  # fmt: skip
+        cpu, chain_cpu = statistics.median(c for _, c in floor), statistics.median(c for _, c in chain)
+        print(
+            f"  floor: CPU of one direct bwrap launch {cpu:5.1f} ms: at most {os.cpu_count() * 1000 / cpu:5.0f}"
+            f" runs/s on {os.cpu_count()} idle cores for the sandboxes alone; of the chain {chain_cpu:5.1f} ms"
+        )
         report("HTTP push sent -> done seen via GET /api/runs", lat_done, 200)
         _burst(client, proc.pid, burst)
     finally:
@@ -326,13 +334,15 @@ def _stop_profile(proc) -> None:
 PROFILE = ""
 
 
-def _direct_bwrap_start(data_dir: Path) -> tuple[float, float]:
+def _direct_bwrap_start(data_dir: Path, chain: bool = False) -> tuple[float, float]:
     """The trivial plan's bubblewrap command (as the local runner builds it) launched directly:
     from the launch to the first instruction of the same ``date`` in the sandbox, and the CPU
-    the launch took (bwrap and the command), in ms."""
+    the launch took (bwrap and the command), in ms. ``chain``: wrapped as a root server's worker
+    wraps it (``runuser.launch``: the staging bwrap and setpriv; no cgroups, no gate)."""
     import subprocess
 
     from knitfab.runners.protocol import Job, Mount
+    from knitfab.runners.runuser import launch
     from knitfab.store.layout import Layout
 
     layout = Layout(data_dir)  # only the layout: no second connection to the server's database
@@ -342,7 +352,8 @@ def _direct_bwrap_start(data_dir: Path) -> tuple[float, float]:
     out = layout.staging(job.outputs[0].knit_id)
     out.mkdir(parents=True)
     out.chmod(0o777)
-    command = _RUNNER(layout).sandbox(job)
+    runner = _RUNNER(layout)
+    command = launch(runner.user, runner.sandbox(job)) if chain else runner.sandbox(job)
     cpu0, t0 = _children_cpu_ms(), time.time_ns()
     subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
     started, cpu = int((out / "ns").read_text()), _children_cpu_ms() - cpu0
@@ -436,6 +447,48 @@ def bench_loop_floor(store: Store, burst: int) -> None:
           f" CPU {cpu * 1000 / burst:5.1f} ms/run")  # fmt: skip
 
 
+def bench_loop_local(store: Store, burst: int) -> None:
+    """Our engine loop with the local runner and no HTTP: ``burst`` trivial runs (the burst's
+    plan), ticked on this thread; the process's CPU per run (engine, reaper, trash) and the
+    workers'. Each worker's end wakes the loop, as it wakes the engine thread."""
+    import resource
+
+    runner = LocalRunner(store.layout)
+    engine = Engine(store, runner)
+    runner.on_exit = engine.wake
+    ids = [upload(store) for _ in range(burst)]
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for knit_id in ids:
+        data.change_tags(store, knit_id, add=tags("bench:trigger"))
+    polls = 0.0  # the bench's own "all ended?" queries, not counted
+    while True:
+        p0 = time.process_time()
+        if _ended(store, ids) == burst:
+            break
+        polls += time.process_time() - p0
+        engine._wake.clear()
+        if not engine.tick():
+            engine._wake.wait(0.05)
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0 - polls
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = (after.ru_utime + after.ru_stime - kids.ru_utime - kids.ru_stime) * 1000 / burst
+    print(
+        f"our engine loop with the local runner, no HTTP, {burst} runs: {burst / elapsed:6.1f} runs/s,"
+        f" CPU {cpu * 1000 / burst:5.1f} ms/run (engine, reaper, trash), workers {workers:5.1f} ms/run"
+    )
+
+
+def _ended(store: Store, input_ids: list[str]) -> int:
+    """How many runs reading these Data have ended."""
+    (n,) = store.one(
+        "SELECT COUNT(*) FROM assign a JOIN run r ON r.run_id = a.run_id"
+        " WHERE a.knit_id IN (SELECT value FROM json_each(?)) AND r.status IN ('done', 'failed')",
+        json.dumps(input_ids),
+    )
+    return n
+
+
 def conditions(store: Store) -> str:
     (n,) = store.one("SELECT COUNT(*) FROM run")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -469,6 +522,7 @@ def main() -> None:
         store.close()
         bench_http(Path(tmp) / "knitfab", args.samples, args.burst)
         store = Store(Path(tmp) / "knitfab")
+        bench_loop_local(store, args.burst)
         bench_loop_floor(store, args.burst)
         print(f"conditions after: {conditions(store)}")
         store.close()

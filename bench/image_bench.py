@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from knitfab.images.blobs import BlobStore  # noqa: E402
 from knitfab.images.cache import ImageCache  # noqa: E402
 from knitfab.images.rootfs import Unpacker  # noqa: E402
-from knitfab.runners.local import LocalRunner  # noqa: E402
+from knitfab.runners.local import LocalRunner, exit_code_in  # noqa: E402
 from knitfab.runners.protocol import Job, Mount  # noqa: E402
 from knitfab.store.layout import Layout  # noqa: E402
 
@@ -98,7 +98,7 @@ def time_starts(runner: LocalRunner, layout: Layout, image: str, entrypoint: lis
         times.append(wait_for(layout.staging(f"o{n}") / "started") - t)
         exit_file = layout.worker(job.run_id) / "exit"
         wait_for(exit_file)
-        assert exit_file.read_text().strip() == "0", (layout.worker(job.run_id) / "log").read_text()
+        assert exit_code_in(exit_file.read_text()) == 0, (layout.worker(job.run_id) / "log").read_text()
         runner.cleanup(job)
     return statistics.median(times)
 

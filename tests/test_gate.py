@@ -72,20 +72,20 @@ def test_a_sandbox_nobody_lets_go_executes_nothing_until_a_restarted_server_does
     restarted.cleanup(job)
 
 
-def test_the_run_holds_neither_end_of_its_gate(store):
-    # bwrap closes its --block-fd and --info-fd before the run's command: the run can neither
-    # write its own "go" nor a pid for the server to put in its cgroups.
+def test_the_run_holds_neither_end_of_its_gate_nor_its_exit_file(store):
+    # bwrap closes its --block-fd, --info-fd and --json-status-fd before the run's command: the
+    # run can neither write its own "go", a pid for the server to put in its cgroups, nor an exit code.
     runner = LocalRunner(store.layout)
     job = start(store, runner, "sleep 5")
     wait_for(lambda: sum(worker_processes(job).values()) >= 2)  # init and sleep
     workdir = store.layout.worker(job.run_id)
-    gate_fifos = {str(workdir / gate.GO), str(workdir / gate.INFO)}
+    watched = {str(workdir / gate.GO), str(workdir / gate.INFO), str(workdir / "exit")}
     held = {}
     for pid, sandboxed in worker_processes(job).items():
         fds = Path(f"/proc/{pid}/fd")
-        held[pid, sandboxed] = {os.readlink(fds / fd) for fd in os.listdir(fds)} & gate_fifos
-    assert any(fifos for (_, sandboxed), fifos in held.items() if not sandboxed)  # the launch holds them...
-    assert not any(fifos for (_, sandboxed), fifos in held.items() if sandboxed)  # ...the run does not
+        held[pid, sandboxed] = {os.readlink(fds / fd) for fd in os.listdir(fds)} & watched
+    assert str(workdir / "exit") in held[json.loads(job.worker)["pid"], False]  # the worker's bwrap holds it...
+    assert not any(files for (_, sandboxed), files in held.items() if sandboxed)  # ...the run nothing
     runner.stop(job), runner.cleanup(job)
 
 

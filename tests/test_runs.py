@@ -235,3 +235,21 @@ def test_load_job_gives_the_runner_what_it_needs(store, engine):
     assert [m.path for m in job.outputs] == ["/out/m"] and job.log
     assert job.resources == {"cpu": "500m", "memory": "1Gi"}
     assert job.on_node == [("must", "gpu", "yes")]
+
+
+def test_finishing_a_run_reads_its_status_once(store, engine):
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]})
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    run_id = one_run(store, plan)
+    runs.tearoff(store, run_id)  # completing
+    statements = []
+    conn = store.db.connection()
+    conn.set_trace_callback(statements.append)
+    try:
+        with store.write():
+            assert runs.finish(store, run_id) == S.DONE
+    finally:
+        conn.set_trace_callback(None)
+    assert sum("SELECT status FROM run" in sql for sql in statements) == 1
+    assert status(store, run_id) == "done"

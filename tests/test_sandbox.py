@@ -1,6 +1,8 @@
 """What a run of the local runner cannot do to its host, and the limits it runs under (real
 bubblewrap, real cgroups where the host has them; the server as root where the test says so)."""
 
+import builtins
+import io
 import json
 import os
 import shutil
@@ -14,7 +16,7 @@ import pytest
 from helpers import apply, drive, push, runs_of, tags, wait_for
 
 from knitfab.engine import Engine
-from knitfab.runners.limits import Cgroups
+from knitfab.runners.limits import Cgroups, Limits, remove_cgroups
 from knitfab.runners.local import LocalRunner
 from knitfab.runners.runuser import give, run_user, stage
 from knitfab.store import data, runs
@@ -206,6 +208,29 @@ def test_the_plan_resources_are_written_to_the_run_cgroups(store):
 
 
 LIMIT_FILES = {"cpu.cfs_quota_us", "cpu.max", "memory.limit_in_bytes", "memory.max", "pids.max"}
+
+
+@as_root
+def test_a_run_s_limits_are_written_without_python_file_objects(monkeypatch):
+    # A file object costs an fstat, an ioctl and two lseeks more than open/write/close: system
+    # calls each giving the GIL away on the engine's thread, for every limit of every run.
+    if not CGROUPS.parents:
+        pytest.skip("no cgroup can be made for runs on this host")
+    opened = []
+    real_open = io.open
+    monkeypatch.setattr(io, "open", lambda f, *a, **k: opened.append(f) or real_open(f, *a, **k))
+    monkeypatch.setattr(builtins, "open", io.open)
+    groups = CGROUPS.create(f"run-test-{os.getpid()}", Limits.of({"cpu": "250m", "memory": "32Mi"}))
+    monkeypatch.undo()
+    try:
+        assert opened == []
+        values = {f.name: f.read_text().split() for g in groups for f in g.iterdir() if f.name in LIMIT_FILES}
+        assert values.get("cpu.cfs_quota_us", values.get("cpu.max", [""])[:1]) == ["25000"]
+        for group in groups:  # the period is a new cgroup's own: the kernel's default, not written
+            period = group / "cpu.cfs_period_us"
+            assert not period.exists() or period.read_text().strip() == "100000"
+    finally:
+        remove_cgroups(groups)
 
 
 def start_hanging(store, runner, resources=None):

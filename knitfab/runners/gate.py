@@ -24,6 +24,7 @@ import os
 import signal
 from pathlib import Path
 
+from .limits import write_value
 from .procs import killpg, pgid_of
 
 log = logging.getLogger("knitfab.local")
@@ -83,8 +84,7 @@ def open_gate(workdir: Path, groups: list[Path], pid: int, pgid: int) -> bool:
         return False
     try:
         for group in groups:
-            with open(group / "cgroup.procs", "w") as f:
-                f.write(str(pid))
+            write_value(group / "cgroup.procs", pid)
         fd = os.open(workdir / GO, os.O_WRONLY | os.O_NONBLOCK)
         try:
             os.write(fd, b"x")
@@ -95,7 +95,7 @@ def open_gate(workdir: Path, groups: list[Path], pid: int, pgid: int) -> bool:
         killpg(pgid, signal.SIGKILL)
         return False
     try:
-        (workdir / OPENED).write_text("")
+        os.close(os.open(workdir / OPENED, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     except OSError:
         pass  # a restarted server would let it go again: the same pid into the same cgroups, harmless
     return True

@@ -196,12 +196,12 @@ def _v2_parent(mount: Path | None, own: str | None) -> Path | None:
     if not wanted:
         return None
     try:
-        _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+        write_value(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
         parent = base / "knitfab"
         parent.mkdir(exist_ok=True)
         available = [c for c in CONTROLLERS if c in _available(parent)]
         if available:
-            _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in available))
+            write_value(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in available))
     except OSError:
         return None
     return parent if _enabled(parent) else None
@@ -243,32 +243,40 @@ def _v2_parent_of_runs(parent: Path) -> bool:
 # -- writing limits ---------------------------------------------------------------------------------
 
 
-def _write(path: Path, value: object) -> None:
-    with open(path, "w") as f:
-        f.write(str(value))
+def write_value(path: Path, value: object) -> None:
+    """Write a kernel file (a cgroup's): one open, write and close. (A Python file object adds
+    an fstat, an ioctl and two lseeks, each a turn of the GIL given away on the engine's and the
+    reaper's threads, for every limit of every run.)"""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
 
 
 def _write_if(path: Path, value: object) -> None:
-    """For files a kernel may lack (swap accounting turned off)."""
-    if path.exists():
-        _write(path, value)
+    """For files a kernel may lack (swap accounting turned off): tried, not looked up first."""
+    try:
+        write_value(path, value)
+    except FileNotFoundError:
+        pass
 
 
 def _memory_v1(group: Path, limits: Limits) -> None:
     if limits.memory:
-        _write(group / "memory.limit_in_bytes", limits.memory)
+        write_value(group / "memory.limit_in_bytes", limits.memory)
         _write_if(group / "memory.memsw.limit_in_bytes", limits.memory)  # no escape into swap
 
 
 def _memory_v2(group: Path, limits: Limits) -> None:
     if limits.memory:
-        _write(group / "memory.max", limits.memory)
+        write_value(group / "memory.max", limits.memory)
         _write_if(group / "memory.swap.max", 0)
         _write_if(group / "memory.oom.group", 1)  # the whole run ends, as a pod's container does
 
 
 def _pids(group: Path, limits: Limits) -> None:
-    _write(group / "pids.max", limits.pids)
+    write_value(group / "pids.max", limits.pids)
 
 
 def _quota(limits: Limits) -> int | None:
@@ -277,15 +285,14 @@ def _quota(limits: Limits) -> int | None:
 
 def _cpu_v1(group: Path, limits: Limits) -> None:
     quota = _quota(limits)
-    if quota:
-        _write(group / "cpu.cfs_period_us", CFS_PERIOD)
-        _write(group / "cpu.cfs_quota_us", quota)
+    if quota:  # the period: a new cgroup's is the kernel's default, CFS_PERIOD
+        write_value(group / "cpu.cfs_quota_us", quota)
 
 
 def _cpu_v2(group: Path, limits: Limits) -> None:
     quota = _quota(limits)
     if quota:
-        _write(group / "cpu.max", f"{quota} {CFS_PERIOD}")
+        write_value(group / "cpu.max", f"{quota} {CFS_PERIOD}")
 
 
 _WRITERS = {
@@ -297,7 +304,7 @@ _WRITERS = {
 
 def _kill_all(group: Path) -> None:
     if (group / "cgroup.kill").exists():
-        _write(group / "cgroup.kill", 1)
+        write_value(group / "cgroup.kill", 1)
         return
     try:
         pids = (group / "cgroup.procs").read_text().split()

@@ -11,10 +11,13 @@ what a run sees.
 A plan ``image`` the operator maps to a directory (``--local-image NAME:TAG=DIR``) has that
 directory at ``/work`` as the working directory, as ``WORKDIR /work`` + ``COPY`` would.
 
-The worker is ``sh -c '<sandbox>; echo $? > exit'`` in its own session, with stdout and stderr
-going straight into the log Data's file ``log``. It does not depend on the server: after a
-``kill -9`` of the server it keeps running, and the restarted server finds it again by its
-process group and start time (the *handle*), and reads its exit code from the ``exit`` file.
+The worker is the chain of ``confine()`` in its own session, with stdout and stderr going
+straight into the log Data's file ``log``; its outermost ``bwrap`` writes the run's exit code
+into the worker's ``exit`` file (``--json-status-fd``: no shell waits for the run just to write
+it; where bwrap lacks the option, ``sh -c '<chain>; echo $? > exit'`` does). It does not depend
+on the server: after a ``kill -9`` of the server it keeps running, and the restarted server
+finds it again by its process group and start time (the *handle*), and reads its exit code
+from the ``exit`` file.
 """
 
 from __future__ import annotations
@@ -40,14 +43,15 @@ from .localimages import ImageModes
 from .procs import group_alive, killpg, proc_stat, start_time
 from .protocol import GONE, Job, Runner, WorkerState, WorkerStatus, empty_outputs
 from .reaper import Reaper
-from .runuser import give, launch, run_user
+from .runuser import bwrap_supports, give, launch, run_user
 
 log = logging.getLogger("knitfab.local")
 logger = logging.getLogger(__name__)
 # The exit code overwrites, in place, a placeholder written before the worker starts: on a full
 # disk a new file (or a rename's directory entry) may find no block, the placeholder's block is there.
 WRAPPER = '"$@"; code=$?; printf "%s\\n" "$code" 1<>exit'
-EXIT_PLACEHOLDER = " " * 15 + "\n"  # no number: not ended yet
+# bwrap's status (a line of the namespaces' ids, then one of the exit code) fits in it too.
+EXIT_PLACEHOLDER = " " * 1023 + "\n"  # no number: not ended yet
 GIVEN_KEPT = 100_000  # knitIds remembered as given to the run uid (then the set starts over)
 
 
@@ -115,23 +119,25 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
             return (workdir / "handle").read_text()  # started before a crash: it is that worker
         sandbox, note = self._command(job)
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "exit").write_text(EXIT_PLACEHOLDER)
+        status_fd = _placeholder(workdir / "exit")
         gate = Gate(workdir) if self.cgroups.parents else None  # the run's cgroups are entered by us
         try:
-            command = ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, sandbox, gate)]
+            command, fds = self._worker(job, sandbox, gate, status_fd)
             with open(self._log_path(job), "ab") as log:
                 log.write(note.encode())
                 proc = subprocess.Popen(
                     command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, env={"PATH": sandbox_path()}, pass_fds=gate.fds() if gate else (),
+                    start_new_session=True, env={"PATH": sandbox_path()}, pass_fds=fds,
                 )  # fmt: skip
         except BaseException:
             if gate:
                 gate.abandon()
             raise
+        finally:
+            os.close(status_fd)
         # The handle first: a crash from here on leaves a worker the restarted server knows.
         handle = json.dumps({"pid": proc.pid, "start": start_time(proc.pid)})
-        (workdir / "handle.tmp").write_text(handle)
+        _write_new(workdir / "handle.tmp", handle)
         os.rename(workdir / "handle.tmp", workdir / "handle")
         with self._lock:
             self._procs[job.run_id] = proc
@@ -141,6 +147,13 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
             info = self._reaper.watch_info(gate.info, lambda pid: self._open_gate(job, pid, proc.pid), child_pid)
         self._wait(proc, info)
         return handle
+
+    def _worker(self, job: Job, sandbox: list[str], gate: Gate | None, status_fd: int) -> tuple[list[str], tuple]:
+        """The worker's command line and the fds it inherits."""
+        gates = gate.fds() if gate else ()
+        if bwrap_supports("--json-status-fd"):
+            return self.confine(job, sandbox, gate, status_fd), (*gates, status_fd)
+        return ["/bin/sh", "-c", WRAPPER, "knitfab-worker", *self.confine(job, sandbox, gate)], gates
 
     def status(self, job: Job) -> WorkerStatus:
         if self._unreaped_child(job):
@@ -153,6 +166,8 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         if code is None and self._alive(job):
             return WorkerStatus(WorkerState.RUNNING)
         code = self._exit_code(job) if code is None else code  # it may have just ended
+        if code is None:
+            code = self._reaped_code(job)  # its bwrap ended before the run began (a bad option, a bind)
         if code is None:
             return GONE
         if code == 0:
@@ -210,21 +225,21 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
 
     # -- the sandbox ------------------------------------------------------------------------------
 
-    def confine(self, job: Job, bwrap: list[str], gate: Gate | None = None) -> list[str]:
+    def confine(self, job: Job, bwrap: list[str], gate: Gate | None = None, status_fd: int | None = None) -> list[str]:
         """What the worker executes around a sandbox's bwrap command line (host mode or image
         mode): the run's cgroups entered, its inputs readable by the run's unprivileged user,
         privileges dropped to that user, and rlimits for what no cgroup enforces. With a
         ``gate``, the server enters the cgroups for the sandbox once it exists (``gate``)."""
         limits = Limits.of(job.resources, self.pids)
         groups = self.cgroups.create(f"run-{job.run_id}", limits)
-        (self.layout.worker(job.run_id) / "cgroups").write_text(json.dumps([str(g) for g in groups]))
+        _write_new(self.layout.worker(job.run_id) / "cgroups", json.dumps([str(g) for g in groups]))
         self._groups[job.run_id] = groups  # the file is for a restarted server
         if self.user.privileged:
             self._give([m.knit_id for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
         if gate is not None and groups:
-            return launch(self.user, [bwrap[0], *gate.options(), *bwrap[1:]], (), prlimit)
-        return launch(self.user, bwrap, groups, prlimit)
+            return launch(self.user, [bwrap[0], *gate.options(), *bwrap[1:]], (), prlimit, status_fd)
+        return launch(self.user, bwrap, groups, prlimit, status_fd)
 
     def _open_gate(self, job: Job, pid: int | None, pgid: int) -> None:
         """On the reaper's thread: the sandbox exists (``pid``), put it in its cgroups and let it go."""
@@ -258,9 +273,17 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
 
     def _exit_code(self, job: Job) -> int | None:
         try:
-            return int((self.layout.worker(job.run_id) / "exit").read_text())
-        except (FileNotFoundError, ValueError):
+            return exit_code_in((self.layout.worker(job.run_id) / "exit").read_text())
+        except FileNotFoundError:
             return None
+
+    def _reaped_code(self, job: Job) -> int | None:
+        """The exit status of a worker this runner started and reaped (128 + N for signal N)."""
+        with self._lock:
+            proc = self._procs.get(job.run_id)
+        if proc is None or proc.returncode is None:
+            return None
+        return 128 - proc.returncode if proc.returncode < 0 else proc.returncode
 
     def _unreaped_child(self, job: Job) -> bool:
         """Whether the worker is a child this runner started that has not ended: its waiter
@@ -294,6 +317,43 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
     def _wait(self, proc: subprocess.Popen, info=None) -> None:
         """Have the worker reaped (its ``returncode`` set) and ``on_exit`` called when it ends."""
         self._reaper.watch(proc, info)
+
+
+def exit_code_in(text: str) -> int | None:
+    """The run's exit code in a worker's ``exit`` file: bwrap's JSON status lines or the shell
+    wrapper's number; None while it has not ended (the placeholder, or a line being written)."""
+    try:
+        head = text.strip()
+        if head[:1].isdigit():
+            return int(head.split()[0])
+        for line in head.splitlines():
+            if '"exit-code"' in line:
+                return int(json.loads(line)["exit-code"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _write_new(path: Path, text: str) -> None:
+    """A small file of the worker's directory in one open, write and close (no file object:
+    its extra system calls are each a turn of the GIL given away, on the engine's thread)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _placeholder(path: Path) -> int:
+    """Write the exit file's placeholder; an fd of it at its start, for bwrap's status."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, EXIT_PLACEHOLDER.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _pid(job: Job) -> int:

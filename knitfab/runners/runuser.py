@@ -93,18 +93,31 @@ def bwrap_supports(option: str) -> bool:
 
 
 def launch(user: RunUser, bwrap: list[str], cgroups: Iterable[Path] = (),
-           rlimits: list[str] | None = None) -> list[str]:  # fmt: skip
+           rlimits: list[str] | None = None, status_fd: int | None = None) -> list[str]:  # fmt: skip
     """The command a worker executes: as root, the staging bwrap first (outside the run's
     cgroups: knitfab's work, not the run's, and not throttled by its cpu limit); then ``sh``
     enters ``cgroups`` before anything of the run exists, and as root drops to the run's uid;
-    then ``rlimits`` (prlimit) and ``bwrap``. (As root, call ``give`` for the inputs first.)"""
+    then ``rlimits`` (prlimit) and ``bwrap``. (As root, call ``give`` for the inputs first.)
+    ``status_fd``: the outermost bwrap (the staging one, else the run's), the process that
+    outlives every other of the chain, writes its child's exit code there (``--json-status-fd``;
+    bwrap closes it in the child: nothing of the run holds it)."""
     enter = [f"echo $$ > {shlex.quote(str(Path(g) / 'cgroup.procs'))}" for g in cgroups]
     shell = ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch"] if enter else []
     if not user.privileged:
-        return [*shell, *(rlimits or []), *bwrap]
+        return [*shell, *(rlimits or []), *_with_status(bwrap, status_fd)]
     staged, outer = stage(bwrap)
     drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", *DROP, "--"]
+    if outer:
+        outer = _with_status(outer, status_fd)
+    else:
+        staged = _with_status(staged, status_fd)
     return [*outer, *shell, *drop, *(rlimits or []), *staged]
+
+
+def _with_status(bwrap: list[str], status_fd: int | None) -> list[str]:
+    if status_fd is None:
+        return bwrap
+    return [bwrap[0], "--json-status-fd", str(status_fd), *bwrap[1:]]
 
 
 def give(user: RunUser, paths: Iterable[Path]) -> None:

@@ -228,11 +228,13 @@ def finish(store: Store, run_id: str, now: int | None = None) -> RunStatus | Non
     """completing → done, aborting → failed: stamp every output and log with ``knit#timestamp``
     and, when done, nominate them so that downstream plans run (the chain reaction).
     Call it inside ``Store.write()``, once the outputs are in place."""
-    final = {S.COMPLETING: S.DONE, S.ABORTING: S.FAILED}.get(status_of(store, run_id))
+    current = status_of(store, run_id)  # read once: the transaction holds the write lock
+    final = {S.COMPLETING: S.DONE, S.ABORTING: S.FAILED}.get(current)
     if final is None:
         return None
     now = now or now_us()
-    set_status(store, run_id, final, now=now)
+    if check_transition(current, final):
+        _write_status(store, run_id, current, final, None, now)
     set_worker(store, run_id, None)
     store.execute("UPDATE data SET timestamp = ? WHERE run_id = ?", now, run_id)
     if final == S.DONE:
