@@ -56,14 +56,12 @@ from knitfab.store.db import Store  # noqa: E402
 from knitfab.tags import parse_tag  # noqa: E402
 from knitfab.times import now_us  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchtags import data_tags  # noqa: E402
+
 
 def tags(*texts):
     return [parse_tag(t) for t in texts]
-
-
-def data_tags(i: int) -> list[str]:
-    mode = ("train", "test")[i // 100 % 2]
-    return ["type:dataset", f"project:p{i % 100}", f"batch:b{i % 1000}", f"shard:s{i % 10000}", f"mode:{mode}"]
 
 
 def fill_data(store: Store, n: int) -> None:

@@ -128,7 +128,10 @@ class KnitfabServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         self.start()
-        stop.wait()
+        # Not one wait without a timeout: a signal the kernel delivers to another thread runs its
+        # handler only once the main thread runs Python again.
+        while not stop.wait(0.5):
+            pass
         log.info("stopping: finishing requests in flight and the engine's current stage")
         self.stop()
         return 0

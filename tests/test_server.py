@@ -82,6 +82,23 @@ def serve(tmp_path, **config):
     return srv
 
 
+def test_it_stops_on_a_sigterm_the_kernel_gives_another_thread(tmp_path):
+    """A process-wide signal may be delivered to any thread; the main thread must still see it."""
+    script = (
+        "import signal, sys, threading\n"
+        "from knitfab.server import Config, KnitfabServer\n"
+        "server = KnitfabServer(Config(port=0, registry_port=0, data_dir=sys.argv[1]))\n"
+        "kill = lambda: signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread\n"
+        "threading.Timer(1, kill).start()\n"
+        "sys.exit(server.serve_forever())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "data")], cwd=ROOT)
+    try:
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+
+
 def test_a_handout_of_a_random_port_says_it_goes_stale(tmp_path):
     srv = serve(tmp_path)
     try:
