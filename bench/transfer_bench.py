@@ -18,7 +18,8 @@ alternated round by round (A B A B), ``--repeat`` times each (medians):
   repository's ``knit``, its profile pointing at a real ``knitfab serve`` process on loopback;
   plain tar, negotiated through ``/api/x/formats`` and ``Accept``, with the checksum trailer they
   negotiate: SHA-256 in ``Content-Digest``, ``knit/digests.py``), with the CPU seconds each
-  spent, client and server;
+  spent, client and server, and the server's system time (creating many files on this shared
+  disk, it moves several-fold between runs of the same code);
 * with ``--baseline DIR``, the same ``knit`` steps of another checkout (its own server), in the
   same rounds.
 
@@ -159,9 +160,11 @@ class Dvc:
         self._in(clone, self.dvc, "pull", "-q")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def children_cpu() -> float:
@@ -190,7 +193,7 @@ class Case:
         self.src, self.work, self.gzip_runs, self.dvc_runs = src, work, gzip_runs, dvc_runs
         self.dvc = Dvc(dvc, work) if dvc else None
         self.times: dict[str, list[float]] = {}
-        self.cpu: dict[str, list[tuple[float, float]]] = {}  # (client, server) CPU seconds of a knit step
+        self.cpu: dict[str, list[tuple[float, float, float]]] = {}  # a knit step's CPU s: client, server user, sys
         self.trash: list[Path] = []
 
     def remove(self, tree: Path) -> None:
@@ -219,7 +222,8 @@ class Case:
         client, server, t0 = children_cpu(), cpu_seconds(knit.server_pid), time.perf_counter()
         step(*args)
         self.add(label, time.perf_counter() - t0)
-        self.cpu.setdefault(label, []).append((children_cpu() - client, cpu_seconds(knit.server_pid) - server))
+        user, system = (b - a for a, b in zip(server, cpu_seconds(knit.server_pid), strict=True))
+        self.cpu.setdefault(label, []).append((children_cpu() - client, user, system))
 
     def knit_round(self, knit: Knit, n: int, suffix: str = "") -> None:
         self.knit_step("knit data push" + suffix, knit, knit.push, self.src, self.work)
@@ -272,7 +276,7 @@ def report(name: str, case: Case, size_mib: float, files: int, rss: float, load:
     cp = statistics.median(case.times["cp -r"])
     print(f"\n{name}: {size_mib:.0f} MiB in {files} files; load average {load[0]:.1f} before, {load[1]:.1f} after")
     head = f"{'median':>8} {'MiB/s':>7} {'files/s':>8}  {'/ tar|tar':>9} {'/ cp':>6}  runs"
-    print(f"  {'':<29} {head}  CPU s, client + server")
+    print(f"  {'':<29} {head}  CPU s, client + server (its system time)")
     for label, samples in case.times.items():
         t = statistics.median(samples)
         ratios = f"{disk / t:9.0%} {cp / t:6.0%}"
@@ -281,10 +285,13 @@ def report(name: str, case: Case, size_mib: float, files: int, rss: float, load:
     print(f"  server peak RSS {rss:.0f} MB (target < 150 MB)")
 
 
-def _cpu_text(cpu: list[tuple[float, float]] | None) -> str:
+def _cpu_text(cpu: list[tuple[float, float, float]] | None) -> str:
+    """Medians: the client's CPU, the server's (and of it, the kernel's: file creation on a busy
+    disk, which moves between runs of the same code)."""
     if not cpu:
         return ""
-    return f"  {statistics.median(c for c, _ in cpu):.2f} + {statistics.median(s for _, s in cpu):.2f}"
+    client, user, system = (statistics.median(c[k] for c in cpu) for k in range(3))
+    return f"  {client:.2f} + {user + system:.2f} (system {system:.2f})"
 
 
 def measure(name: str, src: Path, work: Path, size_mib: float, files: int, args: argparse.Namespace) -> None:
