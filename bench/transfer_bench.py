@@ -21,7 +21,9 @@ alternated round by round (A B A B), ``--repeat`` times each (medians):
   spent, client and server, and the server's system time (creating many files on this shared
   disk, it moves several-fold between runs of the same code);
 * with ``--baseline DIR``, the same ``knit`` steps of another checkout (its own server), in the
-  same rounds.
+  same rounds. For many small files the server listed first was the slower one here, whichever
+  code it ran (the two data directories lie in different parts of the disk): run it the other
+  way round too (this file copied into the other checkout, ``--baseline`` this one).
 
 Sources, copies and the server's data directory are all in one temporary directory (under
 ``BENCH_TMP``, else this repository), so on one disk; it prints that disk, the load average
