@@ -22,15 +22,16 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
-from .limits import write_value
 from .procs import killpg, pgid_of
 
 log = logging.getLogger("knitfab.local")
 GO = "go"  # the FIFO in the worker's directory the sandbox waits on
 INFO = "info"  # the FIFO bwrap writes the sandbox's pid into
 OPENED = "opened"  # written once the gate is open: a restarted server leaves it alone
+Admit = Callable[[list[Path], int], None]  # the sandbox's pid into the run's cgroups (raises OSError)
 
 
 class Gate:
@@ -73,18 +74,18 @@ def child_pid(info: bytes) -> int | None:
         return None
 
 
-def open_gate(workdir: Path, groups: list[Path], pid: int, pgid: int) -> bool:
-    """Put ``pid`` (the sandbox's init, still waiting) in every cgroup of the run, then let it
-    go on. Refuses a pid that is not of the worker's process group (reused meanwhile); a
-    process that cannot be put in its cgroups is killed, never let go. True when it goes on."""
+def open_gate(workdir: Path, groups: list[Path], pid: int, pgid: int, admit: Admit) -> bool:
+    """Admit ``pid`` (the sandbox's init, still waiting) to the run's cgroups (``admit``:
+    ``Cgroups.admit``), then let it go on. Refuses a pid that is not of the worker's process
+    group (reused meanwhile); a process that cannot be admitted is killed, never let go. True
+    when it goes on."""
     if pgid_of(pid) != pgid:
         return False
     if not groups:  # they are gone (the run was cleaned up meanwhile): it must not run unconfined
         killpg(pgid, signal.SIGKILL)
         return False
     try:
-        for group in groups:
-            write_value(group / "cgroup.procs", pid)
+        admit(groups, pid)
         fd = os.open(workdir / GO, os.O_WRONLY | os.O_NONBLOCK)
         try:
             os.write(fd, b"x")
@@ -106,10 +107,10 @@ def waiting(workdir: Path) -> bool:
     return (workdir / GO).exists() and not (workdir / OPENED).exists()
 
 
-def open_orphan(workdir: Path, groups: list[Path], pgid: int) -> bool:
+def open_orphan(workdir: Path, groups: list[Path], pgid: int, admit: Admit) -> bool:
     """Open the gate of a worker a previous server started (it died before opening it)."""
     pid = _sandbox_init(pgid)
-    return pid is not None and open_gate(workdir, groups, pid, pgid)
+    return pid is not None and open_gate(workdir, groups, pid, pgid, admit)
 
 
 def _sandbox_init(pgid: int) -> int | None:

@@ -161,7 +161,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         if job.worker and gate_waiting(self.layout.worker(job.run_id)) and self._leader_is_ours(job):
             # started by a server that died before it let the sandbox go: only while the worker's
             # shell is the one its handle names is the group the worker's (after a reboot it is not)
-            open_orphan(self.layout.worker(job.run_id), self._cgroups_of(job), _pid(job))
+            open_orphan(self.layout.worker(job.run_id), self._cgroups_of(job), _pid(job), self._admit(job))
         code = self._exit_code(job)
         if code is None and self._alive(job):
             return WorkerStatus(WorkerState.RUNNING)
@@ -231,20 +231,27 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         privileges dropped to that user, and rlimits for what no cgroup enforces. With a
         ``gate``, the server enters the cgroups for the sandbox once it exists (``gate``)."""
         limits = Limits.of(job.resources, self.pids)
-        groups = self.cgroups.create(f"run-{job.run_id}", limits)
+        gated = gate is not None
+        groups = self.cgroups.create(f"run-{job.run_id}", limits, gated)
         _write_new(self.layout.worker(job.run_id) / "cgroups", json.dumps([str(g) for g in groups]))
         self._groups[job.run_id] = groups  # the file is for a restarted server
         if self.user.privileged:
             self._give([m.knit_id for m in job.inputs])
         prlimit = rlimit_args(self.cgroups, limits, own_uid=not self.user.privileged)
-        if gate is not None and groups:
-            return launch(self.user, [bwrap[0], *gate.options(), *bwrap[1:]], (), prlimit, status_fd)
-        return launch(self.user, bwrap, groups, prlimit, status_fd)
+        if gated and groups:
+            bwrap = [bwrap[0], *gate.options(), *bwrap[1:]]
+            if not self.cgroups.entered_by_worker:
+                groups = []  # the server puts the sandbox in them at its gate
+        return launch(self.user, bwrap, self.cgroups.entry(groups), prlimit, status_fd)
 
     def _open_gate(self, job: Job, pid: int | None, pgid: int) -> None:
-        """On the reaper's thread: the sandbox exists (``pid``), put it in its cgroups and let it go."""
+        """On the reaper's thread: the sandbox exists (``pid``), admit it to its cgroups and let it go."""
         if pid is not None:
-            open_gate(self.layout.worker(job.run_id), self._cgroups_of(job), pid, pgid)
+            open_gate(self.layout.worker(job.run_id), self._cgroups_of(job), pid, pgid, self._admit(job))
+
+    def _admit(self, job: Job) -> Callable[[list[Path], int], None]:
+        limits = Limits.of(job.resources, self.pids)
+        return lambda groups, pid: self.cgroups.admit(groups, pid, limits)
 
     def _give(self, knit_ids: list[str]) -> None:
         """Give inputs to the run's uid once per Data (the walk is on the engine's thread: a

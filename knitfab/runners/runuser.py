@@ -18,7 +18,7 @@ read-only binds, and not at all outside the sandbox by that uid), so a file uplo
 which the root server reads and deletes as any other.
 
 The worker's chain, as root: the staging ``bwrap``, ``sh`` entering the run's cgroups (shell
-built-ins; not when the server enters them itself, see ``gate``), ``setpriv`` (to the run's
+built-ins; on cgroup v2 the server enters them itself, see ``gate``), ``setpriv`` (to the run's
 uid), ``prlimit`` where rlimits are needed, the run's ``bwrap``: a handful of program starts,
 where each is a few milliseconds of a busy machine.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shlex
 import stat
 import subprocess
 from collections.abc import Iterable
@@ -92,16 +91,16 @@ def bwrap_supports(option: str) -> bool:
     return f"{option} " in help_text
 
 
-def launch(user: RunUser, bwrap: list[str], cgroups: Iterable[Path] = (),
+def launch(user: RunUser, bwrap: list[str], enter: Iterable[str] = (),
            rlimits: list[str] | None = None, status_fd: int | None = None) -> list[str]:  # fmt: skip
     """The command a worker executes: as root, the staging bwrap first (outside the run's
-    cgroups: knitfab's work, not the run's, and not throttled by its cpu limit); then ``sh``
-    enters ``cgroups`` before anything of the run exists, and as root drops to the run's uid;
-    then ``rlimits`` (prlimit) and ``bwrap``. (As root, call ``give`` for the inputs first.)
+    cgroups: knitfab's work, not the run's); then ``sh`` runs ``enter`` (``Cgroups.entry``: the
+    run's cgroups entered before anything of the run exists), and as root drops to the run's
+    uid; then ``rlimits`` (prlimit) and ``bwrap``. (As root, call ``give`` for the inputs first.)
     ``status_fd``: the outermost bwrap (the staging one, else the run's), the process that
     outlives every other of the chain, writes its child's exit code there (``--json-status-fd``;
     bwrap closes it in the child: nothing of the run holds it)."""
-    enter = [f"echo $$ > {shlex.quote(str(Path(g) / 'cgroup.procs'))}" for g in cgroups]
+    enter = list(enter)
     shell = ["/bin/sh", "-c", "; ".join(["set -e", *enter, 'exec "$@"']), "knitfab-launch"] if enter else []
     if not user.privileged:
         return [*shell, *(rlimits or []), *_with_status(bwrap, status_fd)]
