@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from knitfab.engine import Engine  # noqa: E402
 from knitfab.planspec import parse_plan_spec  # noqa: E402
 from knitfab.runners.local import LocalRunner  # noqa: E402
+from knitfab.runners.protocol import Runner  # noqa: E402
 from knitfab.store import data, plans, projection  # noqa: E402
 from knitfab.store.db import Store  # noqa: E402
 from knitfab.tags import parse_tag  # noqa: E402
@@ -401,7 +402,7 @@ def _done_via_api(client, input_ids: list[str], timeout: float = 30, pause: floa
     raise TimeoutError("the trivial runs did not finish")
 
 
-class InstantRunner:
+class InstantRunner(Runner):
     """The engine's floor: a runner whose workers succeed the moment they start."""
 
     capacity = None

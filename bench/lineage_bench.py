@@ -41,7 +41,7 @@ from knit.client import KnitClient  # noqa: E402
 from knitfab.console.graphs import StoreSource, data_nodes  # noqa: E402
 from knitfab.engine import Engine  # noqa: E402
 from knitfab.planspec import parse_plan_spec  # noqa: E402
-from knitfab.runners.protocol import GONE, Job, WorkerState, WorkerStatus, empty_outputs  # noqa: E402
+from knitfab.runners.protocol import GONE, Job, Runner, WorkerState, WorkerStatus, empty_outputs  # noqa: E402
 from knitfab.store import data, plans  # noqa: E402
 from knitfab.store.db import Store  # noqa: E402
 from knitfab.tags import parse_tag  # noqa: E402
@@ -49,7 +49,7 @@ from knitfab.tags import parse_tag  # noqa: E402
 CHAIN, INPUTS = 10, 45
 
 
-class InstantRunner:
+class InstantRunner(Runner):
     """A runner whose workers succeed as soon as they start, each writing one file."""
 
     capacity = None  # no resource limit to fit runs in

@@ -337,6 +337,28 @@ def test_one_thread_reaps_every_worker_and_each_end_wakes_the_engine(store):
         runner.cleanup(job)
 
 
+def test_the_engine_loads_a_running_run_again_only_once_its_worker_has_ended(store, monkeypatch):
+    # Every tick used to load every running run and ask its status: 16 times a trivial run here.
+    runner = LocalRunner(store.layout)
+    engine = Engine(store, runner)
+    runner.on_exit = engine.wake
+    plan = apply(store, {"/in": ["type:dataset"]}, entrypoint=["sh", "-c", "sleep 0.5"], args=[])
+    push(store, "type:dataset")
+    asked = []
+    real_status = runner.status
+    monkeypatch.setattr(runner, "status", lambda job: asked.append(job.run_id) or real_status(job))
+    engine.project(), engine.initialize(), engine.start(), engine.watch()
+    ((run_id, status),) = runs_of(store, plan.plan_id)
+    assert status == "running" and asked == [run_id]
+    for _ in range(20):
+        engine.watch()
+    assert asked == [run_id]  # its worker is a child of this runner, not reaped yet
+    wait_for(lambda: engine._wake.is_set())  # the reaper reaped it
+    engine.watch()
+    assert asked == [run_id, run_id] and runs_of(store, plan.plan_id) == [(run_id, "completing")]
+    engine.run_until_idle()
+
+
 def test_an_ended_run_is_stopped_and_cleaned_up_with_one_read_of_its_cgroups(store, monkeypatch):
     # The first cgroup the worker entered holds whatever is left of the run; once stop() has
     # found it empty, cleanup() need not look again (nothing outside the run can fork into it).

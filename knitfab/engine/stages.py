@@ -167,7 +167,8 @@ class Engine(Moves):
             return self._move(job.run_id, new, {S.STARTING, S.RUNNING}, exit, now)
 
         stopped = self._stop_the_biggest_writer(now)
-        failed = self._each("watch", self._pick("watch", [S.STARTING, S.RUNNING]), follow, now)
+        changed = [r for r in self._pick("watch", [S.STARTING, S.RUNNING]) if not self.runner.still_running(r)]
+        failed = self._each("watch", changed, follow, now)
         return self._flush(now) or failed or stopped
 
     def finish(self, now: int | None = None) -> bool:

@@ -98,6 +98,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
         self._ended: set[str] = set()  # runs stop() has seen ended, until their cleanup
+        self._running: set[str] = set()  # runs status() said were running, while a child of ours
         self._groups: dict[str, list[Path]] = {}  # runId -> its cgroups, for the runs this runner started
         self._given: set[str] = set()  # Data given to the run's uid: a published Data never changes
         self._lock = threading.Lock()
@@ -157,6 +158,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
 
     def status(self, job: Job) -> WorkerStatus:
         if self._unreaped_child(job):
+            self._running.add(job.run_id)
             return WorkerStatus(WorkerState.RUNNING)  # known from memory: no file or /proc read per tick
         if job.worker and gate_waiting(self.layout.worker(job.run_id)) and self._leader_is_ours(job):
             # started by a server that died before it let the sandbox go: only while the worker's
@@ -176,6 +178,13 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
             memory = Limits.of(job.resources).memory_text
             return WorkerStatus(WorkerState.FAILED, code, f"(container main) OOMKilled: memory limit {memory} exceeded")
         return WorkerStatus(WorkerState.FAILED, code, _exit_message(code))
+
+    def still_running(self, run_id: str) -> bool:
+        """A child of ours not reaped yet: the reaper sets its ``returncode`` before it wakes the
+        engine, so no end goes unseen."""
+        with self._lock:
+            proc = self._procs.get(run_id)
+        return run_id in self._running and proc is not None and proc.returncode is None
 
     def logs(self, job: Job, follow: bool = False) -> Iterator[bytes]:
         with open(self._log_path(job), "rb") as f:
@@ -220,6 +229,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
             self._procs.pop(job.run_id, None)
         self._groups.pop(job.run_id, None)
         self._ended.discard(job.run_id)
+        self._running.discard(job.run_id)
         self._stopping.pop(job.run_id, None)
         self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
 

@@ -11,6 +11,9 @@ idempotent: after a crash the engine may call any of them again for the same job
   ``RunnerError`` for a run that can never start on this runner: the run fails with its message.
 * ``status(job) -> WorkerStatus``: starting, running, succeeded, failed (with exit code and
   message) or missing (the worker is gone without a result).
+* ``still_running(run_id) -> bool``: True only when the runner knows from memory, looking at
+  nothing, that the worker ``status`` last called running still is; the engine then neither
+  loads the run nor asks ``status``. A runner that cannot tell says False (the default).
 * ``logs(job, follow) -> Iterator[bytes]``: the worker's stdout+stderr so far; with ``follow``,
   keep yielding until the worker ends.
 * ``stop(job) -> bool``: ask the worker to end (gracefully first); True once it has ended or
@@ -116,6 +119,9 @@ class Runner(Protocol):
     def stop(self, job: Job) -> bool: ...
 
     def cleanup(self, job: Job) -> None: ...
+
+    def still_running(self, run_id: str) -> bool:
+        return False
 
     def check_plan(self, image: str, version: str, entrypoint: list[str] | None) -> None:
         """At ``plan apply``: raise ``BadRequest`` for a plan this runner could never start.
