@@ -71,6 +71,28 @@ class PrefixedReader(StreamReader):
     def has_data(self) -> bool:
         return super().has_data() or bool(self.raw.prefix)
 
+    def readline(self, size: int | None = -1) -> bytes:
+        """A line (at most ``size`` bytes), cut from the buffer by one search per fill: the head's
+        lines are all in it (``Reception`` read the head). _pyio's readline, which cheroot's
+        reader is, peeks and reads again for every line, in Python, and may return up to twice
+        ``size`` when a line spans two fills."""
+        limit = -1 if size is None else size
+        line = b""
+        while limit < 0 or len(line) < limit:
+            if self._read_pos >= len(self._read_buf) and not self.peek(1):  # one read of the socket
+                break
+            with self._read_lock:
+                buf, pos = self._read_buf, self._read_pos
+                end = buf.find(b"\n", pos) + 1 or len(buf)
+                if limit >= 0:
+                    end = min(end, pos + limit - len(line))
+                self._read_pos = end
+            self.bytes_read += end - pos
+            line += buf[pos:end]
+            if line.endswith(b"\n"):
+                break
+        return line
+
     def buffered(self) -> int:
         """How many bytes can be read without reading the socket."""
         return len(self._read_buf) - self._read_pos + len(self.raw.prefix)

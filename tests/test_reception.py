@@ -2,6 +2,7 @@
 clients, oversized heads, chunk-size lines and trailers, streams holding every worker. A real
 server on loopback, attacked with raw sockets; every wait has a deadline."""
 
+import _pyio
 import contextlib
 import logging
 import os
@@ -16,6 +17,7 @@ from apiclient import make_tar
 from fake_runner import FakeRunner
 from helpers import self_signed_cert, wait_for
 
+from knitfab.reception import PrefixedReader
 from knitfab.server import Config, KnitfabServer
 from knitfab.store.layout import Layout
 
@@ -281,4 +283,21 @@ def test_a_large_write_to_a_slow_reader_waits_per_step_not_for_the_whole(tmp_pat
     writer.flush()
     reader.join(timeout=30)
     assert bytes(got) == body
+    ours.close(), theirs.close()
+
+
+def test_the_head_s_lines_are_read_from_the_buffer_and_the_body_after_them_is_intact(monkeypatch):
+    # _pyio's readline, cheroot's, peeks and reads again in Python for every header line.
+    ours, theirs = socket.socketpair()
+    head = b"PUT /api/data/x/ HTTP/1.1\r\n" + b"".join(b"X-H%d: %d\r\n" % (i, i) for i in range(30)) + b"\r\n"
+    reader = PrefixedReader(ours)
+    reader.unread(head + b"{}")  # what Reception read before it handed the connection over
+    theirs.sendall(b"rest of the body")
+    reads = []
+    real_read = _pyio.BufferedReader.read
+    monkeypatch.setattr(_pyio.BufferedReader, "read", lambda self, *a: reads.append(a) or real_read(self, *a))
+    lines = [reader.readline(65536) for _ in range(32)]
+    assert b"".join(lines) == head and len(reads) <= 1  # the first line fills the buffer
+    assert reader.readline(3) == b"{}r" and reader.read(15) == b"est of the body"
+    assert reader.bytes_read == len(head) + 18
     ours.close(), theirs.close()
