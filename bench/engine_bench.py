@@ -18,7 +18,9 @@ Fills a fresh store with N done Data (four user tags each) and M plans, then pri
   process's own CPU per run and its children's (the workers: bwrap, setpriv, the run); of
   the server's CPU, the bench's own polls for done (the same requests replayed on the idle
   server afterwards) apart, and the rest by thread (engine, HTTP, reaper, trash: thread names
-  from ``py-spy dump`` when py-spy is installed, ``pip install py-spy``); ``--profile FILE``
+  from ``py-spy dump`` when py-spy is installed, ``pip install py-spy``); and the whole
+  machine's CPU per run from /proc/stat, with what the kernel does for the sandboxes in its own
+  threads (namespaces and cgroups torn down), the physical limit on runs/s; ``--profile FILE``
   records py-spy's collapsed stacks of the server (per thread) during the burst;
 * our own loop with the local runner and no HTTP: the same burst tagged and ticked in this
   process (runs/s, this process's CPU per run: tagging, engine, reaper, trash; the workers');
@@ -241,12 +243,12 @@ def _burst(client, pid: int, burst: int) -> None:
     ids = [client.upload(empty)["knitId"] for _ in range(burst)]
     profiler = _profile(pid)
     polls: list[list[str]] = []
-    before, threads0, t0 = _cpu_ms(pid), _threads_cpu_ms(pid), time.perf_counter()
+    before, threads0, t0, machine0 = _cpu_ms(pid), _threads_cpu_ms(pid), time.perf_counter(), _machine_ms()
     for knit_id in ids:
         client.tag_data(knit_id, add=["bench:trigger"])
     tagged = time.perf_counter() - t0
     _done_via_api(client, ids, timeout=600, pause=0.05, polls=polls)  # rare polls: the server's CPU is the engine's
-    elapsed, after, threads1 = time.perf_counter() - t0, _cpu_ms(pid), _threads_cpu_ms(pid)
+    elapsed, after, threads1, machine1 = time.perf_counter() - t0, _cpu_ms(pid), _threads_cpu_ms(pid), _machine_ms()
     _stop_profile(profiler)
     own, children = (after[0] - before[0]) / burst, (after[1] - before[1]) / burst
     polling = _replayed_cpu_ms(client, pid, polls) / burst
@@ -262,6 +264,25 @@ def _burst(client, pid: int, burst: int) -> None:
     total = own - polling + children
     print(f"  the CPU of a run, server (without the polls) and workers: {total:5.1f} ms: at most"
           f" {os.cpu_count() * 1000 / total:5.0f} runs/s on {os.cpu_count()} idle cores")  # fmt: skip
+    _print_machine(machine0, machine1, burst)
+
+
+def _machine_ms() -> list[float]:
+    """The whole machine's CPU time so far by kind (/proc/stat: user, nice, system, idle, iowait,
+    irq, softirq, steal), in ms: it counts what the kernel does for the sandboxes in its own
+    threads (namespaces and cgroups torn down later), which no process's CPU time shows."""
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    return [int(v) * tick for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def _print_machine(before: list[float], after: list[float], runs: int) -> None:
+    user, nice, system, idle, iowait, irq, softirq, steal = (b - a for a, b in zip(before, after, strict=True))
+    busy = user + nice + system + irq + softirq
+    share = busy / (busy + idle + iowait + steal) if busy else 0.0
+    print(f"  the whole machine (/proc/stat, every process and kernel thread, the bench's own too):"
+          f" {busy / runs:5.1f} ms of CPU per run (system {(system + irq + softirq) / runs:4.1f}), cores"
+          f" {100 * share:3.0f}% busy, steal {steal / runs:4.1f} ms/run: at most"
+          f" {os.cpu_count() * 1000 * runs / busy if busy else 0:5.0f} runs/s on {os.cpu_count()} cores")  # fmt: skip
 
 
 def _threads_cpu_ms(pid: int) -> dict[int, float]:
@@ -459,7 +480,7 @@ def bench_loop_local(store: Store, burst: int) -> None:
     runner.on_exit = engine.wake
     ids = [upload(store) for _ in range(burst)]
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, machine0 = time.process_time(), time.perf_counter(), _machine_ms()
     for knit_id in ids:
         data.change_tags(store, knit_id, add=tags("bench:trigger"))
     polls = 0.0  # the bench's own "all ended?" queries, not counted
@@ -471,13 +492,14 @@ def bench_loop_local(store: Store, burst: int) -> None:
         engine._wake.clear()
         if not engine.tick():
             engine._wake.wait(0.05)
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0 - polls
+    elapsed, cpu, machine1 = time.perf_counter() - t0, time.process_time() - cpu0 - polls, _machine_ms()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers = (after.ru_utime + after.ru_stime - kids.ru_utime - kids.ru_stime) * 1000 / burst
     print(
         f"our engine loop with the local runner, no HTTP, {burst} runs: {burst / elapsed:6.1f} runs/s,"
         f" CPU {cpu * 1000 / burst:5.1f} ms/run (engine, reaper, trash), workers {workers:5.1f} ms/run"
     )
+    _print_machine(machine0, machine1, burst)
 
 
 def _ended(store: Store, input_ids: list[str]) -> int:

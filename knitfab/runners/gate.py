@@ -1,4 +1,4 @@
-"""The run's cgroups entered at the last moment, by the server: the launch itself is not the run.
+"""The run's CPU quota and cgroups in force at the last moment: the launch itself is not the run.
 
 Without a gate, the worker's chain enters the run's cgroups first and then starts the run's
 ``bwrap``; its setup (namespaces, mounts: knitfab's work, not the run's) then runs under the
@@ -7,13 +7,15 @@ CFS period before its first instruction. With a gate, the run's ``bwrap`` is giv
 ``--info-fd`` (it writes the pid of the sandbox's first process, its init, as soon as it exists)
 and ``--block-fd``: that process waits, after the sandbox is set up and before it forks the
 run's command, for a byte on a FIFO in the worker's directory. The server's reaper thread reads
-the pid, writes it into every cgroup of the run, and only then writes the byte. Everything the
-run executes descends from that process, so everything the run executes is limited, as before.
+the pid, *admits* it (``Cgroups.admit``), and only then writes the byte: on cgroup v2 it moves
+the pid into every cgroup of the run; on v1 the worker has entered them itself, with no CPU
+quota yet, and the server writes the quota (``Cgroups.entered_by_worker`` says why). Everything
+the run executes descends from that process, so everything the run executes is limited, as before.
 
 Fail-closed: the FIFO is open read-write in bwrap itself, so it never reads an end of file; if
 the server dies before it opens the gate, the run waits and executes nothing, and the restarted
 server opens it (``open_orphan``: the sandbox's init is the process of the worker's group that is
-pid 1 of a pid namespace of its own). A process that cannot be put in its cgroups is killed.
+pid 1 of a pid namespace of its own). A process that cannot be admitted is killed.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from pathlib import Path
 from .. import quantity, trash
 from ..store.layout import Layout
 from .bwrap import SandboxCommands, sandbox_path
-from .gate import Gate, child_pid, open_gate, open_orphan
+from .gate import Admit, Gate, child_pid, open_gate, open_orphan
 from .gate import waiting as gate_waiting
 from .limits import DEFAULT_PIDS, Cgroups, Limits, oom_killed, populated, remove_cgroups, rlimit_args
 from .localimages import ImageModes
@@ -239,7 +239,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         """What the worker executes around a sandbox's bwrap command line (host mode or image
         mode): the run's cgroups entered, its inputs readable by the run's unprivileged user,
         privileges dropped to that user, and rlimits for what no cgroup enforces. With a
-        ``gate``, the server enters the cgroups for the sandbox once it exists (``gate``)."""
+        ``gate``, the sandbox is admitted to its cgroups once it exists (``gate``)."""
         limits = Limits.of(job.resources, self.pids)
         gated = gate is not None
         groups = self.cgroups.create(f"run-{job.run_id}", limits, gated)
@@ -259,7 +259,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         if pid is not None:
             open_gate(self.layout.worker(job.run_id), self._cgroups_of(job), pid, pgid, self._admit(job))
 
-    def _admit(self, job: Job) -> Callable[[list[Path], int], None]:
+    def _admit(self, job: Job) -> Admit:
         limits = Limits.of(job.resources, self.pids)
         return lambda groups, pid: self.cgroups.admit(groups, pid, limits)
 
