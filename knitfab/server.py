@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import select
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -123,15 +127,10 @@ class KnitfabServer:
         self.store.close()
 
     def serve_forever(self) -> int:
-        """Run until SIGTERM or SIGINT; the handlers only set a flag."""
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        self.start()
-        # Not one wait without a timeout: a signal the kernel delivers to another thread runs its
-        # handler only once the main thread runs Python again.
-        while not stop.wait(0.5):
-            pass
+        """Run until SIGTERM or SIGINT (``signals_awaited``)."""
+        with signals_awaited((signal.SIGTERM, signal.SIGINT)) as wait:
+            self.start()
+            wait()
         log.info("stopping: finishing requests in flight and the engine's current stage")
         self.stop()
         return 0
@@ -267,3 +266,41 @@ def _read_token(path: Path) -> str:
     if mode & 0o077:
         log.warning("the token file %s can be read by others (mode %o): chmod 600 %s", path, mode, path)
     return path.read_text().strip()
+
+
+@contextmanager
+def signals_awaited(signals: tuple[int, ...]) -> Iterator[Callable[[], int]]:
+    """A wait, for the main thread, until one of ``signals`` arrives (which one it returns);
+    installed on entry, so none that comes meanwhile is missed.
+
+    Nothing is done in a Python signal handler: Python's C handler writes the signal's number
+    into a pipe (``signal.set_wakeup_fd``), from whichever thread the kernel gave the signal to,
+    and the main thread reads it. A handler that sets a ``threading.Event`` the main thread waits
+    on may run while the main thread holds that Event's lock, and then waits for it for ever (a
+    server here did not end after its SIGTERM); a wait without a timeout on anything else never
+    runs the handler at all when the kernel gives the signal to another thread."""
+    read_end, write_end = os.pipe()
+    for fd in (read_end, write_end):
+        os.set_blocking(fd, False)
+    previous = signal.set_wakeup_fd(write_end)
+    handlers = {sig: signal.signal(sig, lambda *_: None) for sig in signals}
+
+    def wait() -> int:
+        while True:
+            select.select([read_end], [], [])
+            try:
+                came = os.read(read_end, 64)
+            except BlockingIOError:
+                continue
+            for number in came:
+                if number in signals:
+                    return number
+
+    try:
+        yield wait
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)

@@ -99,6 +99,24 @@ def test_it_stops_on_a_sigterm_the_kernel_gives_another_thread(tmp_path):
         proc.kill()
 
 
+def test_a_signal_any_thread_is_given_at_any_moment_ends_the_wait():
+    # 3,000 waits, each ended by a SIGTERM the kernel gives another thread a few microseconds
+    # in: with a handler that set an Event the main thread waited on, one in about a thousand
+    # never ended.
+    script = (
+        "import random, signal, threading, time\n"
+        "from knitfab.server import signals_awaited\n"
+        "def kill():\n"
+        "    time.sleep(random.random() / 2000)\n"
+        "    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread\n"
+        "for _ in range(3000):\n"
+        "    with signals_awaited((signal.SIGINT, signal.SIGTERM)) as wait:\n"
+        "        threading.Thread(target=kill).start()\n"
+        "        assert wait() == signal.SIGTERM\n"
+    )
+    assert subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=60).returncode == 0
+
+
 def test_a_handout_of_a_random_port_says_it_goes_stale(tmp_path):
     srv = serve(tmp_path)
     try:
