@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -194,15 +195,16 @@ TRIVIAL = {
 }
 
 
-def bench_http(data_dir: Path, samples: int, burst: int) -> None:
-    """Against a real ``knitfab serve``: push -> process start latency (next to the same bwrap
-    command launched directly), then a burst of ``burst`` runs (runs/s, CPU per run)."""
+def bench_http(data_dir: Path, samples: int, burst: int, root: Path | None = None) -> dict[str, float]:
+    """Against a real ``knitfab serve`` (of the checkout ``root``, by default this one): push ->
+    process start latency (next to the same bwrap command launched directly), then a burst of
+    ``burst`` runs (runs/s, CPU per run); the main figures, for ``engine_baseline.py``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from transfer_bench import start_server
 
     from knit.client import KnitClient
 
-    proc, url = start_server(data_dir)  # it reads the server's log off the pipe
+    proc, url = start_server(data_dir, *([root] if root else []))  # it reads the server's log off the pipe
     client = KnitClient(url)
     empty = Path(tempfile.mkdtemp())
     try:
@@ -227,15 +229,19 @@ def bench_http(data_dir: Path, samples: int, burst: int) -> None:
             f" runs/s on {os.cpu_count()} idle cores for the sandboxes alone; of the chain {chain_cpu:5.1f} ms"
         )
         report("HTTP push sent -> done seen via GET /api/runs", lat_done, 200)
-        _burst(client, proc.pid, burst)
+        return {"start ms": statistics.median(lat_start), **_burst(client, proc.pid, burst)}
     finally:
         client.close()
         proc.terminate()
-        proc.wait()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # an older build may not end on SIGTERM (issue 14's note)
+            proc.kill()
+            proc.wait()
         proc.stderr.close()
 
 
-def _burst(client, pid: int, burst: int) -> None:
+def _burst(client, pid: int, burst: int) -> dict[str, float]:
     """The burst, and where the server's CPU went: the bench's own polling for "done" is
     measured apart (the same requests replayed on the idle server afterwards), and the rest
     split by thread (names from ``py-spy dump`` where py-spy is installed)."""
@@ -264,7 +270,8 @@ def _burst(client, pid: int, burst: int) -> None:
     total = own - polling + children
     print(f"  the CPU of a run, server (without the polls) and workers: {total:5.1f} ms: at most"
           f" {os.cpu_count() * 1000 / total:5.0f} runs/s on {os.cpu_count()} idle cores")  # fmt: skip
-    _print_machine(machine0, machine1, burst)
+    machine = _print_machine(machine0, machine1, burst)
+    return {"runs/s": burst / elapsed, "server CPU ms/run": own - polling, "machine CPU ms/run": machine}
 
 
 def _machine_ms() -> list[float]:
@@ -275,7 +282,8 @@ def _machine_ms() -> list[float]:
     return [int(v) * tick for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
 
 
-def _print_machine(before: list[float], after: list[float], runs: int) -> None:
+def _print_machine(before: list[float], after: list[float], runs: int) -> float:
+    """Print the machine's CPU per run; return it (ms)."""
     user, nice, system, idle, iowait, irq, softirq, steal = (b - a for a, b in zip(before, after, strict=True))
     busy = user + nice + system + irq + softirq
     share = busy / (busy + idle + iowait + steal) if busy else 0.0
@@ -283,6 +291,7 @@ def _print_machine(before: list[float], after: list[float], runs: int) -> None:
           f" {busy / runs:5.1f} ms of CPU per run (system {(system + irq + softirq) / runs:4.1f}), cores"
           f" {100 * share:3.0f}% busy, steal {steal / runs:4.1f} ms/run: at most"
           f" {os.cpu_count() * 1000 * runs / busy if busy else 0:5.0f} runs/s on {os.cpu_count()} cores")  # fmt: skip
+    return busy / runs
 
 
 def _threads_cpu_ms(pid: int) -> dict[int, float]:
@@ -314,7 +323,6 @@ def _print_threads(pid: int, before: dict[int, float], after: dict[int, float], 
 def _thread_names(pid: int) -> dict[int, str]:
     import re
     import shutil
-    import subprocess
 
     if shutil.which("py-spy") is None:
         return {}
@@ -336,7 +344,6 @@ def _profile(pid: int):
     (collapsed stacks per thread: ``FILE``; see ``bench/profile_split.py``)."""
     if not PROFILE:
         return None
-    import subprocess
 
     argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking",
             "--rate", "200", "--output", PROFILE]  # fmt: skip
@@ -361,7 +368,6 @@ def _direct_bwrap_start(data_dir: Path, chain: bool = False) -> tuple[float, flo
     from the launch to the first instruction of the same ``date`` in the sandbox, and the CPU
     the launch took (bwrap and the command), in ms. ``chain``: wrapped as a root server's worker
     wraps it (``runuser.launch``: the staging bwrap and setpriv; no cgroups, no gate)."""
-    import subprocess
 
     from knitfab.runners.protocol import Job, Mount
     from knitfab.runners.runuser import launch
