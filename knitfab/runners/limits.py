@@ -87,15 +87,16 @@ class Cgroups:
 
     @property
     def entered_by_worker(self) -> bool:
-        """Whether a gated worker enters the run's cgroups itself, before its sandbox exists.
+        """Whether a gated worker can enter the run's cgroups itself, before its sandbox exists.
 
         Only with every controller on v1. There, a single-threaded process writing ``0`` into
         a group's ``tasks`` moves itself without the kernel's global lock on forks
         (``cgroup_threadgroup_rwsem``). Moving any other process takes that lock, and with it an
-        RCU grace period: 5 ms on an idle host here, 13 ms under load, for every run. The CPU
-        quota is then left out of ``create`` and written by ``admit`` at the gate, so bwrap's
-        setup is still not throttled. On v2 no such file exists: the server moves the sandbox at
-        its gate."""
+        RCU grace period unless another move came shortly before: 5 ms on an idle host here,
+        13 ms under load. The CPU quota is then left out of ``create`` and written by ``admit``
+        at the gate, so bwrap's setup is still not throttled. On v2 no such file exists: the
+        server moves the sandbox at its gate. (``LocalRunner`` has a worker enter them itself
+        only when no other sandbox waits at its gate: see ``LocalRunner._alone``.)"""
         return bool(self.parents) and not any(_v2_parent_of_runs(p) for p in self.parents.values())
 
     def create(self, name: str, limits: Limits, gated: bool = False) -> list[Path]:
@@ -110,17 +111,17 @@ class Cgroups:
         return list(made.values())
 
     def admit(self, groups: list[Path], pid: int, limits: Limits) -> None:
-        """At the gate, before the sandbox ``pid`` forks anything of the run: the CPU quota
-        ``create`` left out (``entered_by_worker``), else ``pid`` moved into each of ``groups``.
-        Raises ``OSError`` when it cannot."""
-        if not self.entered_by_worker:
-            for group in groups:
-                write_value(group / "cgroup.procs", pid)
-            return
-        cpu = self.parents.get("cpu")
+        """At the gate, before the sandbox ``pid`` forks anything of the run: ``pid`` moved into
+        each of ``groups`` it is not in yet (none, when its worker entered them itself), then
+        the CPU quota ``create`` left out. Raises ``OSError`` when it cannot."""
         for group in groups:
-            if group.parent == cpu:
-                _cpu_v1(group, limits)
+            if str(pid) not in (group / "cgroup.procs").read_text().split():
+                write_value(group / "cgroup.procs", pid)
+        if self.entered_by_worker:
+            cpu = self.parents.get("cpu")
+            for group in groups:
+                if group.parent == cpu:
+                    _cpu_v1(group, limits)
 
     def entry(self, groups: list[Path]) -> list[str]:
         """The ``sh`` commands by which a worker enters ``groups`` itself (``entered_by_worker``:
