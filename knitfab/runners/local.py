@@ -271,7 +271,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         cgroups itself, for the start's latency (the server's move would wait for a grace
         period). Among starts that follow one another it does not: then the server's moves
         share grace periods, and the worker's own entry would cost an ``sh`` more and charge
-        the sandbox's setup to the run's memory cgroup (2-4 ms more of the machine's CPU per
+        the sandbox's setup to the run's memory cgroup (2.5-9 ms more of the machine's CPU per
         run in a burst, ``bench/engine_baseline.py``)."""
         with self._lock:
             return not self._at_gate - {run_id}
