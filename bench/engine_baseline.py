@@ -25,13 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_bench import TRIVIAL, bench_http, conditions, fill_data  # noqa: E402
+from engine_bench import ROOT, TRIVIAL, bench_http, conditions, fill_data  # noqa: E402
 
 from knitfab.planspec import parse_plan_spec  # noqa: E402
 from knitfab.store import plans  # noqa: E402
 from knitfab.store.db import Store  # noqa: E402
 
-HERE = Path(__file__).resolve().parents[1]
 BETTER_LOW = {"start ms", "server CPU ms/run", "machine CPU ms/run"}
 
 
@@ -76,7 +75,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--burst", type=int, default=300)
     args = parser.parse_args()
-    builds = {"this": HERE, "baseline": args.baseline.resolve()}
+    builds = {"this": ROOT, "baseline": args.baseline.resolve()}
     figures: dict[str, list[dict[str, float]]] = {"this": [], "baseline": []}
     with tempfile.TemporaryDirectory() as tmp:
         source = filled(Path(tmp), args.data)

@@ -49,7 +49,8 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from knitfab.engine import Engine  # noqa: E402
 from knitfab.planspec import parse_plan_spec  # noqa: E402
@@ -195,7 +196,7 @@ TRIVIAL = {
 }
 
 
-def bench_http(data_dir: Path, samples: int, burst: int, root: Path | None = None) -> dict[str, float]:
+def bench_http(data_dir: Path, samples: int, burst: int, root: Path = ROOT) -> dict[str, float]:
     """Against a real ``knitfab serve`` (of the checkout ``root``, by default this one): push ->
     process start latency (next to the same bwrap command launched directly), then a burst of
     ``burst`` runs (runs/s, CPU per run); the main figures, for ``engine_baseline.py``."""
@@ -204,7 +205,7 @@ def bench_http(data_dir: Path, samples: int, burst: int, root: Path | None = Non
 
     from knit.client import KnitClient
 
-    proc, url = start_server(data_dir, *([root] if root else []))  # it reads the server's log off the pipe
+    proc, url = start_server(data_dir, root)  # it reads the server's log off the pipe
     client = KnitClient(url)
     empty = Path(tempfile.mkdtemp())
     try:

@@ -85,7 +85,7 @@ class Cgroups:
         how.setdefault("cpu", "none")
         return how
 
-    @property
+    @functools.cached_property
     def entered_by_worker(self) -> bool:
         """Whether a gated worker can enter the run's cgroups itself, before its sandbox exists.
 

@@ -230,11 +230,10 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         remove_cgroups(self._cgroups_of(job))
         with self._lock:
             self._procs.pop(job.run_id, None)
+            self._at_gate.discard(job.run_id)
         self._groups.pop(job.run_id, None)
         self._ended.discard(job.run_id)
         self._running.discard(job.run_id)
-        with self._lock:
-            self._at_gate.discard(job.run_id)
         self._stopping.pop(job.run_id, None)
         self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
 
