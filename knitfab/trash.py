@@ -95,7 +95,12 @@ _BINS_LOCK = threading.Lock()
 def for_layout(layout) -> Trash:
     """The data directory's trash (one per directory in this process), with what a killed
     server left in it being removed."""
-    folder = layout.root / "trash"
+    return at(layout.root / "trash")
+
+
+def at(folder: Path) -> Trash:
+    """The trash in ``folder`` (one per folder in this process), for what is discarded on that
+    folder's file system, with what a killed server left in it being removed."""
     with _BINS_LOCK:
         trash = _BINS.get(folder)
         if trash is None or not folder.exists():

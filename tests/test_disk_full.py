@@ -85,7 +85,7 @@ def test_the_exit_code_of_a_run_survives_a_full_volume(volume):
         plan = fill_plan(api, "cat /dev/zero > /out/fill; exit 7")
         api.push({"go": "1"}, "type:trigger")
         staging = volume / "knitfab" / "staging"
-        exit_file = wait_for(lambda: next((volume / "knitfab" / "workers").glob("*/exit"), None))
+        exit_file = wait_for(lambda: next(server.runner.workdir.folder.glob("*/exit"), None))
         wait_for(lambda: exit_code_in(exit_file.read_text()) == 7, timeout=30)
         assert free(volume) == 0, "the run should have filled the volume to the last block"
         for fill in staging.glob("*/fill"):

@@ -147,7 +147,7 @@ def test_the_run_holds_neither_end_of_its_gate_nor_its_exit_file(store):
     runner = LocalRunner(store.layout)
     job = start(store, runner, "sleep 5")
     wait_for(lambda: sum(worker_processes(job).values()) >= 2)  # init and sleep
-    workdir = store.layout.worker(job.run_id)
+    workdir = runner.workdir(job.run_id)
     watched = {str(workdir / gate.GO), str(workdir / gate.INFO), str(workdir / "exit")}
     held = {}
     for pid, sandboxed in worker_processes(job).items():
@@ -182,7 +182,7 @@ def test_a_restarted_server_leaves_a_gate_alone_when_the_worker_is_not_the_one_i
     job.worker = json.dumps({**handle, "start": handle["start"] + 1})
     restarted = LocalRunner(store.layout)
     restarted.status(job)
-    assert not quota_over(init, groups) and not (store.layout.worker(job.run_id) / gate.OPENED).exists()  # not let go
+    assert not quota_over(init, groups) and not (restarted.workdir(job.run_id) / gate.OPENED).exists()  # not let go
     job.worker = json.dumps(handle)
     wait_for(lambda: restarted.status(job).state == "succeeded")
     restarted.cleanup(job)

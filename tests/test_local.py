@@ -313,7 +313,7 @@ def test_stop_signals_and_returns_at_once_without_sleeping(store, monkeypatch):
     wait_for(lambda: runner.stop(job))  # SIGKILL once the grace is over; no call slept
     monkeypatch.undo()
     runner.cleanup(job)
-    assert not runner.layout.worker(run_id).exists()  # moved out of workers/ at once, deleted off-thread
+    assert not runner.workdir(run_id).exists()  # moved out of workers/ at once, deleted off-thread
 
 
 def test_one_thread_reaps_every_worker_and_each_end_wakes_the_engine(store):

@@ -28,8 +28,9 @@ class TestFakeRunner(RunnerContract):
 class TestLocalRunner(RunnerContract):
     @pytest.fixture
     def runner(self, store):
-        yield LocalRunner(store.layout, grace=2)
-        for groups in store.layout.root.glob("workers/*/cgroups"):  # of workers a test never cleans up
+        runner = LocalRunner(store.layout, grace=2)
+        yield runner
+        for groups in runner.workdir.folder.glob("*/cgroups"):  # of workers a test never cleans up
             limits.remove_cgroups([Path(g) for g in json.loads(groups.read_text())])
 
     def program(self, kind):

@@ -198,8 +198,8 @@ def test_writing_past_the_tmpfs_size_fails_inside_the_run(store):
 def test_the_plan_resources_are_written_to_the_run_cgroups(store):
     runner = LocalRunner(store.layout, pids=100)
     job = start_hanging(store, runner, resources={"cpu": "500m", "memory": "96Mi"})
-    wait_for(lambda: (store.layout.worker(job.run_id) / gate.OPENED).exists())  # the quota: at the gate
-    groups = [Path(g) for g in json.loads((store.layout.worker(job.run_id) / "cgroups").read_text())]
+    wait_for(lambda: (runner.workdir(job.run_id) / gate.OPENED).exists())  # the quota: at the gate
+    groups = [Path(g) for g in json.loads((runner.workdir(job.run_id) / "cgroups").read_text())]
     files = {f.name: f.read_text().strip() for g in groups for f in g.iterdir() if f.name in LIMIT_FILES}
     assert files.get("cpu.cfs_quota_us", files.get("cpu.max", "").split(" ")[0]) == "50000"
     assert files.get("memory.limit_in_bytes", files.get("memory.max")) == str(96 << 20)

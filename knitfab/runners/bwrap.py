@@ -13,6 +13,7 @@ from ..store.layout import Layout
 from .limits import Limits
 from .protocol import Job
 from .runuser import RunUser, sandbox_user_args
+from .workdirs import Workdirs
 
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 PATH = "/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
@@ -25,6 +26,7 @@ class SandboxCommands:
     """The command lines of the ``LocalRunner`` (which sets these attributes)."""
 
     layout: Layout
+    workdir: Workdirs
     user: RunUser
     pids: int
     network: bool
@@ -64,7 +66,7 @@ class SandboxCommands:
 
     def _image_sandbox(self, job: Job, image) -> list[str]:
         """The bubblewrap command line of a run of an image: its unpacked root as ``/``."""
-        workdir = self.layout.worker(job.run_id)
+        workdir = self.workdir(job.run_id)
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rootfs").write_text(image.key)  # the cache never collects what a live run uses
         root, config = self.image_cache.rootfs(image), image.config

@@ -44,6 +44,7 @@ from .procs import group_alive, killpg, proc_stat, start_time
 from .protocol import GONE, Job, Runner, WorkerState, WorkerStatus, empty_outputs
 from .reaper import Reaper
 from .runuser import bwrap_supports, give, launch, run_user
+from .workdirs import Workdirs
 
 log = logging.getLogger("knitfab.local")
 logger = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         self.pids = pids
         self.cgroups = Cgroups.probe()
         self.trash = trash.for_layout(layout)  # also finishes what a killed server left half-removed
+        self.workdir = Workdirs(layout.root)
+        self._worker_trash = trash.at(self.workdir.trash)
         logger.info("local runner: runs execute as uid %d; limits by %s", self.user.uid, self.cgroups.enforced())
         self._procs: dict[str, subprocess.Popen] = {}
         self._stopping: dict[str, float] = {}
@@ -116,7 +119,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
                 os.chown(self.layout.staging(m.knit_id), self.user.uid, self.user.gid)
 
     def start(self, job: Job) -> str:
-        workdir = self.layout.worker(job.run_id)
+        workdir = self.workdir(job.run_id)
         if (workdir / "handle").exists():
             return (workdir / "handle").read_text()  # started before a crash: it is that worker
         sandbox, note = self._command(job)
@@ -163,10 +166,10 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         if self._unreaped_child(job):
             self._running.add(job.run_id)
             return WorkerStatus(WorkerState.RUNNING)  # known from memory: no file or /proc read per tick
-        if job.worker and gate_waiting(self.layout.worker(job.run_id)) and self._leader_is_ours(job):
+        if job.worker and gate_waiting(self.workdir(job.run_id)) and self._leader_is_ours(job):
             # started by a server that died before it let the sandbox go: only while the worker's
             # shell is the one its handle names is the group the worker's (after a reboot it is not)
-            open_orphan(self.layout.worker(job.run_id), self._cgroups_of(job), _pid(job), self._admit(job))
+            open_orphan(self.workdir(job.run_id), self._cgroups_of(job), _pid(job), self._admit(job))
         code = self._exit_code(job)
         if code is None and self._alive(job):
             return WorkerStatus(WorkerState.RUNNING)
@@ -212,7 +215,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         deadline = self._stopping.setdefault(job.run_id, time.monotonic() + self.grace)
         # A sandbox still at its gate has executed nothing of the run, and as pid 1 of its own
         # namespace it ignores SIGTERM: it is killed at once.
-        closed = gate_waiting(self.layout.worker(job.run_id))
+        closed = gate_waiting(self.workdir(job.run_id))
         killpg(_pid(job), signal.SIGKILL if closed or time.monotonic() >= deadline else signal.SIGTERM)
         if self._alive(job):
             return False
@@ -235,7 +238,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         self._ended.discard(job.run_id)
         self._running.discard(job.run_id)
         self._stopping.pop(job.run_id, None)
-        self.trash.discard(self.layout.worker(job.run_id))  # removed off the engine thread
+        self._worker_trash.discard(self.workdir(job.run_id))  # removed off the engine thread
 
     # -- the sandbox ------------------------------------------------------------------------------
 
@@ -247,7 +250,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         limits = Limits.of(job.resources, self.pids)
         gated = gate is not None
         groups = self.cgroups.create(f"run-{job.run_id}", limits, gated)
-        _write_new(self.layout.worker(job.run_id) / "cgroups", json.dumps([str(g) for g in groups]))
+        _write_new(self.workdir(job.run_id) / "cgroups", json.dumps([str(g) for g in groups]))
         self._groups[job.run_id] = groups  # the file is for a restarted server
         if self.user.privileged:
             self._give([m.knit_id for m in job.inputs])
@@ -261,7 +264,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
     def _open_gate(self, job: Job, pid: int | None, pgid: int) -> None:
         """On the reaper's thread: the sandbox exists (``pid``), admit it to its cgroups and let it go."""
         if pid is not None:
-            open_gate(self.layout.worker(job.run_id), self._cgroups_of(job), pid, pgid, self._admit(job))
+            open_gate(self.workdir(job.run_id), self._cgroups_of(job), pid, pgid, self._admit(job))
         with self._lock:
             self._at_gate.discard(job.run_id)
 
@@ -293,20 +296,20 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
     def _log_path(self, job: Job) -> Path:
         if job.log:
             return self.layout.staging(job.log) / "log"
-        return self.layout.worker(job.run_id) / "log"  # a plan without log: discarded at cleanup
+        return Path(os.devnull)  # a plan without log: discarded
 
     def _cgroups_of(self, job: Job) -> list[Path]:
         known = self._groups.get(job.run_id)
         if known is not None:
             return known
         try:
-            return [Path(g) for g in json.loads((self.layout.worker(job.run_id) / "cgroups").read_text())]
+            return [Path(g) for g in json.loads((self.workdir(job.run_id) / "cgroups").read_text())]
         except (FileNotFoundError, ValueError):
             return []
 
     def _exit_code(self, job: Job) -> int | None:
         try:
-            return exit_code_in((self.layout.worker(job.run_id) / "exit").read_text())
+            return exit_code_in((self.workdir(job.run_id) / "exit").read_text())
         except FileNotFoundError:
             return None
 
@@ -339,7 +342,7 @@ class LocalRunner(ImageModes, SandboxCommands, Runner):
         # Once the leader has ended, what is left of the run can only be in its cgroups: the
         # server puts the sandbox in them before it lets it fork anything of the run (gate.py).
         # Until then the sandbox waits outside them, so only its process group can tell.
-        inside = None if gate_waiting(self.layout.worker(job.run_id)) else populated(self._cgroups_of(job))
+        inside = None if gate_waiting(self.workdir(job.run_id)) else populated(self._cgroups_of(job))
         return group_alive(handle["pid"]) if inside is None else inside
 
     def _leader_is_ours(self, job: Job) -> bool:

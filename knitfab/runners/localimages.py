@@ -16,6 +16,7 @@ from ..images.rootfs import LayerError
 from ..images.sandbox import ImageConfigError
 from ..store.layout import Layout
 from .protocol import Job, RunnerError
+from .workdirs import Workdirs
 
 log = logging.getLogger("knitfab.local")
 
@@ -24,6 +25,7 @@ class ImageModes:
     """The image side of the ``LocalRunner`` (which sets these attributes and the sandboxes)."""
 
     layout: Layout
+    workdir: Workdirs
     images: dict[str, Path]
     image_cache: object
     host_mode: bool
@@ -56,7 +58,7 @@ class ImageModes:
             if image is not None:
                 return self._image_sandbox(job, image), ""
         except (LayerError, ImageConfigError, StorageError) as e:
-            shutil.rmtree(self.layout.worker(job.run_id), ignore_errors=True)
+            shutil.rmtree(self.workdir(job.run_id), ignore_errors=True)
             raise RunnerError(f"cannot run the image {job.image}: {e}") from None
         if not job.entrypoint or not self.host_mode:
             raise RunnerError(self._push_advice(job.image, job.entrypoint))
@@ -100,4 +102,4 @@ class ImageModes:
         return advice
 
     def _rootfs_in_use(self) -> set[str]:
-        return {p.read_text() for p in (self.layout.root / "workers").glob("*/rootfs")}
+        return {(w / "rootfs").read_text() for w in self.workdir.all() if (w / "rootfs").exists()}
