@@ -295,40 +295,57 @@ def _print_machine(before: list[float], after: list[float], runs: int) -> float:
     return busy / runs
 
 
-def _threads_cpu_ms(pid: int) -> dict[int, float]:
-    """CPU time of each live thread of the process, in ms."""
+def _threads_cpu_ms(pid: int) -> dict[int, tuple[float, float]]:
+    """CPU time of each live thread of the process, (user, system) in ms."""
     tick, found = 1000 / os.sysconf("SC_CLK_TCK"), {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # it ended meanwhile
-        found[int(task.name)] = (int(fields[11]) + int(fields[12])) * tick
+        found[int(task.name)] = (int(fields[11]) * tick, int(fields[12]) * tick)
     return found
 
 
-def _print_threads(pid: int, before: dict[int, float], after: dict[int, float], total: float, burst: int) -> None:
+def _print_threads(pid: int, before: dict, after: dict, total: float, burst: int) -> None:
+    """The server's CPU by kind of thread, user + system: what the kernel does in a thread's
+    system calls (files and cgroups made, processes launched) shows in its system time."""
     names = _thread_names(pid)
-    kinds: dict[str, float] = {}
-    for tid, ms in after.items():
+    kinds: dict[str, list[float]] = {}
+    for tid, (user, system) in after.items():
         name = names.get(tid, "?")
         kind = (
             "engine" if name == "knitfab-engine" else "HTTP" if "CP Server" in name or name == "knitfab-http" else name
         )
-        kinds[kind] = kinds.get(kind, 0.0) + ms - before.get(tid, 0.0)
-    kinds["threads that ended (and the ones py-spy could not name)"] = total - sum(kinds.values())
-    shown = ", ".join(f"{kind} {ms / burst:4.1f}" for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]))
-    print(f"  the server's CPU by thread, ms/run: {shown}")
+        user0, system0 = before.get(tid, (0.0, 0.0))
+        shares = kinds.setdefault(kind, [0.0, 0.0])
+        shares[0], shares[1] = shares[0] + user - user0, shares[1] + system - system0
+    left = total - sum(u + s for u, s in kinds.values())
+    shown = ", ".join(
+        f"{kind} {(u + s) / burst:4.1f} ({u / burst:.1f} + {s / burst:.1f})"
+        for kind, (u, s) in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))
+        if u + s
+    )
+    print(f"  the server's CPU by thread, ms/run (user + system): {shown};"
+          f" threads that ended (and the ones py-spy could not name) {left / burst:4.1f}")  # fmt: skip
 
 
 def _thread_names(pid: int) -> dict[int, str]:
     import re
+
+    spy = _py_spy()
+    if spy is None:
+        return {}
+    dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True).stdout
+    return {int(t): name for t, name in re.findall(r'^Thread (\d+) \(\w+\): "(.*)"', dump, re.M)}
+
+
+def _py_spy() -> str | None:
+    """py-spy on the PATH or beside this interpreter (``.venv/bin``)."""
     import shutil
 
-    if shutil.which("py-spy") is None:
-        return {}
-    dump = subprocess.run(["py-spy", "dump", "--pid", str(pid)], capture_output=True, text=True).stdout
-    return {int(t): name for t, name in re.findall(r'^Thread (\d+) \(\w+\): "(.*)"', dump, re.M)}
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 def _replayed_cpu_ms(client, pid: int, polls: list[list[str]]) -> float:
@@ -346,7 +363,7 @@ def _profile(pid: int):
     if not PROFILE:
         return None
 
-    argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking",
+    argv = [_py_spy() or "py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking",
             "--rate", "200", "--output", PROFILE]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)  # py-spy attaches
