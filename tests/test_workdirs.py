@@ -45,14 +45,16 @@ def start_run(store, runner, script: str):
 
 
 @pytest.mark.slow
-def test_a_run_s_worker_directory_is_on_a_tmpfs_and_nothing_of_it_on_the_data_disk(store):
+def test_a_run_s_worker_directory_is_on_a_tmpfs_the_run_cannot_see_and_nothing_of_it_on_the_data_disk(store):
     runner = LocalRunner(store.layout)
-    job = start_run(store, runner, "sleep 0.3; echo ran > /out/f")
+    job = start_run(store, runner, "sleep 0.3; ls -a /dev/shm /run > /out/seen 2>&1; true")
     workdir = runner.workdir(job.run_id)
     assert on_tmpfs(workdir) and (workdir / "exit").exists() and (workdir / "handle").exists()
     assert list((store.layout.root / "workers").iterdir()) == []  # the data disk has none of it
     assert os.stat(workdir.parent).st_mode & 0o777 == 0o700
     wait_for(lambda: runner.status(job).state == "succeeded")
+    seen = (store.layout.staging(job.outputs[0].knit_id) / "seen").read_text()
+    assert "/dev/shm:\n.\n..\n" in seen and "knitfab" not in seen  # its /dev/shm is its own, empty
     runner.cleanup(job)
     assert not workdir.exists()
 
