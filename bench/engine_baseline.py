@@ -8,7 +8,10 @@ all are seen done) against this checkout's ``knitfab serve`` and the other's, ea
 copy of one store filled once (``--data`` done Data, each with its run: the other checkout must
 read this store's schema). Rounds alternate the order, A B then B A, because this machine's
 speed drifts from one bench to the next. Each bench prints its own figures and the load average;
-the end has the medians of the rounds, and this build's ratio to the other.
+the end has the medians of the rounds, and this build's ratio to the other. The benches' copies
+are all removed at the end, not one after its bench: on ext4 without a journal, every file made
+in the minutes after thousands were removed costs more (the inode allocator skips the recently
+removed ones), and the next bench would pay for the last one's cleanup.
 """
 
 from __future__ import annotations
@@ -50,10 +53,7 @@ def one(build: str, root: Path, source: Path, tmp: Path, args) -> dict[str, floa
     shutil.copytree(source, copy, symlinks=True)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n== {build} ({root}), load average {load}")
-    try:
-        return bench_http(copy, args.samples, args.burst, root)
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
+    return bench_http(copy, args.samples, args.burst, root)  # the copy is removed with the others, at the end
 
 
 def summary(figures: dict[str, list[dict[str, float]]]) -> None:

@@ -430,12 +430,15 @@ def _cpu_ms(pid: int) -> tuple[float, float]:
     return (int(fields[11]) + int(fields[12])) * tick, (int(fields[13]) + int(fields[14])) * tick
 
 
+POLLED = 500  # ids per poll: more would not fit in a request head (64 KiB)
+
+
 def _done_via_api(client, input_ids: list[str], timeout: float = 30, pause: float = 0.002, polls=None) -> list[dict]:
     """The runs of ``input_ids`` once all are done, asking for those not seen done yet every
     ``pause`` s; ``polls`` gets the ids of each request."""
     deadline, found = time.monotonic() + timeout, {}
     while time.monotonic() < deadline:
-        asked = [i for i in input_ids if i not in found]
+        asked = [i for i in input_ids if i not in found][:POLLED]
         if polls is not None:
             polls.append(asked)
         for run in client.find_runs(knit_ids_in=asked):
