@@ -67,6 +67,19 @@ def test_the_folder_is_the_data_directory_s_own_and_closed_to_others(tmpfs, tmp_
     assert a.trash.parent == a.folder.parent  # discarded with one rename on the same tmpfs
 
 
+def test_the_folders_of_data_directories_that_are_gone_are_removed(tmpfs, tmp_path):
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    gone = Workdirs(tmp_path / "a", tmpfs=(str(tmpfs),))
+    (gone.folder / "run-1").mkdir()  # a worker's state its server never cleaned up
+    making = tmpfs / "knitfab" / "being-made"
+    making.mkdir()  # another runner's, before it says whose it is
+    (tmp_path / "a").rmdir()
+    kept = Workdirs(tmp_path / "b", tmpfs=(str(tmpfs),))
+    assert not gone.folder.parent.exists() and making.exists() and kept.folder.exists()
+    assert Workdirs(tmp_path / "c", tmpfs=(str(tmpfs),)) and kept.folder.exists()  # b is still there
+
+
 def test_a_knitfab_folder_another_user_made_first_is_not_used(tmpfs, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

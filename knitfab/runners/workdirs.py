@@ -16,7 +16,8 @@ workers there again; a reboot empties it, and leaves no worker to find either (a
 worker is gone fails, as it did on the disk).
 
 The worker directories of an older server (``<data-dir>/workers/``) are still used for their
-runs. Every file here is small and bounded: a run's output goes to its log Data, on the disk.
+runs. The folder of a data directory that no longer exists is removed when a runner starts.
+Every file here is small and bounded: a run's output goes to its log Data, on the disk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -65,11 +67,25 @@ def own_folder(root: Path, candidates: tuple[str, ...]) -> Path | None:
             log.warning("cannot use %s for the workers' state: %s", parent, e)
             continue
         if _claim(parent):
-            key = hashlib.sha256(os.fsencode(root)).hexdigest()[:16]
-            (parent / key).mkdir(mode=0o700, exist_ok=True)
-            return parent / key
+            _prune(parent)
+            folder = parent / hashlib.sha256(os.fsencode(root)).hexdigest()[:16]
+            folder.mkdir(mode=0o700, exist_ok=True)
+            (folder / "root").write_text(str(root))  # whose it is, for _prune
+            return folder
         log.warning("%s is a link or not this user's: not used for the workers' state", parent)
     return None
+
+
+def _prune(parent: Path) -> None:
+    """Remove the folders of data directories that are gone (a tmpfs is memory: a test suite
+    makes hundreds of data directories, and their workers' state would stay until a reboot)."""
+    for folder in parent.iterdir():
+        try:
+            owner = (folder / "root").read_text()
+        except OSError:
+            continue  # being made right now, or not ours to judge
+        if not os.path.isdir(owner):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def tmpfs_mounts() -> set[str]:
