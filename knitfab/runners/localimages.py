@@ -5,6 +5,7 @@ plan gets at ``plan apply`` when none of them can run it. A mixin of the ``Local
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -102,4 +103,8 @@ class ImageModes:
         return advice
 
     def _rootfs_in_use(self) -> set[str]:
-        return {(w / "rootfs").read_text() for w in self.workdir.all() if (w / "rootfs").exists()}
+        keys = set()
+        for workdir in self.workdir.all():
+            with contextlib.suppress(FileNotFoundError):  # a host-mode run's, or one cleaned up meanwhile
+                keys.add((workdir / "rootfs").read_text())
+        return keys
