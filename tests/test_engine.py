@@ -263,3 +263,45 @@ def test_watch_writes_its_runs_new_statuses_and_messages_in_one_transaction(stor
     engine.project(), engine.initialize(), engine.start()
     assert commits_during(store, engine.watch) == 1
     assert statuses(store, plan) == ["running"] * 5
+
+
+def statements_during(store, step) -> list[str]:
+    seen: list[str] = []
+    conn = store.db.connection()
+    conn.set_trace_callback(seen.append)
+    try:
+        step()
+    finally:
+        conn.set_trace_callback(None)
+    return seen
+
+
+def test_a_tick_with_no_run_in_flight_asks_only_what_has_changed(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["succeed"])
+    push(store, "type:dataset")
+    engine.run_until_idle()
+    data.change_tags(store, push(store, "type:other"), add=[Tag("note", "x")])  # an API write wakes it
+    asked = statements_during(store, lambda: engine.tick())
+    # which stages have runs, the projection's nominations and the garbage queue; no stage's own query
+    assert len(asked) <= 4, asked
+    assert not any("json_group_array" in sql or "ROW_NUMBER" in sql for sql in asked)
+
+
+def test_a_run_made_in_a_tick_goes_through_the_later_stages_of_that_tick(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["hang"])
+    push(store, "type:dataset")
+    assert engine.tick() and statuses(store, plan) == ["running"]
+
+
+def test_a_stage_loads_the_runs_it_takes_in_one_statement(store):
+    engine = Engine(store, FakeRunner(store.layout))
+    plan = apply(store, {"/in": ["type:dataset"]}, {"/out": ["type:model"]}, args=["hang"])
+    for _ in range(5):
+        push(store, "type:dataset")
+    engine.project()
+    for stage in (engine.initialize, engine.start, engine.watch):
+        loads = [sql for sql in statements_during(store, stage) if "json_group_array" in sql]
+        assert len(loads) == 1, stage.__name__
+    assert statuses(store, plan) == ["running"] * 5

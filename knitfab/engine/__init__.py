@@ -12,6 +12,10 @@ Stages, in order (Knitfab's loops, run one after another in one thread):
    outputs moved into place, and become ``done``/``failed``; done outputs are nominated.
 6. **collect garbage**: directories of dropped Data are removed.
 
+A tick first asks which of these stages' statuses have runs (one statement) and skips the stages
+that have none, unless an earlier stage of the same tick changed something: every API write wakes
+the engine, most of them with nothing for it to do. A stage loads the runs it takes in one statement.
+
 Runner calls happen outside transactions; the status changes that follow are compare-and-sets,
 a stage's written together in one ``BEGIN IMMEDIATE`` once its runner calls are made, so a
 user's abort in between always wins.

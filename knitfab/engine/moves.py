@@ -17,7 +17,7 @@ from ..runners.protocol import Job, RunnerError, WorkerState
 from ..status import RunStatus
 from ..store import runs
 from ..store.db import Store
-from ..store.jobs import load_job
+from ..store.jobs import load_jobs
 
 log = logging.getLogger("knitfab.engine")
 
@@ -38,9 +38,11 @@ class Moves:
     # -- isolation ------------------------------------------------------------------------------
 
     def _each(self, stage: str, run_ids: list[str], step: Callable[[Job], bool], now: int | None) -> bool:
-        did = False
+        did, loaded = False, load_jobs(self.store, run_ids) if run_ids else {}
         for run_id in run_ids:
-            did = bool(self._guarded(stage, run_id, lambda r=run_id: step(load_job(self.store, r)), now)) or did
+            job = loaded.get(run_id)  # None: deleted since the stage picked it
+            if job is not None:
+                did = bool(self._guarded(stage, run_id, lambda j=job: step(j), now)) or did
         return did
 
     def _guarded(self, stage: str, run_id: str, step: Callable[[], object], now: int | None):

@@ -27,6 +27,15 @@ _WATCHED = {
     WorkerState.SUCCEEDED: (S.COMPLETING, (0, "")),
 }
 _FULL = object()  # start: the runner's capacity is taken
+# The runs each stage takes. Every API write wakes the engine, most of them with nothing for it
+# to do: a tick looks once which of these statuses have runs and skips the stages that have none.
+_TAKES = {
+    "initialize": {S.WAITING},
+    "start": {S.READY},
+    "watch": {S.STARTING, S.RUNNING},
+    "finish": {S.COMPLETING, S.ABORTING},
+}
+_TAKEN = frozenset().union(*_TAKES.values())
 
 
 class Engine(Moves):
@@ -64,15 +73,27 @@ class Engine(Moves):
     def tick(self, now: int | None = None) -> bool:
         """One pass over the stages; True when any of them changed something. ``now`` (µs since
         the epoch) stamps the changes made in this pass; tests pass it, the server does not."""
-        did = False
+        did, occupied = False, self._occupied()
         for stage in (self.project, self.initialize, self.start, self.watch, self.finish, self.collect_garbage):
             if self._stop.is_set():
                 break  # stopping: leave between two stages, never in the middle of one
+            takes = _TAKES.get(stage.__name__)
+            if takes and not did and takes.isdisjoint(occupied):
+                continue  # no run for it, and no earlier stage of this tick made one
             try:
                 did = bool(stage(now)) or did
             except Exception:
                 log.exception("engine stage %s failed", stage.__name__)
         return did
+
+    def _occupied(self) -> set[RunStatus]:
+        """The statuses the stages take that some run is in (all of them when the store cannot
+        tell: every stage then looks for itself)."""
+        try:
+            return jobs.occupied(self.store, _TAKEN)
+        except Exception:
+            log.exception("engine: cannot tell which stages have runs")
+            return set(_TAKEN)
 
     def run_until_idle(self, max_ticks: int = 1000) -> int:
         """Tick until nothing changes (for tests and one-shot use); returns the ticks that did work."""
@@ -126,19 +147,20 @@ class Engine(Moves):
         if self._disk_short() is not None:
             return False  # runs wait: what they would write could only fill the disk further
         used, did = self._in_use(), False
-        for run_id in self._take_turns([S.READY], "r.updated_at, r.seq"):
-            started = self._guarded("start", run_id, lambda r=run_id: self._start_one(r, used, now), now)
+        ready = self._take_turns([S.READY], "r.updated_at, r.seq")
+        loaded = jobs.load_jobs(self.store, ready) if ready else {}
+        for job in (loaded[run_id] for run_id in ready if run_id in loaded):
+            started = self._guarded("start", job.run_id, lambda j=job: self._start_one(j, used, now), now)
             if started is _FULL:
                 break  # the rest wait, in order, for capacity to free up
             did = bool(started) or did
         return self._flush(now) or did
 
-    def _start_one(self, run_id: str, used: dict[str, Decimal], now: int | None):
+    def _start_one(self, job: Job, used: dict[str, Decimal], now: int | None):
         """Start one ready run and count what it takes in ``used``; ``_FULL`` when it must wait."""
-        job = load_job(self.store, run_id)
         need = _requests(job)
         if not _fits(need, {}, self.runner.capacity):
-            return self._move(run_id, S.ABORTING, {S.READY}, (255, _too_big(need, self.runner.capacity)), now)
+            return self._move(job.run_id, S.ABORTING, {S.READY}, (255, _too_big(need, self.runner.capacity)), now)
         if not _fits(need, used, self.runner.capacity):
             return _FULL
         for rtype, amount in need.items():
@@ -251,7 +273,6 @@ class Engine(Moves):
             now,
         )
 
-    # -- helpers --------------------------------------------------------------------------------
     # -- helpers --------------------------------------------------------------------------------
 
     def _take_turns(self, statuses: list[RunStatus], order: str) -> list[str]:

@@ -21,6 +21,18 @@ def live_runs(store: Store) -> list[str]:
     return store.column("SELECT run_id FROM run WHERE status IN (SELECT value FROM json_each(?))", _names(LIVE))
 
 
+def occupied(store: Store, statuses: Iterable[RunStatus]) -> set[RunStatus]:
+    """Which of ``statuses`` some run is in now: one seek of the status index per status, so
+    that an engine woken with nothing to do looks once instead of once per stage."""
+    return {RunStatus(s) for s in store.column(_OCCUPIED, _names(statuses))}
+
+
+_OCCUPIED = (
+    "SELECT s.value FROM json_each(?) s"
+    " WHERE EXISTS (SELECT 1 FROM run INDEXED BY run_by_status WHERE status = s.value)"
+)
+
+
 def take_turns(store: Store, statuses: Iterable[RunStatus], order: str, limit: int) -> list[str]:
     """Up to ``limit`` runs of image plans in ``statuses``, the plans taking turns: the first
     run (in ``order``) of every plan, then the second, and so on, a plan's turns counted after
@@ -49,6 +61,8 @@ def after(store: Store, statuses: Iterable[RunStatus], cursor: int, limit: int) 
     )
     names = _names(statuses)
     rows = store.all(sql.format(">"), names, cursor, limit)
+    if not cursor or len(rows) == limit:
+        return rows  # nothing to wrap around to
     return rows + store.all(sql.format("<="), names, cursor, limit - len(rows))
 
 
@@ -72,6 +86,8 @@ def garbage(store: Store, cursor: int, limit: int) -> list[tuple[int, str]]:
     """Up to ``limit`` (rowid, knit id) of dropped Data, after ``cursor`` and wrapping around."""
     sql = "SELECT rowid, knit_id FROM garbage WHERE rowid {} ? ORDER BY rowid LIMIT ?"
     rows = store.all(sql.format(">"), cursor, limit)
+    if not cursor or len(rows) == limit:
+        return rows  # nothing to wrap around to
     return rows + store.all(sql.format("<="), cursor, limit - len(rows))
 
 
@@ -85,22 +101,31 @@ def collected(store: Store, knit_ids: list[str]) -> None:
 # The whole of a run as the runner sees it, in one statement (the engine loads a run at each
 # of its stages): its lists come as JSON arrays, put in order here.
 _JOB = (
-    "SELECT r.plan_id, p.image, p.version, p.entrypoint, p.args, p.service_account, r.worker,"
+    "SELECT r.run_id, r.plan_id, p.image, p.version, p.entrypoint, p.args, p.service_account, r.worker,"
     " (SELECT json_group_array(json_array(i.path, a.knit_id)) FROM assign a JOIN input i ON i.id = a.input_id"
     "  WHERE a.run_id = r.run_id),"
     " (SELECT json_group_array(json_array(o.path, d.knit_id, o.is_log)) FROM data d JOIN output o ON o.id = d.output_id"
     "  WHERE d.run_id = r.run_id),"
     " (SELECT json_group_array(json_array(type, quantity)) FROM plan_resource WHERE plan_id = r.plan_id),"
     " (SELECT json_group_array(json_array(mode, key, value)) FROM plan_on_node WHERE plan_id = r.plan_id)"
-    " FROM run r JOIN plan p ON p.plan_id = r.plan_id WHERE r.run_id = ?"
+    " FROM run r JOIN plan p ON p.plan_id = r.plan_id WHERE r.run_id {}"
 )
 
 
 def load_job(store: Store, run_id: str) -> Job:
     """A run as the runner sees it (one statement)."""
-    plan_id, image, version, entrypoint, args, account, worker, inputs, made, resources, on_node = store.one(
-        _JOB, run_id
-    )
+    return _job(store.one(_JOB.format("= ?"), run_id))
+
+
+def load_jobs(store: Store, run_ids: list[str]) -> dict[str, Job]:
+    """Runs as ``load_job`` gives each, by run id, in one statement (a stage's batch); runs that
+    no longer exist are left out."""
+    rows = store.all(_JOB.format("IN (SELECT value FROM json_each(?))"), json_list(run_ids))
+    return {row[0]: _job(row) for row in rows}
+
+
+def _job(row: tuple) -> Job:
+    run_id, plan_id, image, version, entrypoint, args, account, worker, inputs, made, resources, on_node = row
     made = sorted(json.loads(made), key=lambda row: (row[0] is not None, row[0] or ""))  # as ORDER BY path
     return Job(
         run_id=run_id,

@@ -27,6 +27,7 @@ from .nominate import nominated
 
 log = logging.getLogger("knitfab.engine")
 BATCH = 128  # combinations examined per batch (each one a run inserted or found present)
+_ANY_TRIGGER = "SELECT 1 FROM nomination WHERE updated = 1 LIMIT 1"  # the partial index nomination_updated
 _END = object()
 
 
@@ -48,6 +49,8 @@ class Projector:
         order rotating between batches; a plan whose projection raises is logged and skipped
         (its triggers stay for the next batch) so it cannot stop the others."""
         self._moved = {}
+        if not self._resume and not self.store.one(_ANY_TRIGGER):
+            return 0  # nothing to project: no write transaction for a tick with nothing to do
         with self.store.write():
             plans = self._pending_plans()
             share, spent = max(1, self.size // max(1, len(plans))), 0
