@@ -21,7 +21,9 @@ Fills a fresh store with N done Data (four user tags each) and M plans, then pri
   from ``py-spy dump`` when py-spy is installed, ``pip install py-spy``); and the whole
   machine's CPU per run from /proc/stat, with what the kernel does for the sandboxes in its own
   threads (namespaces and cgroups torn down), the physical limit on runs/s; ``--profile FILE``
-  records py-spy's collapsed stacks of the server (per thread) during the burst;
+  records py-spy's collapsed stacks of the server (per thread) during the burst; then the
+  same number of tagging PUTs that start no run (what an API write costs the server, by thread:
+  the engine's share is its wake-up after every write);
 * our own loop with the local runner and no HTTP: the same burst tagged and ticked in this
   process (runs/s, this process's CPU per run: tagging, engine, reaper, trash; the workers');
 * the floor of our own loop: the same burst through every engine stage with a runner whose
@@ -230,7 +232,9 @@ def bench_http(data_dir: Path, samples: int, burst: int, root: Path = ROOT) -> d
             f" runs/s on {os.cpu_count()} idle cores for the sandboxes alone; of the chain {chain_cpu:5.1f} ms"
         )
         report("HTTP push sent -> done seen via GET /api/runs", lat_done, 200)
-        return {"start ms": statistics.median(lat_start), **_burst(client, proc.pid, burst)}
+        figures = {"start ms": statistics.median(lat_start), **_burst(client, proc.pid, burst)}
+        _idle_puts(client, proc.pid, burst)
+        return figures
     finally:
         client.close()
         proc.terminate()
@@ -275,6 +279,20 @@ def _burst(client, pid: int, burst: int) -> dict[str, float]:
     return {"runs/s": burst / elapsed, "server CPU ms/run": own - polling, "machine CPU ms/run": machine}
 
 
+def _idle_puts(client, pid: int, count: int) -> None:
+    """The same tagging PUT when it starts no run: what an API write costs the server, and the
+    share of the engine's wake-up that follows every write."""
+    empty = Path(tempfile.mkdtemp())
+    ids = [client.upload(empty)["knitId"] for _ in range(count)]
+    before, threads0, t0 = _cpu_ms(pid), _threads_cpu_ms(pid), time.perf_counter()
+    for knit_id in ids:
+        client.tag_data(knit_id, add=["bench:idle"])
+    elapsed, after, threads1 = time.perf_counter() - t0, _cpu_ms(pid), _threads_cpu_ms(pid)
+    own = (after[0] - before[0]) / count
+    print(f"{count} tagging PUTs that start no run: {count / elapsed:6.1f} PUT/s, server CPU {own:5.2f} ms/PUT")
+    _print_threads(pid, threads0, threads1, after[0] - before[0], count, "PUT")
+
+
 def _machine_ms() -> list[float]:
     """The whole machine's CPU time so far by kind (/proc/stat: user, nice, system, idle, iowait,
     irq, softirq, steal), in ms: it counts what the kernel does for the sandboxes in its own
@@ -307,7 +325,7 @@ def _threads_cpu_ms(pid: int) -> dict[int, tuple[float, float]]:
     return found
 
 
-def _print_threads(pid: int, before: dict, after: dict, total: float, burst: int) -> None:
+def _print_threads(pid: int, before: dict, after: dict, total: float, burst: int, unit: str = "run") -> None:
     """The server's CPU by kind of thread, user + system: what the kernel does in a thread's
     system calls (files and cgroups made, processes launched) shows in its system time."""
     names = _thread_names(pid)
@@ -322,11 +340,11 @@ def _print_threads(pid: int, before: dict, after: dict, total: float, burst: int
         shares[0], shares[1] = shares[0] + user - user0, shares[1] + system - system0
     left = total - sum(u + s for u, s in kinds.values())
     shown = ", ".join(
-        f"{kind} {(u + s) / burst:4.1f} ({u / burst:.1f} + {s / burst:.1f})"
+        f"{kind} {(u + s) / burst:5.2f} ({u / burst:.2f} + {s / burst:.2f})"
         for kind, (u, s) in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))
         if u + s
     )
-    print(f"  the server's CPU by thread, ms/run (user + system): {shown};"
+    print(f"  the server's CPU by thread, ms/{unit} (user + system): {shown};"
           f" threads that ended (and the ones py-spy could not name) {left / burst:4.1f}")  # fmt: skip
 
 
