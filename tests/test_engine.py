@@ -200,15 +200,8 @@ def test_recover_lets_the_runner_delete_workers_no_live_run_owns(store):
 
 
 def commits_during(store, step):
-    """How many transactions ``step()`` commits on the store's connection (SQLite's own trace)."""
-    seen = []
-    conn = store.db.connection()
-    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
-    try:
-        step()
-    finally:
-        conn.set_trace_callback(None)
-    return len(seen)
+    """How many transactions ``step()`` commits on the store's connection."""
+    return sum(sql.strip().upper() == "COMMIT" for sql in statements_during(store, step))
 
 
 def test_finish_writes_every_run_it_settles_in_one_transaction(store):
@@ -266,6 +259,7 @@ def test_watch_writes_its_runs_new_statuses_and_messages_in_one_transaction(stor
 
 
 def statements_during(store, step) -> list[str]:
+    """The statements ``step()`` runs on the store's connection (SQLite's own trace)."""
     seen: list[str] = []
     conn = store.db.connection()
     conn.set_trace_callback(seen.append)

@@ -1,11 +1,11 @@
 """A run as the runner sees it (``jobs.load_job``): everything of it, in one statement, since
-the engine loads a run at each of its stages."""
+the engine loads a run at each of its stages; and the queues the engine takes in turns."""
 
 from helpers import apply, push, runs_of
 
 from knitfab.engine import Engine
 from knitfab.runners.protocol import Mount
-from knitfab.store.jobs import load_job
+from knitfab.store.jobs import garbage, load_job
 
 
 def test_a_run_is_loaded_whole_in_one_statement(store):
@@ -32,3 +32,16 @@ def test_a_run_is_loaded_whole_in_one_statement(store):
     assert job.resources == {"cpu": "500m", "memory": "1Gi"}
     assert job.on_node == [("must", "zone", "a"), ("must", "zone", "b"), ("prefer", "gpu", "yes")]
     assert job.worker is None and job.service_account is None
+
+
+def test_the_garbage_queue_is_taken_in_turns_from_the_cursor_round_to_the_start(store):
+    with store.write():
+        for n in range(5):
+            store.execute("INSERT INTO garbage (knit_id) VALUES (?)", f"k{n}")
+    first = garbage(store, 0, 2)
+    assert [k for _, k in first] == ["k0", "k1"]
+    cursor = first[-1][0]
+    assert [k for _, k in garbage(store, cursor, 2)] == ["k2", "k3"]  # the batch is full: no wrap
+    last = garbage(store, garbage(store, cursor, 2)[-1][0], 3)
+    assert [k for _, k in last] == ["k4", "k0", "k1"]  # after the cursor, then round to the start
+    assert [k for _, k in garbage(store, last[0][0], 10)] == ["k0", "k1", "k2", "k3", "k4"]  # each once

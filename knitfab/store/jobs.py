@@ -59,11 +59,7 @@ def after(store: Store, statuses: Iterable[RunStatus], cursor: int, limit: int) 
         " WHERE r.status IN (SELECT value FROM json_each(?)) AND +p.name IS NULL AND r.seq {} ?"
         " ORDER BY r.seq LIMIT ?"
     )
-    names = _names(statuses)
-    rows = store.all(sql.format(">"), names, cursor, limit)
-    if not cursor or len(rows) == limit:
-        return rows  # nothing to wrap around to
-    return rows + store.all(sql.format("<="), names, cursor, limit - len(rows))
+    return _round_robin(store, sql, (_names(statuses),), cursor, limit)
 
 
 def writing(store: Store) -> list[str]:
@@ -85,10 +81,16 @@ def resources_in_use(store: Store) -> list[tuple[str, str]]:
 def garbage(store: Store, cursor: int, limit: int) -> list[tuple[int, str]]:
     """Up to ``limit`` (rowid, knit id) of dropped Data, after ``cursor`` and wrapping around."""
     sql = "SELECT rowid, knit_id FROM garbage WHERE rowid {} ? ORDER BY rowid LIMIT ?"
-    rows = store.all(sql.format(">"), cursor, limit)
+    return _round_robin(store, sql, (), cursor, limit)
+
+
+def _round_robin(store: Store, sql: str, params: tuple, cursor: int, limit: int) -> list[tuple[int, str]]:
+    """Up to ``limit`` rows of ``sql`` (``{}``: the comparison with the cursor; then ``?`` for
+    ``params``, the cursor and the limit) after ``cursor``, then from the start up to it."""
+    rows = store.all(sql.format(">"), *params, cursor, limit)
     if not cursor or len(rows) == limit:
         return rows  # nothing to wrap around to
-    return rows + store.all(sql.format("<="), cursor, limit - len(rows))
+    return rows + store.all(sql.format("<="), *params, cursor, limit - len(rows))
 
 
 def collected(store: Store, knit_ids: list[str]) -> None:
