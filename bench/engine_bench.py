@@ -13,7 +13,8 @@ Fills a fresh store with N done Data (four user tags each) and M plans, then pri
   done Data, each with its upload run: >= 10^5 runs by default): from the push's 2xx (``POST
   /api/data`` of a plain tar, then the ``PUT`` tagging it) to the process start, alternated with
   the floors, the same bwrap command launched directly and wrapped as the worker's chain (and
-  their CPU); then a burst of ``--burst``
+  their CPU), and that chain entering one kept staging namespace (a design the runner has not
+  adopted yet: what a staging bwrap per worker costs); then a burst of ``--burst``
   Data tagged at once, until every run is seen done through the API: runs/s, the server
   process's own CPU per run and its children's (the workers: bwrap, setpriv, the run); of
   the server's CPU, the bench's own polls for done (the same requests replayed on the idle
@@ -211,8 +212,8 @@ def bench_http(data_dir: Path, samples: int, burst: int, root: Path = ROOT) -> d
     client = KnitClient(url)
     empty = Path(tempfile.mkdtemp())
     try:
-        lat_start, lat_done, floor, chain = [], [], [], []
-        for _ in range(samples):  # A B A B: ours, then the floor
+        lat_start, lat_done, floor, chain, kept, stage = [], [], [], [], [], _KeptStage()
+        for _ in range(samples):  # A B A B: ours, then the floors
             t0 = time.time_ns()
             knit_id = client.push_dir(empty, ["bench:trigger"])["knitId"]
             ready = time.time_ns()  # the push's last 2xx (the tagging): the Data is ready
@@ -222,14 +223,23 @@ def bench_http(data_dir: Path, samples: int, burst: int, root: Path = ROOT) -> d
             lat_start.append((int((data_dir / "data" / out / "ns").read_text()) - ready) / 1e6)
             floor.append(_direct_bwrap_start(data_dir))
             chain.append(_direct_bwrap_start(data_dir, chain=True))
+            kept.append(_direct_bwrap_start(data_dir, chain=True, stage=stage))
+        stage.close()
         report("data ready (HTTP push 2xx) -> process start", lat_start, 20)
         report("  floor: the same bwrap command launched directly", [wall for wall, _ in floor], 20)
         report("  floor: the worker's chain (as root: staging bwrap, setpriv) launched directly",
                [wall for wall, _ in chain], 20)  # fmt: skip
+        if stage.used:
+            report("  the chain entering one kept staging namespace (nsenter) instead of its own staging bwrap",
+                   [wall for wall, _ in kept], 20)  # fmt: skip
         cpu, chain_cpu = statistics.median(c for _, c in floor), statistics.median(c for _, c in chain)
+        kept_cpu = (
+            f"; entering a kept staging namespace {statistics.median(c for _, c in kept):5.1f} ms" if stage.used else ""
+        )
         print(
             f"  floor: CPU of one direct bwrap launch {cpu:5.1f} ms: at most {os.cpu_count() * 1000 / cpu:5.0f}"
-            f" runs/s on {os.cpu_count()} idle cores for the sandboxes alone; of the chain {chain_cpu:5.1f} ms"
+            f" runs/s on {os.cpu_count()} idle cores for the sandboxes alone;"
+            f" of the chain {chain_cpu:5.1f} ms{kept_cpu}"
         )
         report("HTTP push sent -> done seen via GET /api/runs", lat_done, 200)
         figures = {"start ms": statistics.median(lat_start), **_burst(client, proc.pid, burst)}
@@ -399,11 +409,12 @@ def _stop_profile(proc) -> None:
 PROFILE = ""
 
 
-def _direct_bwrap_start(data_dir: Path, chain: bool = False) -> tuple[float, float]:
+def _direct_bwrap_start(data_dir: Path, chain: bool = False, stage: _KeptStage | None = None) -> tuple[float, float]:
     """The trivial plan's bubblewrap command (as the local runner builds it) launched directly:
     from the launch to the first instruction of the same ``date`` in the sandbox, and the CPU
     the launch took (bwrap and the command), in ms. ``chain``: wrapped as a root server's worker
-    wraps it (``runuser.launch``: the staging bwrap and setpriv; no cgroups, no gate)."""
+    wraps it (``runuser.launch``: the staging bwrap and setpriv; no cgroups, no gate); with
+    ``stage``, the chain after its staging bwrap enters ``stage``'s namespace instead."""
 
     from knitfab.runners.protocol import Job, Mount
     from knitfab.runners.runuser import launch
@@ -418,6 +429,8 @@ def _direct_bwrap_start(data_dir: Path, chain: bool = False) -> tuple[float, flo
     out.chmod(0o777)
     runner = _RUNNER(layout)
     command = launch(runner.user, runner.sandbox(job)) if chain else runner.sandbox(job)
+    if stage is not None:
+        command = stage.enter(command)
     cpu0, t0 = _children_cpu_ms(), time.time_ns()
     subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
     started, cpu = int((out / "ns").read_text()), _children_cpu_ms() - cpu0
@@ -425,6 +438,39 @@ def _direct_bwrap_start(data_dir: Path, chain: bool = False) -> tuple[float, flo
         f.unlink()
     out.rmdir()
     return (started - t0) / 1e6, cpu
+
+
+class _KeptStage:
+    """What a runner could do instead of a staging bwrap per worker (not built yet): the chain's
+    staging bwrap started once and kept (its shell waits on a pipe), and each chain's rest run in
+    its mount namespace through ``nsenter``. The staging binds are the same for every trivial run
+    (the data directory, the server's Python), so one namespace serves them all."""
+
+    def __init__(self) -> None:
+        self.helper: subprocess.Popen | None = None
+        self.outer: list[str] = []
+        self.pid = 0
+        self.used = False
+
+    def enter(self, command: list[str]) -> list[str]:
+        if command[0] != "bwrap" or "setpriv" not in command:
+            return command  # nothing staged (the server is not root, or every source is open)
+        cut = command.index("--")
+        if command[:cut] != self.outer:
+            self.close()
+            self.outer = command[:cut]
+            self.helper = subprocess.Popen([*self.outer, "--", "/bin/sh", "-c", "echo $$; exec cat"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+            self.pid = int(self.helper.stdout.readline())
+        self.used = True
+        return ["nsenter", f"--target={self.pid}", "--mount", "--", *command[cut + 1 :]]
+
+    def close(self) -> None:
+        if self.helper is not None:
+            self.helper.stdin.close()
+            self.helper.stdout.close()
+            self.helper.wait(10)
+            self.helper = None
 
 
 def _children_cpu_ms() -> float:
